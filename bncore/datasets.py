@@ -1,0 +1,107 @@
+"""Built-in datasets: shipped with scikit-learn or generated, so nothing downloads at run time."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from sklearn import datasets as sk
+
+from bncore.errors import InvalidField
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    info: DatasetInfo
+    features: np.ndarray  # (num_samples, num_features) float32
+    labels: np.ndarray  # (num_samples,) int64
+
+
+def _two_moons() -> tuple[np.ndarray, np.ndarray]:
+    return sk.make_moons(n_samples=1000, noise=0.2, random_state=0)
+
+
+def _sklearn(loader: Callable[..., tuple[np.ndarray, np.ndarray]]) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    return lambda: loader(return_X_y=True)
+
+
+_SOURCES: dict[str, tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = {
+    "digits": ("8x8 images of handwritten digits, 64 grey levels as features (scikit-learn)", _sklearn(sk.load_digits)),
+    "iris": ("Iris flowers: 4 measurements, 3 species (scikit-learn)", _sklearn(sk.load_iris)),
+    "wine": ("Wines: 13 chemical measurements, 3 cultivars (scikit-learn)", _sklearn(sk.load_wine)),
+    "breast_cancer": ("Breast cancer biopsies: 30 features, benign or malignant (scikit-learn)", _sklearn(sk.load_breast_cancer)),
+    "two_moons": ("Two interleaving half circles in 2-D with noise 0.2, 1000 points (generated, seed 0)", _two_moons),
+}
+
+
+@lru_cache(maxsize=None)
+def load_dataset(name: str) -> Dataset:
+    """The whole dataset by name; raises InvalidField('dataset.name') for an unknown one."""
+    if name not in _SOURCES:
+        raise InvalidField("dataset.name", f"unknown dataset '{name}'; expected one of {sorted(_SOURCES)}")
+    description, source = _SOURCES[name]
+    features, labels = source()
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    info = DatasetInfo(
+        name=name,
+        description=description,
+        input_shape=(features.shape[1],),
+        num_classes=int(labels.max()) + 1,
+        num_samples=len(labels),
+    )
+    return Dataset(info=info, features=features, labels=labels)
+
+
+def list_datasets() -> list[DatasetInfo]:
+    return [load_dataset(name).info for name in _SOURCES]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A train/validation split as tensors, standardised with the training split's statistics."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    input_mean: torch.Tensor  # shaped like one sample
+    input_std: torch.Tensor
+
+    def to(self, device: torch.device) -> "PreparedData":
+        return PreparedData(*(t.to(device, non_blocking=True) for t in (
+            self.x_train, self.y_train, self.x_val, self.y_val, self.input_mean, self.input_std
+        )))
+
+
+def prepare_data(dataset: Dataset, input_shape: tuple[int, ...], validation_fraction: float, seed: int) -> PreparedData:
+    """Split with a seeded permutation, reshape samples to `input_shape`, standardise per feature."""
+    count = dataset.info.num_samples
+    order = np.random.default_rng(seed).permutation(count)
+    num_val = max(1, round(count * validation_fraction))
+    val_idx, train_idx = order[:num_val], order[num_val:]
+    x = torch.from_numpy(dataset.features).reshape(count, *input_shape)
+    y = torch.from_numpy(dataset.labels)
+    x_train = x[train_idx]
+    mean = x_train.mean(dim=0)
+    std = x_train.std(dim=0, unbiased=False)
+    # Constant features (the blank border pixels of digits) would divide by zero.
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return PreparedData(
+        x_train=(x_train - mean) / std,
+        y_train=y[train_idx],
+        x_val=(x[val_idx] - mean) / std,
+        y_val=y[val_idx],
+        input_mean=mean,
+        input_std=std,
+    )

@@ -1,0 +1,52 @@
+"""Errors of the domain. The service maps each kind to one HTTP status in one place."""
+
+
+class DomainError(Exception):
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id '{job_id}'")
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"no model with id '{model_id}'")
+
+
+class InvalidField(DomainError):
+    """A request that parsed but asks for something impossible, pinned to the field at fault."""
+
+    code = "invalid_request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
+
+
+class PayloadTooLarge(InvalidField):
+    code = "payload_too_large"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class ArtifactUnavailable(DomainError):
+    """The stored weights of a model are missing or damaged; the model cannot be served."""
+
+    code = "artifact_unavailable"

@@ -1,0 +1,40 @@
+"""Check a job spec against its dataset and the service's limits before it is queued."""
+
+import math
+
+from bncore.datasets import load_dataset
+from bncore.errors import InvalidField
+from bncore.networks import parameter_count
+from bncore.specs import JobSpec, num_features
+
+
+def _cnn_shape_hint(features: int) -> str:
+    side = math.isqrt(features)
+    return f", e.g. [1, {side}, {side}]" if side * side == features else ""
+
+
+def plan_job(spec: JobSpec, max_parameters: int) -> JobSpec:
+    """The spec with `model.input_shape` filled in from the dataset; InvalidField names what is wrong."""
+    info = load_dataset(spec.dataset.name).info
+    features = num_features(info.input_shape)
+    shape = spec.model.input_shape or list(info.input_shape)
+    if spec.model.architecture == "cnn" and len(shape) != 3:
+        raise InvalidField(
+            "model.input_shape",
+            f"a cnn needs [C, H, W] with C·H·W = {features} (dataset '{info.name}' has {features} features)"
+            + _cnn_shape_hint(features),
+        )
+    if num_features(shape) != features:
+        raise InvalidField(
+            "model.input_shape",
+            f"{shape} holds {num_features(shape)} values but dataset '{info.name}' has {features} features per sample",
+        )
+    if spec.model.num_classes != info.num_classes:
+        raise InvalidField(
+            "model.num_classes", f"dataset '{info.name}' has {info.num_classes} classes, got {spec.model.num_classes}"
+        )
+    planned = spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape})})
+    count = parameter_count(planned.model, tuple(shape))
+    if count > max_parameters:
+        raise InvalidField("model", f"the network has {count:,} parameters; this service allows at most {max_parameters:,}")
+    return planned

@@ -1,0 +1,53 @@
+"""Every setting of the service, API and workers alike, read from the environment."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: a SQLite file in DATA_DIR")
+    redis_url: str | None = Field(None, description="Redis URL; used as the Celery broker when BROKER_URL is unset")
+    broker_url: str | None = Field(None, description="Celery broker; default: REDIS_URL, else a folder in DATA_DIR")
+    artifacts_dir: Path | None = Field(None, description="where model weights live; default: DATA_DIR/artifacts")
+    embedded_workers: int = Field(
+        1, ge=0, le=16, description="Celery worker processes `python -m service` starts as its children"
+    )
+    training_queue: str = "training"
+
+    max_predict_rows: int = Field(10_000, ge=1, description="rows one predict request may carry")
+    max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")
+    model_cache_size: int = Field(32, ge=1, description="models kept loaded for inference")
+    cancel_poll_seconds: float = Field(1.0, gt=0, description="how often a running job looks for a cancel request")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'bnjobs.sqlite3').resolve()}"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or self.redis_url or "filesystem://"
+
+    @property
+    def uses_filesystem_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    @property
+    def resolved_artifacts_dir(self) -> Path:
+        return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,62 @@
+"""What a job asks for: the network, the dataset and the training run, with documented defaults.
+
+These pydantic models are the contract shared by the API (request bodies) and the worker
+(the stored spec it trains from).
+"""
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Activation = Literal["relu", "sigmoid", "tanh", "gelu", "elu", "selu"]
+Width = Annotated[int, Field(ge=1, le=8192)]
+Dim = Annotated[int, Field(ge=1, le=4096)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ModelSpec(StrictModel):
+    architecture: Literal["mlp", "cnn"] = Field(description="`mlp`: Linear-BN-activation blocks; `cnn`: Conv-BN-activation blocks")
+    num_classes: int = Field(ge=2, le=10_000, description="outputs of the linear head; must match the dataset")
+    input_shape: list[Dim] | None = Field(
+        None, min_length=1, max_length=3,
+        description="one sample's shape: [features] for mlp, [C, H, W] for cnn; default: the dataset's",
+    )
+    hidden_sizes: list[Width] = Field([100, 100, 100], max_length=32, description="mlp: width of each hidden layer")
+    channels: list[Width] = Field([16, 32], min_length=1, max_length=16, description="cnn: channels of each conv block")
+    kernel_size: Literal[1, 3, 5, 7] = Field(3, description="cnn: square kernel, padded to keep the size")
+    activation: Activation = "relu"
+    normalization: Literal["batchnorm", "none"] = "batchnorm"
+    bn_position: Literal["before_activation", "after_activation"] = Field(
+        "before_activation", description="where BN sits; the paper puts it before the non-linearity"
+    )
+    bn_momentum: float = Field(0.1, gt=0, le=1, description="PyTorch's convention: running = (1-m)·running + m·batch")
+    bn_eps: float = Field(1e-5, gt=0, le=1)
+
+
+class DatasetRef(StrictModel):
+    name: str = Field(min_length=1, max_length=100, description="a built-in dataset, see GET /v1/datasets")
+
+
+class TrainingSpec(StrictModel):
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(64, ge=2, le=65_536, description="at least 2: BN needs more than one value per feature")
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    learning_rate: float = Field(0.1, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    validation_fraction: float = Field(0.2, gt=0, le=0.5)
+
+
+class JobSpec(StrictModel):
+    model: ModelSpec
+    dataset: DatasetRef
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+
+def num_features(shape: list[int] | tuple[int, ...]) -> int:
+    return math.prod(shape)

@@ -1,0 +1,64 @@
+"""A trained network together with the input standardisation it was trained with."""
+
+import json
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bncore.networks import build_network
+from bncore.specs import JobSpec
+
+FORMAT = "bnjobs.model/1"
+NETWORK_PREFIX = "network."
+
+
+@dataclass(frozen=True)
+class Prediction:
+    logits: torch.Tensor
+    probabilities: torch.Tensor
+    classes: torch.Tensor
+
+
+@dataclass
+class TrainedModel:
+    spec: JobSpec  # planned: model.input_shape is filled in
+    network: nn.Module
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        assert self.spec.model.input_shape is not None
+        return tuple(self.spec.model.input_shape)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Weights, γ, β and BN buffers (running_mean, running_var, num_batches_tracked) plus standardisation."""
+        tensors = {NETWORK_PREFIX + name: value for name, value in self.network.state_dict().items()}
+        tensors["input.mean"] = self.input_mean
+        tensors["input.std"] = self.input_std
+        return tensors
+
+    def metadata(self) -> dict[str, str]:
+        return {"format": FORMAT, "spec": self.spec.model_dump_json()}
+
+    @classmethod
+    def from_tensors(cls, spec: JobSpec, tensors: dict[str, torch.Tensor]) -> "TrainedModel":
+        """Rebuild from a spec and stored tensors (never a pickle), ready for inference in eval mode."""
+        network = build_network(spec.model, tuple(spec.model.input_shape or ()))
+        state = {name[len(NETWORK_PREFIX):]: value for name, value in tensors.items() if name.startswith(NETWORK_PREFIX)}
+        network.load_state_dict(state, strict=True)
+        network.eval()
+        return cls(spec=spec, network=network, input_mean=tensors["input.mean"], input_std=tensors["input.std"])
+
+    @torch.inference_mode()
+    def predict(self, raw_inputs: torch.Tensor) -> Prediction:
+        """Eval mode: every BN layer uses its frozen running statistics, so a row's answer ignores its batch."""
+        self.network.eval()
+        logits = self.network((raw_inputs - self.input_mean) / self.input_std)
+        probabilities = torch.softmax(logits, dim=1)
+        return Prediction(logits, probabilities, probabilities.argmax(dim=1))
+
+
+def spec_from_metadata(metadata: dict[str, str]) -> JobSpec:
+    return JobSpec.model_validate(json.loads(metadata["spec"]))
