@@ -46,7 +46,19 @@ class Conflict(DomainError):
     code = "conflict"
 
 
-class ArtifactUnavailable(DomainError):
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+
+
+class ServiceUnavailable(DomainError):
+    code = "service_unavailable"
+
+
+class ArtifactUnavailable(ServiceUnavailable):
     """The stored weights of a model are missing or damaged; the model cannot be served."""
 
     code = "artifact_unavailable"
+
+
+class QueueUnavailable(ServiceUnavailable):
+    code = "queue_unavailable"

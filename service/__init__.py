@@ -1,0 +1,1 @@
+"""FastAPI adapter: HTTP routes over the bncore domain (`python -m service`)."""

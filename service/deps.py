@@ -1,0 +1,61 @@
+"""Typed dependencies: the stores and services a route needs, built once in the app's lifespan."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from bncore.artifacts import ArtifactStore
+from bncore.database import Database
+from bncore.errors import UnsupportedMediaType
+from bncore.inference import ModelCache
+from bncore.job_store import JobStore
+from bncore.model_store import ModelStore
+from bncore.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    jobs: JobStore
+    models: ModelStore
+    artifacts: ArtifactStore
+    cache: ModelCache
+    enqueue: Callable[[str], None]
+    broker_reachable: Callable[[], bool]
+
+
+def require_json(request: Request) -> None:
+    """Bodies are JSON; anything else is refused before it is parsed."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(f"expected Content-Type: application/json, got '{media_type or 'none'}'")
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_settings(request: Request) -> Settings:
+    return get_services(request).settings
+
+
+def get_jobs(request: Request) -> JobStore:
+    return get_services(request).jobs
+
+
+def get_models(request: Request) -> ModelStore:
+    return get_services(request).models
+
+
+def get_cache(request: Request) -> ModelCache:
+    return get_services(request).cache
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+ModelsDep = Annotated[ModelStore, Depends(get_models)]
+CacheDep = Annotated[ModelCache, Depends(get_cache)]

@@ -1,0 +1,74 @@
+"""One place that turns errors into HTTP responses: `{"error": {"code", "message", "fields"}}`."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bncore.errors import (
+    Conflict, DomainError, InvalidField, NotFound, PayloadTooLarge, ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from service.schemas import ErrorDetail, ErrorOut, FieldError
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
+    (NotFound, 404),
+    (PayloadTooLarge, 413),
+    (InvalidField, 422),
+    (Conflict, 409),
+    (UnsupportedMediaType, 415),
+    (ServiceUnavailable, 503),
+]
+LOCATIONS = {"body", "query", "path", "header"}
+
+
+def error_response(status: int, code: str, message: str, fields: list[FieldError] | None = None) -> JSONResponse:
+    body = ErrorOut(error=ErrorDetail(code=code, message=message, fields=fields or []))
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+def _field_name(location: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in location]
+    if parts and parts[0] in LOCATIONS:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _field_error(error: dict) -> FieldError:
+    if error["type"] == "json_invalid":
+        position = error["loc"][-1]
+        reason = error.get("ctx", {}).get("error", "malformed")
+        return FieldError(field="body", message=f"invalid JSON at character {position}: {reason}")
+    return FieldError(field=_field_name(tuple(error["loc"])), message=error["msg"])
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    fields = [_field_error(e) for e in exc.errors()]
+    summary = "; ".join(f"{f.field}: {f.message}" for f in fields)
+    return error_response(422, "invalid_request", summary, fields)
+
+
+async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    status = next(code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind))
+    fields = [FieldError(field=exc.field, message=exc.detail)] if isinstance(exc, InvalidField) else []
+    if status >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+    return error_response(status, exc.code, exc.message, fields)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = error_response(exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    for kind, _ in STATUS_BY_ERROR:
+        app.add_exception_handler(kind, _domain_error)  # type: ignore[arg-type]

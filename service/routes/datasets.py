@@ -1,0 +1,13 @@
+"""The built-in datasets jobs can train on."""
+
+from fastapi import APIRouter
+
+from bncore.datasets import list_datasets
+from service.schemas import DatasetList, DatasetOut
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.get("", response_model=DatasetList)
+def read_datasets() -> DatasetList:
+    return DatasetList(items=[DatasetOut.from_info(info) for info in list_datasets()])

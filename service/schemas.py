@@ -1,0 +1,173 @@
+"""Response bodies of the API. Request bodies are the domain's specs (bncore.specs)."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bncore.batchnorm import BatchNormLayer
+from bncore.datasets import DatasetInfo
+from bncore.job_store import JobRecord
+from bncore.model_store import ModelRecord
+from bncore.specs import JobSpec
+from bncore.training import EpochMetrics
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the offending field, e.g. `training.epochs`")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldError] = []
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class JobError(BaseModel):
+    code: str = Field(description="e.g. `diverged`, `internal_error`")
+    message: str
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="epochs finished so far")
+    epochs: int
+
+
+class EpochMetricsOut(BaseModel):
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+    @classmethod
+    def from_metrics(cls, metrics: EpochMetrics) -> "EpochMetricsOut":
+        return cls(**metrics.__dict__)
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobOut(BaseModel):
+    id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    metrics: list[EpochMetricsOut]
+    model_id: str | None
+    error: JobError | None
+    device: str | None = Field(description="where the job trains, e.g. `cpu` or `cuda:0`")
+    attempts: int
+    cancel_requested: bool
+    spec: JobSpec
+
+    @classmethod
+    def from_record(cls, job: JobRecord) -> "JobOut":
+        return cls(
+            id=job.id, status=job.status, created_at=job.created_at, started_at=job.started_at,  # type: ignore[arg-type]
+            finished_at=job.finished_at, progress=Progress(epoch=job.epoch, epochs=job.epochs),
+            metrics=[EpochMetricsOut.from_metrics(m) for m in job.metrics], model_id=job.model_id,
+            error=JobError(code=job.error.code, message=job.error.message) if job.error else None,
+            device=job.device, attempts=job.attempts, cancel_requested=job.cancel_requested,
+            spec=JobSpec.model_validate(job.spec),
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class DatasetOut(BaseModel):
+    name: str
+    description: str
+    input_shape: list[int]
+    num_classes: int
+    num_samples: int
+
+    @classmethod
+    def from_info(cls, info: DatasetInfo) -> "DatasetOut":
+        return cls(**{**info.__dict__, "input_shape": list(info.input_shape)})
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+
+
+class ModelOut(BaseModel):
+    id: str
+    job_id: str
+    created_at: datetime
+    spec: JobSpec
+    dataset: str
+    input_shape: list[int]
+    num_classes: int
+    final_metrics: EpochMetricsOut
+    parameter_count: int
+
+    @classmethod
+    def from_record(cls, model: ModelRecord) -> "ModelOut":
+        return cls(
+            id=model.id, job_id=model.job_id, created_at=model.created_at, spec=model.spec,
+            dataset=model.spec.dataset.name, input_shape=model.spec.model.input_shape or [],
+            num_classes=model.spec.model.num_classes, final_metrics=EpochMetricsOut(**model.final_metrics),
+            parameter_count=model.parameter_count,
+        )
+
+
+class ModelPage(BaseModel):
+    items: list[ModelOut]
+    next_cursor: str | None
+
+
+class BatchNormLayerOut(BaseModel):
+    name: str
+    num_features: int
+    eps: float
+    momentum: float | None
+    gamma: list[float]
+    beta: list[float]
+    running_mean: list[float]
+    running_var: list[float]
+    num_batches_tracked: int
+
+    @classmethod
+    def from_layer(cls, layer: BatchNormLayer) -> "BatchNormLayerOut":
+        return cls(**layer.__dict__)
+
+
+class BatchNormOut(BaseModel):
+    model_id: str
+    layers: list[BatchNormLayerOut]
+
+
+class PredictIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        description="samples, each shaped as the model's input_shape, in raw (unstandardised) units",
+        examples=[[[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8]],
+    )
+
+
+class PredictOut(BaseModel):
+    model_id: str
+    outputs: list[list[float]] = Field(description="logits, one row per sample")
+    probabilities: list[list[float]]
+    predictions: list[int] = Field(description="the most probable class of each sample")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unready"]
+    checks: dict[str, bool]

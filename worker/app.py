@@ -1,0 +1,67 @@
+"""The Celery application and its whole configuration, one table, shared by the API and the workers."""
+
+from typing import Any
+
+from celery import Celery
+
+from bncore.settings import Settings, get_settings
+
+TRAIN_TASK = "worker.tasks.train_job"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker_url": settings.resolved_broker_url,
+        "broker_connection_retry_on_startup": True,
+        # JSON only: nothing a client can put on the broker is ever unpickled.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # The job store, not a Celery result backend, holds each job's state.
+        "task_ignore_result": True,
+        "task_default_queue": settings.training_queue,
+        # Acknowledge a job after it ran, so a worker lost mid-job leaves it to be delivered again.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One training job per worker process at a time; a second one would wait behind it.
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+    }
+    if settings.uses_filesystem_broker:
+        folder = settings.broker_folder
+        for sub in ("queue", "control", "staging"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config |= {
+            "broker_transport": "worker.broker:Transport",
+            "broker_transport_options": {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "control_folder": str(folder / "control"),
+                # Seconds between polls of the folder: the dispatch latency of the embedded mode.
+                "polling_interval": 0.1,
+            },
+            # Remote control broadcasts over the broker; the folder broker has no one to listen.
+            "worker_enable_remote_control": False,
+        }
+    return config
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("bnjobs", include=["worker.tasks"])
+    app.conf.update(celery_config(settings))
+    return app
+
+
+celery_app = create_celery(get_settings())
+
+
+def enqueue_training(job_id: str) -> None:
+    celery_app.send_task(TRAIN_TASK, args=[job_id])
+
+
+def broker_reachable() -> bool:
+    try:
+        with celery_app.connection_for_write(connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+        return True
+    except Exception:
+        return False
