@@ -1,0 +1,131 @@
+"""Bad input gets a 4xx naming the field and what was expected, and stored jobs stay intact."""
+
+import httpx
+import pytest
+
+from tests.support.jobs import job_request
+
+BAD_JOBS = [
+    ({"training": {"epochs": 0}}, "training.epochs", "greater than or equal to 1"),
+    ({"training": {"epochs": -3}}, "training.epochs", "greater than or equal to 1"),
+    ({"training": {"batch_size": 0}}, "training.batch_size", "greater than or equal to 2"),
+    ({"training": {"learning_rate": 0}}, "training.learning_rate", "greater than 0"),
+    ({"training": {"learning_rate": -0.1}}, "training.learning_rate", "greater than 0"),
+    ({"training": {"optimizer": "rmsprop"}}, "training.optimizer", "'sgd', 'adam' or 'adamw'"),
+    ({"training": {"validation_fraction": 1.5}}, "training.validation_fraction", "less than or equal to 0.5"),
+    ({"model": {"activation": "swish"}}, "model.activation", "'relu', 'sigmoid', 'tanh', 'gelu', 'elu' or 'selu'"),
+    ({"model": {"architecture": "transformer"}}, "model.architecture", "'mlp' or 'cnn'"),
+    ({"model": {"normalization": "layernorm"}}, "model.normalization", "'batchnorm' or 'none'"),
+    ({"model": {"bn_momentum": 0}}, "model.bn_momentum", "greater than 0"),
+    ({"model": {"hidden_sizes": [0]}}, "model.hidden_sizes.0", "greater than or equal to 1"),
+    ({"model": {"num_classes": 3}}, "model.num_classes", "dataset 'digits' has 10 classes"),
+    ({"model": {"input_shape": [63]}}, "model.input_shape", "dataset 'digits' has 64 features"),
+    ({"model": {"architecture": "cnn"}}, "model.input_shape", "e.g. [1, 8, 8]"),
+    ({"model": {"hidden_sizes": [8192] * 32}}, "model", "at most"),
+    ({"model": {"dropout": 0.5}}, "model.dropout", "Extra inputs are not permitted"),
+    ({"dataset": {"name": "mnist"}}, "dataset.name", "unknown dataset 'mnist'"),
+]
+
+
+@pytest.mark.parametrize("overrides, field, expected", BAD_JOBS, ids=[case[1] + ":" + str(case[0]) for case in BAD_JOBS])
+def test_a_bad_job_is_refused_with_the_field_named(
+    client: httpx.Client, overrides: dict, field: str, expected: str
+) -> None:
+    response = client.post("/v1/jobs", json=job_request(**overrides))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert field in [f["field"] for f in error["fields"]]
+    assert expected in error["message"]
+
+
+def test_a_job_without_model_or_dataset_names_both(client: httpx.Client) -> None:
+    response = client.post("/v1/jobs", json={"training": {"epochs": 1}})
+    assert response.status_code == 422
+    assert {f["field"] for f in response.json()["error"]["fields"]} == {"model", "dataset"}
+
+
+def test_nan_in_a_hyper_parameter_is_refused(client: httpx.Client) -> None:
+    body = '{"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"}, "training": {"learning_rate": NaN}}'
+    response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "training.learning_rate"
+
+
+def test_malformed_json_and_wrong_content_type(client: httpx.Client) -> None:
+    response = client.post("/v1/jobs", content=b'{"model": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "body"
+    assert "invalid JSON" in response.json()["error"]["message"]
+    response = client.post("/v1/jobs", content=b"epochs=3", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415
+    assert "application/json" in response.json()["error"]["message"]
+
+
+BAD_INPUTS = [
+    ([], "inputs", "non-empty list"),
+    ([[1.0] * 63], "inputs", "expected shape [N, 64], got [1, 63]"),
+    ([1.0] * 64, "inputs", "expected shape [N, 64], got [64]"),
+    ([[1.0] * 64, [1.0] * 10], "inputs", "ragged"),
+    ([["a"] * 64], "inputs", "non-numeric"),
+]
+
+
+@pytest.mark.parametrize("inputs, field, expected", BAD_INPUTS, ids=[case[2] for case in BAD_INPUTS])
+def test_bad_predict_inputs_are_refused(
+    client: httpx.Client, digits_model: dict, inputs: list, field: str, expected: str
+) -> None:
+    response = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": inputs})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["field"] == field
+    assert expected in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_predict_inputs_are_refused(client: httpx.Client, digits_model: dict, literal: str) -> None:
+    good_row = "[" + ", ".join(["0"] * 64) + "]"
+    bad_row = "[" + ", ".join(["0"] * 63 + [literal]) + "]"
+    body = '{"inputs": [' + good_row + ", " + bad_row + "]}"
+    response = client.post(
+        f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "inputs[1]"
+    assert "NaN or infinite" in response.json()["error"]["message"]
+
+
+def test_too_many_rows_is_refused_with_413(client: httpx.Client, digits_model: dict) -> None:
+    response = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": [[0.0] * 64] * 10_001})
+    assert response.status_code == 413
+    assert "at most 10000" in response.json()["error"]["message"]
+
+
+def test_unknown_ids_are_404(client: httpx.Client) -> None:
+    for method, url in [
+        ("GET", "/v1/jobs/job_missing"), ("POST", "/v1/jobs/job_missing/cancel"), ("GET", "/v1/models/m"),
+        ("GET", "/v1/models/m/batchnorm"), ("DELETE", "/v1/models/m"),
+    ]:
+        response = client.request(method, url)
+        assert response.status_code == 404, url
+        assert response.json()["error"]["code"] in {"job_not_found", "model_not_found"}
+    response = client.post("/v1/models/m/predict", json={"inputs": [[0.0] * 64]})
+    assert response.status_code == 404 and "no model with id 'm'" in response.json()["error"]["message"]
+
+
+def test_bad_listing_parameters(client: httpx.Client) -> None:
+    assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422
+    response = client.get("/v1/jobs", params={"cursor": "not-a-cursor"})
+    assert response.status_code == 422 and response.json()["error"]["fields"][0]["field"] == "cursor"
+
+
+def test_stored_jobs_and_models_are_intact_after_bad_requests(client: httpx.Client, digits_model: dict) -> None:
+    before_jobs = client.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    before_model = client.get(f"/v1/models/{digits_model['id']}").json()
+    for overrides, _, _ in BAD_JOBS:
+        assert client.post("/v1/jobs", json=job_request(**overrides)).status_code == 422
+    for inputs, _, _ in BAD_INPUTS:
+        assert client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": inputs}).status_code == 422
+    assert client.get("/v1/jobs", params={"limit": 100}).json()["items"] == before_jobs
+    assert client.get(f"/v1/models/{digits_model['id']}").json() == before_model
+    good = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": [[0.0] * 64]})
+    assert good.status_code == 200

@@ -1,0 +1,41 @@
+"""A model whose weights are missing, damaged or swapped for a pickle is refused; the rest keep serving."""
+
+import pickle
+
+import httpx
+
+from tests.support.jobs import job_request, train
+
+
+class PlantedPayload:
+    """Unpickling this would create `marker`: the proof that a pickle ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.marker, "w"))
+
+
+def test_damaged_missing_and_pickled_weights_are_refused_while_others_serve(
+    client: httpx.Client, service, digits_model: dict
+) -> None:
+    artifacts = service.data_dir / "artifacts"
+    damaged, missing, pickled = (train(client, job_request(training={"epochs": 1}))["model_id"] for _ in range(3))
+    path = artifacts / f"{damaged}.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    (artifacts / f"{missing}.safetensors").unlink()
+    marker = service.data_dir / "pickle-ran"
+    (artifacts / f"{pickled}.safetensors").write_bytes(pickle.dumps(PlantedPayload(str(marker))))
+
+    for model_id, reason in [(damaged, "sha256"), (missing, "missing"), (pickled, "sha256")]:
+        response = client.post(f"/v1/models/{model_id}/predict", json={"inputs": [[0.0] * 64]})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "artifact_unavailable"
+        assert reason in response.json()["error"]["message"]
+        assert client.get(f"/v1/models/{model_id}/batchnorm").status_code == 503
+    assert not marker.exists()
+
+    healthy = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": [[0.0] * 64]})
+    assert healthy.status_code == 200
+    assert client.get("/healthz").status_code == 200
