@@ -47,14 +47,15 @@ def train_model(spec: JobSpec, device: torch.device, **callbacks: Callable) -> t
 
 
 def run_job(
-    job_id: str, jobs: JobStore, models: ModelStore, artifacts: ArtifactStore, cancel_poll_seconds: float = 1.0
+    job_id: str, jobs: JobStore, models: ModelStore, artifacts: ArtifactStore,
+    worker: str, cancel_poll_seconds: float = 1.0,
 ) -> None:
     """Claim the job, train, store the artifact then the model record, and mark the job succeeded.
 
     A job that is no longer queued (cancelled, or already run) is left alone.
     """
     device = training_device()
-    if not jobs.start(job_id, str(device)):
+    if not jobs.start(job_id, str(device), worker):
         log.info("job %s is not queued; skipping", job_id)
         return
     spec = JobSpec.model_validate(jobs.get(job_id).spec)

@@ -30,20 +30,25 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    epoch: int
     epochs: int
     device: str | None
+    worker: str | None
     model_id: str | None
     error: JobError | None
     cancel_requested: bool
     attempts: int
     metrics: list[EpochMetrics] = field(default_factory=list)
 
+    @property
+    def epoch(self) -> int:
+        """Epochs finished, read off the metrics so the two can never disagree."""
+        return self.metrics[-1].epoch if self.metrics else 0
+
     @classmethod
     def from_row(cls, row: JobRow) -> "JobRecord":
         return cls(
             id=row.id, status=row.status, spec=row.spec, created_at=row.created_at, started_at=row.started_at,
-            finished_at=row.finished_at, epoch=row.epoch, epochs=row.epochs, device=row.device,
+            finished_at=row.finished_at, epochs=row.epochs, device=row.device, worker=row.worker,
             model_id=row.model_id, cancel_requested=row.cancel_requested, attempts=row.attempts,
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
@@ -59,7 +64,7 @@ class JobStore:
     def create(self, spec: dict[str, Any]) -> JobRecord:
         row = JobRow(
             id=f"job_{uuid.uuid4().hex}", status=QUEUED, spec=spec, created_at=utcnow(),
-            epoch=0, epochs=spec["training"]["epochs"], cancel_requested=False, attempts=0,
+            epochs=spec["training"]["epochs"], cancel_requested=False, attempts=0,
         )
         with self.db.session() as session, session.begin():
             session.add(row)
@@ -85,16 +90,16 @@ class JobStore:
             )
             return result.rowcount == 1
 
-    def start(self, job_id: str, device: str) -> bool:
+    def start(self, job_id: str, device: str, worker: str) -> bool:
         """Claim a queued job for a worker; False when it was cancelled or already taken."""
         return self._transition(
-            job_id, (QUEUED,), status=RUNNING, started_at=utcnow(), device=device, attempts=JobRow.attempts + 1
+            job_id, (QUEUED,), status=RUNNING, started_at=utcnow(), device=device, worker=worker,
+            attempts=JobRow.attempts + 1,
         )
 
     def record_epoch(self, job_id: str, metrics: EpochMetrics) -> None:
         with self.db.session() as session, session.begin():
             session.merge(EpochRow(job_id=job_id, **metrics.__dict__))
-            session.execute(update(JobRow).where(JobRow.id == job_id).values(epoch=metrics.epoch))
 
     def succeed(self, job_id: str, model_id: str) -> None:
         self._transition(job_id, (RUNNING,), status=SUCCEEDED, finished_at=utcnow(), model_id=model_id)

@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(
         1, ge=0, le=16, description="Celery worker processes `python -m service` starts as its children"
     )
-    training_queue: str = "training"
+    worker_queues: str | None = Field(
+        None, description="queues a worker consumes, comma-separated; default: `gpu,any` with CUDA, else `cpu,any`"
+    )
 
     max_predict_rows: int = Field(10_000, ge=1, description="rows one predict request may carry")
     max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")

@@ -50,12 +50,20 @@ class TrainingSpec(StrictModel):
     weight_decay: float = Field(0.0, ge=0, le=1)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     validation_fraction: float = Field(0.2, gt=0, le=0.5)
+    mixed_precision: bool = Field(False, description="bf16 autocast for the forward pass; BN layers stay in fp32")
+
+
+class ResourcesSpec(StrictModel):
+    device: Literal["gpu", "cpu", "any"] = Field(
+        "any", description="which workers may take the job; `any` goes to the first free worker"
+    )
 
 
 class JobSpec(StrictModel):
     model: ModelSpec
     dataset: DatasetRef
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
 
 def num_features(shape: list[int] | tuple[int, ...]) -> int:

@@ -1,7 +1,8 @@
 """The training loop. Reads top to bottom: optimizer, then per epoch a shuffled pass and an evaluation."""
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,21 @@ def make_optimizer(network: nn.Module, spec: TrainingSpec) -> torch.optim.Optimi
     return torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
 
 
+@contextlib.contextmanager
+def batchnorm_in_fp32(network: nn.Module, enabled: bool) -> Iterator[None]:
+    """Under bf16 autocast every BN layer still normalises in fp32: its statistics need the precision."""
+    handles = [
+        module.register_forward_pre_hook(lambda module, args: (args[0].float(),))
+        for module in network.modules()
+        if enabled and isinstance(module, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.inference_mode()
 def evaluate(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in eval mode, i.e. with the running BN statistics."""
@@ -58,6 +74,41 @@ def evaluate(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[floa
     return (loss_sum / len(x)).item(), (correct / len(x)).item()
 
 
+def train_epoch(
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: PreparedData,
+    spec: TrainingSpec,
+    order: torch.Tensor,
+    should_stop: Callable[[], bool],
+) -> tuple[float, float]:
+    """One pass over the training split in `order`; mean loss and accuracy of its batches."""
+    device = data.x_train.device
+    network.train()
+    # Running sums stay on the device: reading them every step would sync a GPU each step.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for start in range(0, len(order), spec.batch_size):
+        batch = order[start:start + spec.batch_size]
+        # BN needs more than one value per feature in training: a trailing batch of 1 is dropped.
+        if len(batch) < 2:
+            break
+        if should_stop():
+            raise TrainingCancelled()
+        inputs, targets = data.x_train[batch], data.y_train[batch]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.mixed_precision):
+            logits = network(inputs)
+            loss = F.cross_entropy(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(batch)
+        correct += (logits.detach().argmax(dim=1) == targets).sum()
+        seen += len(batch)
+    return (loss_sum / seen).item(), (correct / seen).item()
+
+
 def train(
     network: nn.Module,
     data: PreparedData,
@@ -66,41 +117,18 @@ def train(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> list[EpochMetrics]:
     """Train in place on `data` (already on the network's device); one EpochMetrics per epoch."""
-    device = data.x_train.device
     optimizer = make_optimizer(network, spec)
     shuffle = torch.Generator().manual_seed(spec.seed)
     history: list[EpochMetrics] = []
-    count = len(data.x_train)
-    for epoch in range(1, spec.epochs + 1):
-        network.train()
-        order = torch.randperm(count, generator=shuffle).to(device, non_blocking=True)
-        # Running sums stay on the device: reading them every step would sync a GPU each step.
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for start in range(0, count, spec.batch_size):
-            batch = order[start:start + spec.batch_size]
-            # BN needs more than one value per feature in training: a trailing batch of 1 is dropped.
-            if len(batch) < 2:
-                break
-            if should_stop():
-                raise TrainingCancelled()
-            inputs, targets = data.x_train[batch], data.y_train[batch]
-            logits = network(inputs)
-            loss = F.cross_entropy(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(batch)
-            correct += (logits.detach().argmax(dim=1) == targets).sum()
-            seen += len(batch)
-        train_loss = (loss_sum / seen).item()
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(epoch, train_loss)
-        val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
-        if not math.isfinite(val_loss):
-            raise TrainingDiverged(epoch, val_loss)
-        metrics = EpochMetrics(epoch, train_loss, (correct / seen).item(), val_loss, val_accuracy)
-        history.append(metrics)
-        on_epoch(metrics)
+    with batchnorm_in_fp32(network, spec.mixed_precision):
+        for epoch in range(1, spec.epochs + 1):
+            order = torch.randperm(len(data.x_train), generator=shuffle).to(data.x_train.device, non_blocking=True)
+            train_loss, train_accuracy = train_epoch(network, optimizer, data, spec, order, should_stop)
+            val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
+            for loss in (train_loss, val_loss):
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(epoch, loss)
+            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy)
+            history.append(metrics)
+            on_epoch(metrics)
     return history

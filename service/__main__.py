@@ -1,21 +1,29 @@
-"""`python -m service`: the API on HOST:PORT, with EMBEDDED_WORKERS Celery workers as child processes."""
+"""`python -m service`: the API on HOST:PORT, with EMBEDDED_WORKERS Celery workers as child processes.
 
+`python -m service migrate` applies the database migrations and exits.
+"""
+
+import argparse
 import logging
 
 import uvicorn
 
-from bncore.database import Database
+from bncore.migrations import upgrade_database
 from bncore.settings import get_settings
 from service.app import create_app
 from service.embedded_workers import EmbeddedWorkers
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    command = parser.parse_args().command
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Tables exist before any worker starts, so no two processes race to create them.
-    Database(settings.resolved_database_url).create_tables()
+    if command == "migrate":
+        upgrade_database(settings.resolved_database_url)
+        return
     with EmbeddedWorkers(settings.embedded_workers):
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
 

@@ -23,8 +23,9 @@ class Services:
     models: ModelStore
     artifacts: ArtifactStore
     cache: ModelCache
-    enqueue: Callable[[str], None]
+    enqueue: Callable[[str, str], None]
     broker_reachable: Callable[[], bool]
+    known_queues: list[str] | None  # every queue some worker consumes, where the service can know it
 
 
 def require_json(request: Request) -> None:

@@ -64,6 +64,7 @@ class JobOut(BaseModel):
     model_id: str | None
     error: JobError | None
     device: str | None = Field(description="where the job trains, e.g. `cpu` or `cuda:0`")
+    worker: str | None = Field(description="the Celery worker that took the job")
     attempts: int
     cancel_requested: bool
     spec: JobSpec
@@ -75,7 +76,7 @@ class JobOut(BaseModel):
             finished_at=job.finished_at, progress=Progress(epoch=job.epoch, epochs=job.epochs),
             metrics=[EpochMetricsOut.from_metrics(m) for m in job.metrics], model_id=job.model_id,
             error=JobError(code=job.error.code, message=job.error.message) if job.error else None,
-            device=job.device, attempts=job.attempts, cancel_requested=job.cancel_requested,
+            device=job.device, worker=job.worker, attempts=job.attempts, cancel_requested=job.cancel_requested,
             spec=JobSpec.model_validate(job.spec),
         )
 
@@ -111,6 +112,7 @@ class ModelOut(BaseModel):
     num_classes: int
     final_metrics: EpochMetricsOut
     parameter_count: int
+    artifact_sha256: str = Field(description="sha256 of the stored safetensors file, checked on every load")
 
     @classmethod
     def from_record(cls, model: ModelRecord) -> "ModelOut":
@@ -118,7 +120,7 @@ class ModelOut(BaseModel):
             id=model.id, job_id=model.job_id, created_at=model.created_at, spec=model.spec,
             dataset=model.spec.dataset.name, input_shape=model.spec.model.input_shape or [],
             num_classes=model.spec.model.num_classes, final_metrics=EpochMetricsOut(**model.final_metrics),
-            parameter_count=model.parameter_count,
+            parameter_count=model.parameter_count, artifact_sha256=model.artifact_sha256,
         )
 
 

@@ -125,3 +125,27 @@ def test_running_statistics_equal_an_independent_recomputation_of_the_momentum_u
         assert int(module.num_batches_tracked) == len(seen[module])
         np.testing.assert_allclose(module.running_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(module.running_var.numpy(), var, rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_precision_keeps_bn_in_fp32_and_still_learns() -> None:
+    spec = plan_job(JobSpec.model_validate({
+        "model": {"architecture": "mlp", "num_classes": 10, "hidden_sizes": [64, 64]},
+        "dataset": {"name": "digits"},
+        "training": {"epochs": 3, "mixed_precision": True},
+    }), 10**7)
+    dtypes: set[tuple[str, torch.dtype]] = set()
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if module.training:
+            kind = "bn" if isinstance(module, nn.modules.batchnorm._BatchNorm) else type(module).__name__
+            dtypes.add((kind, output.dtype))
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        trained, history = train_model(spec, torch.device("cpu"))
+    finally:
+        hook.remove()
+    assert ("Linear", torch.bfloat16) in dtypes
+    assert ("bn", torch.float32) in dtypes and ("bn", torch.bfloat16) not in dtypes
+    assert all(bn.running_var.dtype == torch.float32 for bn in bn_layers(trained.network))
+    assert history[-1].val_accuracy > 0.9

@@ -4,7 +4,7 @@ import logging
 import sys
 
 from bncore.settings import get_settings
-from worker.app import celery_app
+from worker.app import celery_app, worker_queues
 
 
 def main(argv: list[str]) -> None:
@@ -14,7 +14,7 @@ def main(argv: list[str]) -> None:
         "worker",
         "--pool=solo",  # torch trains with its own threads; one job per process
         "--concurrency=1",
-        f"--queues={settings.training_queue}",
+        f"--queues={','.join(worker_queues(settings))}",
         "--without-gossip",
         "--without-mingle",
         "--loglevel=INFO",

@@ -4,6 +4,7 @@ from typing import Any
 
 from celery import Celery
 
+from bncore.devices import training_device
 from bncore.settings import Settings, get_settings
 
 TRAIN_TASK = "worker.tasks.train_job"
@@ -18,7 +19,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         # The job store, not a Celery result backend, holds each job's state.
         "task_ignore_result": True,
-        "task_default_queue": settings.training_queue,
+        "task_default_queue": "any",
         # Acknowledge a job after it ran, so a worker lost mid-job leaves it to be delivered again.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -54,8 +55,16 @@ def create_celery(settings: Settings) -> Celery:
 celery_app = create_celery(get_settings())
 
 
-def enqueue_training(job_id: str) -> None:
-    celery_app.send_task(TRAIN_TASK, args=[job_id])
+def worker_queues(settings: Settings) -> list[str]:
+    """The queues this host's workers consume: WORKER_QUEUES, else by the device it has."""
+    if settings.worker_queues:
+        return [queue.strip() for queue in settings.worker_queues.split(",") if queue.strip()]
+    return ["gpu", "any"] if training_device().type == "cuda" else ["cpu", "any"]
+
+
+def enqueue_training(job_id: str, device: str) -> None:
+    """Route a job to the queue of the device it asks for: `gpu`, `cpu` or `any`."""
+    celery_app.send_task(TRAIN_TASK, args=[job_id], queue=device)
 
 
 def broker_reachable() -> bool:

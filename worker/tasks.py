@@ -2,6 +2,8 @@
 
 from functools import lru_cache
 
+from celery import Task
+
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
 from bncore.execution import run_job
@@ -15,11 +17,11 @@ from worker.app import TRAIN_TASK, celery_app
 def _stores() -> tuple[JobStore, ModelStore, ArtifactStore]:
     settings = get_settings()
     database = Database(settings.resolved_database_url)
-    database.create_tables()
     return JobStore(database), ModelStore(database), ArtifactStore(settings.resolved_artifacts_dir)
 
 
-@celery_app.task(name=TRAIN_TASK)
-def train_job(job_id: str) -> None:
+@celery_app.task(name=TRAIN_TASK, bind=True)
+def train_job(task: Task, job_id: str) -> None:
     jobs, models, artifacts = _stores()
-    run_job(job_id, jobs, models, artifacts, cancel_poll_seconds=get_settings().cancel_poll_seconds)
+    worker = task.request.hostname or "unknown"
+    run_job(job_id, jobs, models, artifacts, worker, cancel_poll_seconds=get_settings().cancel_poll_seconds)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from bncore.errors import QueueUnavailable
+from bncore.errors import InvalidField, QueueUnavailable
 from bncore.planning import plan_job
 from bncore.specs import JobSpec
 from service.deps import JobsDep, ServicesDep, require_json
@@ -15,13 +15,22 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
+def _check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> None:
+    if known_queues is not None and spec.resources.device not in known_queues:
+        raise InvalidField(
+            "resources.device",
+            f"no worker here takes '{spec.resources.device}' jobs; the workers consume {known_queues}",
+        )
+
+
 @router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)])
 def submit_job(spec: JobSpec, response: Response, services: ServicesDep) -> JobOut:
     """Queue a training job. Only `model.architecture`, `model.num_classes` and `dataset` are required."""
     planned = plan_job(spec, services.settings.max_parameters)
+    _check_a_worker_can_take(planned, services.known_queues)
     job = services.jobs.create(planned.model_dump(mode="json"))
     try:
-        services.enqueue(job.id)
+        services.enqueue(job.id, planned.resources.device)
     except Exception as error:
         log.exception("could not enqueue job %s", job.id)
         services.jobs.fail(job.id, QueueUnavailable.code, f"the job queue is unreachable: {error}")

@@ -18,11 +18,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`python -m module` from the repository root with `env` on top of ours."""
+def start(module: str, env: dict[str, str], log_path: Path, args: list[str] = ()) -> subprocess.Popen[bytes]:
+    """`python -m module args` from the repository root with `env` on top of ours."""
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", module, *args], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
     )
 
 

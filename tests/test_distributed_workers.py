@@ -1,0 +1,57 @@
+"""With Redis and separate worker processes, jobs spread, models travel intact, readiness follows Redis."""
+
+import hashlib
+import time
+
+import httpx
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import WORKER_NAMES, RunningService
+from tests.support.jobs import job_request, submit, wait_for
+
+pytestmark = pytest.mark.distributed
+
+
+def test_eight_jobs_at_once_all_succeed_spread_over_both_workers(client: httpx.Client) -> None:
+    jobs = [submit(client, job_request(training={"epochs": 4, "seed": seed})) for seed in range(8)]
+    finished = [wait_for(client, job["id"]) for job in jobs]
+    assert [job["status"] for job in finished] == ["succeeded"] * 8
+    workers = {job["worker"].split("@")[0] for job in finished}
+    assert workers == set(WORKER_NAMES)
+
+
+def test_a_model_trained_by_a_worker_is_served_exactly_as_stored(
+    client: httpx.Client, service: RunningService
+) -> None:
+    job = wait_for(client, submit(client, job_request(training={"epochs": 2}))["id"])
+    assert job["status"] == "succeeded" and job["worker"].split("@")[0] in WORKER_NAMES
+    model = client.get(f"/v1/models/{job['model_id']}").json()
+    path = service.data_dir / "artifacts" / f"{job['model_id']}.safetensors"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == model["artifact_sha256"]
+    stored = load_file(path)
+    for layer in client.get(f"/v1/models/{job['model_id']}/batchnorm").json()["layers"]:
+        for field, tensor in [("gamma", "weight"), ("beta", "bias"), ("running_mean", "running_mean"),
+                              ("running_var", "running_var")]:
+            assert torch.equal(torch.tensor(layer[field]), stored[f"network.{layer['name']}.{tensor}"]), field
+
+
+def test_readiness_goes_unready_while_redis_is_down_and_jobs_resume_after(
+    client: httpx.Client, service: RunningService
+) -> None:
+    assert service.redis is not None
+    assert client.get("/readyz").status_code == 200
+    service.redis.stop()
+    try:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["checks"] == {"database": True, "broker": False, "artifacts": True}
+    finally:
+        service.redis.start()
+    deadline = time.monotonic() + 30
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the service did not become ready again"
+        time.sleep(0.2)
+    job = wait_for(client, submit(client, job_request(training={"epochs": 1}))["id"], timeout=120)
+    assert job["status"] == "succeeded"
