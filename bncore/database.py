@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator, create_engine, event, text,
+    JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint, create_engine, event, text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -54,9 +54,17 @@ class JobRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
     metrics: Mapped[list["EpochRow"]] = relationship(
         order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan"
     )
+
+
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),)
 
 
 class EpochRow(Base):
@@ -80,6 +88,7 @@ class ModelRow(Base):
     final_metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     parameter_count: Mapped[int] = mapped_column(Integer)
     artifact_sha256: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(255), index=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

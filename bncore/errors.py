@@ -3,6 +3,7 @@
 
 class DomainError(Exception):
     code = "error"
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -62,3 +63,20 @@ class ArtifactUnavailable(ServiceUnavailable):
 
 class QueueUnavailable(ServiceUnavailable):
     code = "queue_unavailable"
+
+
+class Unauthorized(DomainError):
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class TooManyRequests(DomainError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_seconds)}

@@ -1,37 +1,55 @@
-"""Run one training job: the worker's whole job, from queued record to stored model."""
+"""Run one training job: the worker's whole job, from queued record to stored model.
+
+A job killed with its worker is picked up again (see bncore.recovery) and goes on from its last
+epoch checkpoint, so the model is the one an uninterrupted run would have produced.
+"""
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import torch
 
 from bncore.artifacts import ArtifactStore
+from bncore.checkpoints import Checkpoint
 from bncore.datasets import load_dataset, prepare_data
 from bncore.devices import training_device
-from bncore.job_store import JobStore
+from bncore.errors import ArtifactUnavailable
+from bncore.job_store import JobStore, Lease, LeaseLost
+from bncore.metrics import EpochMetrics
 from bncore.model_store import ModelStore, new_model_id
 from bncore.networks import build_network
 from bncore.specs import JobSpec
 from bncore.trained_model import TrainedModel
-from bncore.training import EpochMetrics, TrainingCancelled, TrainingDiverged, train
+from bncore.training import TrainingDiverged, TrainingInterrupted, train
 
 log = logging.getLogger(__name__)
 
 
-def _throttled(check: Callable[[], bool], every_seconds: float) -> Callable[[], bool]:
-    """`check` asked at most once per interval; a training step is far cheaper than a database read."""
-    last = time.monotonic()
+class JobCancelled(TrainingInterrupted):
+    pass
 
-    def throttled() -> bool:
-        nonlocal last
-        now = time.monotonic()
-        if now - last < every_seconds:
-            return False
-        last = now
-        return check()
 
-    return throttled
+class JobTimedOut(TrainingInterrupted):
+    pass
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    time_limit_seconds: float = 3600.0
+    heartbeat_seconds: float = 5.0
+    control_poll_seconds: float = 1.0  # how often a running job looks for a cancel request
+
+
+@dataclass(frozen=True)
+class Stores:
+    jobs: JobStore
+    models: ModelStore
+    artifacts: ArtifactStore
+    checkpoints: ArtifactStore
 
 
 def train_model(spec: JobSpec, device: torch.device, **callbacks: Callable) -> tuple[TrainedModel, list[EpochMetrics]]:
@@ -46,37 +64,121 @@ def train_model(spec: JobSpec, device: torch.device, **callbacks: Callable) -> t
     return TrainedModel(spec, network.cpu(), data.input_mean.cpu(), data.input_std.cpu()), history
 
 
-def run_job(
-    job_id: str, jobs: JobStore, models: ModelStore, artifacts: ArtifactStore,
-    worker: str, cancel_poll_seconds: float = 1.0,
-) -> None:
-    """Claim the job, train, store the artifact then the model record, and mark the job succeeded.
+@contextmanager
+def heartbeat(beat: Callable[[], bool], every_seconds: float) -> Iterator[threading.Event]:
+    """Call `beat` every interval from a thread while the block runs (training holds the main thread).
 
-    A job that is no longer queued (cancelled, or already run) is left alone.
+    The event yielded is set once `beat` answers False: the job is no longer this worker's.
     """
+    stop, lost = threading.Event(), threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                if not beat():
+                    lost.set()
+                    return
+            except Exception:
+                log.exception("heartbeat failed; trying again")
+
+    thread = threading.Thread(target=loop, name="job-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield lost
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _interrupt(lease: Lease, jobs: JobStore, limits: RunLimits, lost: threading.Event) -> Callable[[], None]:
+    """Between two steps: stop on a lost lease, past the time limit or on a cancel request.
+
+    The database is asked at most once per poll interval: a step is far cheaper than a query.
+    """
+    started = last_poll = time.monotonic()
+
+    def interrupt() -> None:
+        nonlocal last_poll
+        if lost.is_set():
+            raise LeaseLost(lease)
+        now = time.monotonic()
+        if now - last_poll < limits.control_poll_seconds:
+            return
+        last_poll = now
+        if now - started > limits.time_limit_seconds:
+            raise JobTimedOut()
+        if jobs.is_cancel_requested(lease.job_id):
+            raise JobCancelled()
+
+    return interrupt
+
+
+def _stored_checkpoint(checkpoints: ArtifactStore, job_id: str) -> Checkpoint | None:
+    if not checkpoints.exists(job_id):
+        return None
+    try:
+        tensors, metadata = checkpoints.load_with_metadata(job_id)
+        return Checkpoint.from_stored(tensors, metadata)
+    except (ArtifactUnavailable, KeyError, ValueError):
+        log.warning("checkpoint of job %s is unreadable; starting it from scratch", job_id)
+        return None
+
+
+def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLimits()) -> None:
+    """Claim the job, train (from its checkpoint if an earlier attempt left one), store the model.
+
+    A job that is not queued (cancelled, finished, or running elsewhere) is left alone, so a
+    message delivered twice runs the job once.
+    """
+    jobs = stores.jobs
     device = training_device()
-    if not jobs.start(job_id, str(device), worker):
+    lease = jobs.start(job_id, str(device), worker)
+    if lease is None:
         log.info("job %s is not queued; skipping", job_id)
         return
-    spec = JobSpec.model_validate(jobs.get(job_id).spec)
+    job = jobs.get(job_id)
+    spec = JobSpec.model_validate(job.spec)
+    if spec.training.time_limit_seconds is not None:
+        limits = replace(limits, time_limit_seconds=min(limits.time_limit_seconds, spec.training.time_limit_seconds))
+    checkpoint = _stored_checkpoint(stores.checkpoints, job_id)
+    if checkpoint is not None:
+        jobs.mark_resumed(lease, checkpoint.epoch)
+
+    def after_epoch(metrics: EpochMetrics, checkpoint: Checkpoint) -> None:
+        stores.checkpoints.save(job_id, checkpoint.tensors, checkpoint.metadata)
+        jobs.record_epoch(lease, metrics)
+
     try:
-        trained, history = train_model(
-            spec, device,
-            on_epoch=lambda metrics: jobs.record_epoch(job_id, metrics),
-            should_stop=_throttled(lambda: jobs.is_cancel_requested(job_id), cancel_poll_seconds),
-        )
-    except TrainingCancelled:
-        jobs.mark_cancelled(job_id)
+        with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost:
+            trained, history = train_model(
+                spec, device, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost), resume=checkpoint
+            )
+            _store_model(lease, job.owner, trained, history, stores)
+    except LeaseLost:
+        # Another worker has the job now and goes on from the checkpoint: leave both alone.
+        log.warning("job %s was queued again while this worker ran it; stopping", job_id)
         return
+    except JobCancelled:
+        jobs.mark_cancelled(lease)
+    except JobTimedOut:
+        jobs.fail(job_id, "timeout", f"the job ran past its time limit of {limits.time_limit_seconds:g} s", lease)
     except TrainingDiverged as error:
-        jobs.fail(job_id, "diverged", str(error))
-        return
+        jobs.fail(job_id, "diverged", str(error), lease)
     except Exception as error:
         log.exception("job %s failed", job_id)
-        jobs.fail(job_id, "internal_error", f"{type(error).__name__}: {error}")
-        return
+        jobs.fail(job_id, "internal_error", f"{type(error).__name__}: {error}", lease)
+    stores.checkpoints.delete(job_id)
+
+
+def _store_model(
+    lease: Lease, owner: str | None, trained: TrainedModel, history: list[EpochMetrics], stores: Stores
+) -> None:
+    """Artifact, then model record, then the job: no model is ever listed without its weights."""
     model_id = new_model_id()
-    sha256 = artifacts.save(model_id, trained.to_tensors(), trained.metadata())
+    sha256 = stores.artifacts.save(model_id, trained.to_tensors(), trained.metadata())
     parameters = sum(p.numel() for p in trained.network.parameters())
-    models.add(model_id, job_id, spec, history[-1].__dict__, parameters, sha256)
-    jobs.succeed(job_id, model_id)
+    stores.models.add(model_id, lease.job_id, trained.spec, history[-1].__dict__, parameters, sha256, owner)
+    if not stores.jobs.succeed(lease, model_id):
+        stores.models.delete(model_id)
+        stores.artifacts.delete(model_id)
+        raise LeaseLost(lease)

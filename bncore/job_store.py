@@ -1,19 +1,35 @@
 """Job records: the source of truth for a job's status, progress and metrics, in every deployment."""
 
+import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from bncore.database import Database, EpochRow, JobRow, utcnow
 from bncore.errors import Conflict, JobNotFound
 from bncore.pagination import newest_first
-from bncore.training import EpochMetrics
+from bncore.metrics import EpochMetrics
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one attempt at a job; void once the job is queued again or finished."""
+
+    job_id: str
+    attempt: int
+
+
+class LeaseLost(Exception):
+    def __init__(self, lease: Lease) -> None:
+        super().__init__(f"job {lease.job_id} was taken from attempt {lease.attempt}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,9 @@ class JobRecord:
     error: JobError | None
     cancel_requested: bool
     attempts: int
+    heartbeat_at: datetime | None
+    resumed_from_epoch: int | None
+    owner: str | None
     metrics: list[EpochMetrics] = field(default_factory=list)
 
     @property
@@ -50,6 +69,7 @@ class JobRecord:
             id=row.id, status=row.status, spec=row.spec, created_at=row.created_at, started_at=row.started_at,
             finished_at=row.finished_at, epochs=row.epochs, device=row.device, worker=row.worker,
             model_id=row.model_id, cancel_requested=row.cancel_requested, attempts=row.attempts,
+            heartbeat_at=row.heartbeat_at, resumed_from_epoch=row.resumed_from_epoch, owner=row.owner,
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
                 EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy) for m in row.metrics
@@ -61,60 +81,118 @@ class JobStore:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    def create(self, spec: dict[str, Any]) -> JobRecord:
+    def create(self, spec: dict[str, Any], owner: str, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+        """The new job, or with an `idempotency_key` seen before, the job it made; True when new.
+
+        Conflict when the key was used with another request body.
+        """
+        request_sha256 = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        if idempotency_key is not None and (earlier := self._by_idempotency_key(owner, idempotency_key)):
+            if earlier.request_sha256 != request_sha256:
+                raise Conflict(f"Idempotency-Key '{idempotency_key}' was used for a different request")
+            return JobRecord.from_row(earlier), False
         row = JobRow(
             id=f"job_{uuid.uuid4().hex}", status=QUEUED, spec=spec, created_at=utcnow(),
-            epochs=spec["training"]["epochs"], cancel_requested=False, attempts=0,
+            epochs=spec["training"]["epochs"], cancel_requested=False, attempts=0, owner=owner,
+            idempotency_key=idempotency_key, request_sha256=request_sha256,
         )
-        with self.db.session() as session, session.begin():
-            session.add(row)
-        return self.get(row.id)
+        try:
+            with self.db.session() as session, session.begin():
+                session.add(row)
+        except IntegrityError:
+            # The same key raced in from another request: answer as if it had come first.
+            return self.create(spec, owner, idempotency_key)
+        return self.get(row.id), True
 
-    def get(self, job_id: str) -> JobRecord:
+    def _by_idempotency_key(self, owner: str, key: str) -> JobRow | None:
+        with self.db.session() as session:
+            return session.scalar(select(JobRow).where(JobRow.owner == owner, JobRow.idempotency_key == key))
+
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """A job; with `owner`, only if it is theirs (JobNotFound otherwise, as for a missing one)."""
         with self.db.session() as session:
             row = session.get(JobRow, job_id)
-            if row is None:
+            if row is None or (owner is not None and row.owner != owner):
                 raise JobNotFound(job_id)
             return JobRecord.from_row(row)
 
-    def list(self, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
+    def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[JobRecord], str | None]:
         with self.db.session() as session:
-            rows, next_cursor = newest_first(session, JobRow, limit, cursor)
+            rows, next_cursor = newest_first(session, JobRow, limit, cursor, owner)
             return [JobRecord.from_row(row) for row in rows], next_cursor
 
-    def _transition(self, job_id: str, allowed: tuple[str, ...], **values: Any) -> bool:
+    def _transition(self, job_id: str, allowed: tuple[str, ...], *conditions: Any, **values: Any) -> bool:
         """Set `values` only if the job is in one of the `allowed` states; atomic across processes."""
         with self.db.session() as session, session.begin():
             result = session.execute(
-                update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(allowed)).values(**values)
+                update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(allowed), *conditions).values(**values)
             )
             return result.rowcount == 1
 
-    def start(self, job_id: str, device: str, worker: str) -> bool:
-        """Claim a queued job for a worker; False when it was cancelled or already taken."""
-        return self._transition(
-            job_id, (QUEUED,), status=RUNNING, started_at=utcnow(), device=device, worker=worker,
-            attempts=JobRow.attempts + 1,
-        )
+    def _leased(self, lease: Lease, **values: Any) -> bool:
+        """Set `values` only while `lease` is the job's current attempt."""
+        return self._transition(lease.job_id, (RUNNING,), JobRow.attempts == lease.attempt, **values)
 
-    def record_epoch(self, job_id: str, metrics: EpochMetrics) -> None:
+    def start(self, job_id: str, device: str, worker: str) -> Lease | None:
+        """Claim a queued job for a worker; None when it was cancelled, finished or taken already."""
+        now = utcnow()
         with self.db.session() as session, session.begin():
-            session.merge(EpochRow(job_id=job_id, **metrics.__dict__))
+            attempt = session.scalar(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == QUEUED)
+                .values(status=RUNNING, started_at=now, heartbeat_at=now, device=device, worker=worker,
+                        attempts=JobRow.attempts + 1)
+                .returning(JobRow.attempts)
+            )
+        return Lease(job_id, attempt) if attempt is not None else None
 
-    def succeed(self, job_id: str, model_id: str) -> None:
-        self._transition(job_id, (RUNNING,), status=SUCCEEDED, finished_at=utcnow(), model_id=model_id)
+    def heartbeat(self, lease: Lease) -> bool:
+        """False once the job was queued again or finished: this worker must stop working on it."""
+        return self._leased(lease, heartbeat_at=utcnow())
 
-    def fail(self, job_id: str, code: str, message: str) -> None:
-        self._transition(
-            job_id, (QUEUED, RUNNING), status=FAILED, finished_at=utcnow(), error_code=code, error_message=message
-        )
+    def mark_resumed(self, lease: Lease, epoch: int) -> None:
+        self._leased(lease, resumed_from_epoch=epoch)
 
-    def mark_cancelled(self, job_id: str) -> None:
-        self._transition(job_id, (QUEUED, RUNNING), status=CANCELLED, finished_at=utcnow())
+    def record_epoch(self, lease: Lease, metrics: EpochMetrics) -> None:
+        with self.db.session() as session, session.begin():
+            held = session.execute(
+                update(JobRow)
+                .where(JobRow.id == lease.job_id, JobRow.status == RUNNING, JobRow.attempts == lease.attempt)
+                .values(heartbeat_at=utcnow())
+            ).rowcount
+            if not held:
+                raise LeaseLost(lease)
+            session.merge(EpochRow(job_id=lease.job_id, **metrics.__dict__))
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def succeed(self, lease: Lease, model_id: str) -> bool:
+        return self._leased(lease, status=SUCCEEDED, finished_at=utcnow(), model_id=model_id)
+
+    def fail(self, job_id: str, code: str, message: str, lease: Lease | None = None) -> None:
+        """Fail a job; a worker passes its lease, so a job it lost is not failed under its successor."""
+        values = dict(status=FAILED, finished_at=utcnow(), error_code=code, error_message=message)
+        if lease is not None:
+            self._leased(lease, **values)
+        else:
+            self._transition(job_id, (QUEUED, RUNNING), **values)
+
+    def mark_cancelled(self, lease: Lease) -> None:
+        self._leased(lease, status=CANCELLED, finished_at=utcnow())
+
+    def stale_running(self, heartbeat_before: datetime) -> list[JobRecord]:
+        """Running jobs whose worker stopped beating: killed, lost, or cut off from the database."""
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(JobRow).where(JobRow.status == RUNNING, JobRow.heartbeat_at < heartbeat_before)
+            ).all()
+            return [JobRecord.from_row(row) for row in rows]
+
+    def requeue_if_stale(self, job_id: str, heartbeat_before: datetime) -> bool:
+        """Running → queued, only if its heartbeat is still old: two API processes cannot both requeue it."""
+        return self._transition(job_id, (RUNNING,), JobRow.heartbeat_at < heartbeat_before, status=QUEUED, worker=None)
+
+    def cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
         """A queued job is cancelled at once; a running one is asked to stop at its next step."""
-        job = self.get(job_id)
+        job = self.get(job_id, owner)
         if job.status in FINISHED:
             raise Conflict(f"job '{job_id}' is already {job.status}; only queued or running jobs can be cancelled")
         if not self._transition(job_id, (QUEUED,), status=CANCELLED, finished_at=utcnow(), cancel_requested=True):

@@ -20,12 +20,14 @@ class ModelRecord:
     final_metrics: dict[str, Any]
     parameter_count: int
     artifact_sha256: str
+    owner: str | None
 
     @classmethod
     def from_row(cls, row: ModelRow) -> "ModelRecord":
         return cls(
             id=row.id, job_id=row.job_id, created_at=row.created_at, spec=JobSpec.model_validate(row.spec),
             final_metrics=row.final_metrics, parameter_count=row.parameter_count, artifact_sha256=row.artifact_sha256,
+            owner=row.owner,
         )
 
 
@@ -39,31 +41,33 @@ class ModelStore:
 
     def add(
         self, model_id: str, job_id: str, spec: JobSpec, final_metrics: dict[str, Any],
-        parameter_count: int, artifact_sha256: str,
+        parameter_count: int, artifact_sha256: str, owner: str | None,
     ) -> ModelRecord:
         row = ModelRow(
             id=model_id, job_id=job_id, created_at=utcnow(), spec=spec.model_dump(mode="json"),
             final_metrics=final_metrics, parameter_count=parameter_count, artifact_sha256=artifact_sha256,
+            owner=owner,
         )
         with self.db.session() as session, session.begin():
             session.add(row)
         return ModelRecord.from_row(row)
 
-    def get(self, model_id: str) -> ModelRecord:
+    def get(self, model_id: str, owner: str | None = None) -> ModelRecord:
+        """A model; with `owner`, only if it is theirs (ModelNotFound otherwise, as for a missing one)."""
         with self.db.session() as session:
             row = session.get(ModelRow, model_id)
-            if row is None:
+            if row is None or (owner is not None and row.owner != owner):
                 raise ModelNotFound(model_id)
             return ModelRecord.from_row(row)
 
-    def list(self, limit: int, cursor: str | None) -> tuple[list[ModelRecord], str | None]:
+    def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[ModelRecord], str | None]:
         with self.db.session() as session:
-            rows, next_cursor = newest_first(session, ModelRow, limit, cursor)
+            rows, next_cursor = newest_first(session, ModelRow, limit, cursor, owner)
             return [ModelRecord.from_row(row) for row in rows], next_cursor
 
-    def delete(self, model_id: str) -> None:
+    def delete(self, model_id: str, owner: str | None = None) -> None:
         with self.db.session() as session, session.begin():
             row = session.get(ModelRow, model_id)
-            if row is None:
+            if row is None or (owner is not None and row.owner != owner):
                 raise ModelNotFound(model_id)
             session.delete(row)

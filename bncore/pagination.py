@@ -11,9 +11,13 @@ from bncore.database import decode_cursor, encode_cursor
 Row = TypeVar("Row", bound=Any)
 
 
-def newest_first(session: Session, table: type[Row], limit: int, cursor: str | None) -> tuple[Sequence[Row], str | None]:
-    """At most `limit` rows of `table` after `cursor`, and the cursor of the next page (None at the end)."""
+def newest_first(
+    session: Session, table: type[Row], limit: int, cursor: str | None, owner: str | None = None
+) -> tuple[Sequence[Row], str | None]:
+    """At most `limit` rows of `table` after `cursor` (only `owner`'s, if given), and the next page's cursor."""
     query = select(table).order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
+    if owner is not None:
+        query = query.where(table.owner == owner)
     if cursor is not None:
         created_at, row_id = decode_cursor(cursor)
         query = query.where(or_(table.created_at < created_at, and_(table.created_at == created_at, table.id < row_id)))

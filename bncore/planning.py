@@ -13,7 +13,7 @@ def _cnn_shape_hint(features: int) -> str:
     return f", e.g. [1, {side}, {side}]" if side * side == features else ""
 
 
-def plan_job(spec: JobSpec, max_parameters: int) -> JobSpec:
+def plan_job(spec: JobSpec, max_parameters: int, max_sample_epochs: int, max_seconds: float = math.inf) -> JobSpec:
     """The spec with `model.input_shape` filled in from the dataset; InvalidField names what is wrong."""
     info = load_dataset(spec.dataset.name).info
     features = num_features(info.input_shape)
@@ -32,6 +32,17 @@ def plan_job(spec: JobSpec, max_parameters: int) -> JobSpec:
     if spec.model.num_classes != info.num_classes:
         raise InvalidField(
             "model.num_classes", f"dataset '{info.name}' has {info.num_classes} classes, got {spec.model.num_classes}"
+        )
+    if spec.training.time_limit_seconds is not None and spec.training.time_limit_seconds > max_seconds:
+        raise InvalidField(
+            "training.time_limit_seconds", f"at most {max_seconds:g} s, this service's limit per job"
+        )
+    train_samples = info.num_samples - max(1, round(info.num_samples * spec.training.validation_fraction))
+    if spec.training.epochs * train_samples > max_sample_epochs:
+        raise InvalidField(
+            "training.epochs",
+            f"{spec.training.epochs} epochs × {train_samples} training samples exceeds this service's limit of "
+            f"{max_sample_epochs:,} sample-epochs per job",
         )
     planned = spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape})})
     count = parameter_count(planned.model, tuple(shape))

@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,10 +24,31 @@ class Settings(BaseSettings):
         None, description="queues a worker consumes, comma-separated; default: `gpu,any` with CUDA, else `cpu,any`"
     )
 
+    api_keys_file: Path | None = Field(None, description="JSON list of {key, owner, scopes}; unset: open access")
+    allow_open_access: bool = Field(
+        False, description="serve without API keys on a non-loopback HOST (only behind something that authenticates)"
+    )
+    max_request_bytes: int = Field(16 * 2**20, ge=1024, description="largest request body (413 beyond)")
+    job_submissions_per_minute: int = Field(60, ge=1, description="per owner; 429 beyond")
+    max_sample_epochs: int = Field(
+        50_000_000, ge=1, description="largest epochs × training samples a job may ask for (422 beyond)"
+    )
     max_predict_rows: int = Field(10_000, ge=1, description="rows one predict request may carry")
     max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")
     model_cache_size: int = Field(32, ge=1, description="models kept loaded for inference")
     cancel_poll_seconds: float = Field(1.0, gt=0, description="how often a running job looks for a cancel request")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="how often a running job's worker reports it is alive")
+    job_stale_seconds: float = Field(
+        30.0, gt=0, description="a running job silent this long has lost its worker and is queued again"
+    )
+    max_attempts: int = Field(3, ge=1, description="workers a job may lose before it fails as `worker_lost`")
+    job_time_limit_seconds: float = Field(3600.0, gt=0, description="a job running longer fails as `timeout`")
+
+    @model_validator(mode="after")
+    def _stale_after_several_heartbeats(self) -> "Settings":
+        if self.job_stale_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("JOB_STALE_SECONDS must be at least twice HEARTBEAT_SECONDS")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -51,6 +51,9 @@ class TrainingSpec(StrictModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     validation_fraction: float = Field(0.2, gt=0, le=0.5)
     mixed_precision: bool = Field(False, description="bf16 autocast for the forward pass; BN layers stay in fp32")
+    time_limit_seconds: float | None = Field(
+        None, gt=0, description="stop the job as `timeout` after this long; default and maximum: the service's limit"
+    )
 
 
 class ResourcesSpec(StrictModel):

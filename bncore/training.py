@@ -3,37 +3,34 @@
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bncore.checkpoints import Checkpoint
 from bncore.datasets import PreparedData
+from bncore.metrics import EpochMetrics
 from bncore.specs import TrainingSpec
 
 EVAL_BATCH = 4096
 
 
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
+DIVERGENCE_CHECK_STEPS = 20
 
 
-class TrainingCancelled(Exception):
-    pass
+class TrainingInterrupted(Exception):
+    """Raised by the `interrupt` callback to stop training between two steps."""
 
 
 class TrainingDiverged(Exception):
-    def __init__(self, epoch: int, loss: float) -> None:
+    def __init__(self, epoch: int, step: int | None, loss: float) -> None:
+        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
         super().__init__(
-            f"the training loss became {loss} in epoch {epoch}; lower the learning rate or use batchnorm"
+            f"the loss became {loss} in {where}; lower the learning rate or use batchnorm"
         )
         self.epoch = epoch
+        self.step = step
 
 
 def make_optimizer(network: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
@@ -80,7 +77,8 @@ def train_epoch(
     data: PreparedData,
     spec: TrainingSpec,
     order: torch.Tensor,
-    should_stop: Callable[[], bool],
+    epoch: int,
+    interrupt: Callable[[], None],
 ) -> tuple[float, float]:
     """One pass over the training split in `order`; mean loss and accuracy of its batches."""
     device = data.x_train.device
@@ -89,17 +87,19 @@ def train_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for start in range(0, len(order), spec.batch_size):
+    for step, start in enumerate(range(0, len(order), spec.batch_size), start=1):
         batch = order[start:start + spec.batch_size]
         # BN needs more than one value per feature in training: a trailing batch of 1 is dropped.
         if len(batch) < 2:
             break
-        if should_stop():
-            raise TrainingCancelled()
+        interrupt()
         inputs, targets = data.x_train[batch], data.y_train[batch]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.mixed_precision):
             logits = network(inputs)
             loss = F.cross_entropy(logits.float(), targets)
+        # A sync every few steps, not every step, to stop a diverging run at once.
+        if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss):
+            raise TrainingDiverged(epoch, step, loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -113,22 +113,29 @@ def train(
     network: nn.Module,
     data: PreparedData,
     spec: TrainingSpec,
-    on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None,
-    should_stop: Callable[[], bool] = lambda: False,
+    on_epoch: Callable[[EpochMetrics, Checkpoint], None] = lambda metrics, checkpoint: None,
+    interrupt: Callable[[], None] = lambda: None,
+    resume: Checkpoint | None = None,
 ) -> list[EpochMetrics]:
-    """Train in place on `data` (already on the network's device); one EpochMetrics per epoch."""
+    """Train in place on `data` (already on the network's device); one EpochMetrics per epoch.
+
+    After each epoch `on_epoch` gets its metrics and a checkpoint; `resume` goes on from one.
+    """
     optimizer = make_optimizer(network, spec)
     shuffle = torch.Generator().manual_seed(spec.seed)
     history: list[EpochMetrics] = []
+    if resume is not None:
+        resume.restore(network, optimizer, shuffle)
+        history = list(resume.history)
     with batchnorm_in_fp32(network, spec.mixed_precision):
-        for epoch in range(1, spec.epochs + 1):
+        for epoch in range(len(history) + 1, spec.epochs + 1):
             order = torch.randperm(len(data.x_train), generator=shuffle).to(data.x_train.device, non_blocking=True)
-            train_loss, train_accuracy = train_epoch(network, optimizer, data, spec, order, should_stop)
+            train_loss, train_accuracy = train_epoch(network, optimizer, data, spec, order, epoch, interrupt)
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
             for loss in (train_loss, val_loss):
                 if not math.isfinite(loss):
-                    raise TrainingDiverged(epoch, loss)
+                    raise TrainingDiverged(epoch, None, loss)
             metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy)
             history.append(metrics)
-            on_epoch(metrics)
+            on_epoch(metrics, Checkpoint.capture(epoch, history, network, optimizer, shuffle))
     return history

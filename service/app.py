@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -12,9 +13,12 @@ from bncore.inference import ModelCache
 from bncore.job_store import JobStore
 from bncore.migrations import upgrade_database
 from bncore.model_store import ModelStore
+from bncore.recovery import RecoveryLoop, recover_lost_jobs
 from bncore.settings import Settings, get_settings
+from service.auth import is_loopback, load_api_keys
 from service.deps import Services
 from service.errors import install_error_handlers
+from service.limits import BodySizeLimit, SubmissionRateLimit
 from service.routes import datasets, health, jobs, models
 from worker.app import broker_reachable, enqueue_training, worker_queues
 
@@ -23,6 +27,14 @@ log = logging.getLogger(__name__)
 
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else []
+    if not api_keys:
+        if not (is_loopback(settings.host) or settings.allow_open_access):
+            raise RuntimeError(
+                f"no API keys configured and HOST={settings.host} is not loopback: set API_KEYS_FILE, "
+                "or ALLOW_OPEN_ACCESS=true if something in front authenticates"
+            )
+        log.warning("no API keys configured (API_KEYS_FILE): the API is open to anyone who can reach it")
     upgrade_database(settings.resolved_database_url)
     database = Database(settings.resolved_database_url)
     artifacts = ArtifactStore(settings.resolved_artifacts_dir)
@@ -32,6 +44,7 @@ def build_services(settings: Settings) -> Services:
         enqueue=enqueue_training, broker_reachable=broker_reachable,
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
+        api_keys=api_keys, submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
     )
 
 
@@ -40,9 +53,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = build_services(settings)
+        services = build_services(settings)
+        app.state.services = services
+        recovery = RecoveryLoop(
+            partial(
+                recover_lost_jobs, services.jobs, services.enqueue, settings.job_stale_seconds, settings.max_attempts
+            ),
+            interval=settings.heartbeat_seconds,
+        )
+        recovery.start()
         yield
-        app.state.services.database.engine.dispose()
+        recovery.stop()
+        services.database.engine.dispose()
 
     app = FastAPI(
         title="BatchNorm job service",
@@ -50,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Train Batch Normalization networks as jobs; serve them with frozen test-time statistics.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
     for module in (jobs, models, datasets, health):
         app.include_router(module.router)

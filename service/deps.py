@@ -13,6 +13,8 @@ from bncore.inference import ModelCache
 from bncore.job_store import JobStore
 from bncore.model_store import ModelStore
 from bncore.settings import Settings
+from service.auth import ApiKeyEntry
+from service.limits import SubmissionRateLimit
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Services:
     enqueue: Callable[[str, str], None]
     broker_reachable: Callable[[], bool]
     known_queues: list[str] | None  # every queue some worker consumes, where the service can know it
+    api_keys: list[ApiKeyEntry]
+    submissions: SubmissionRateLimit
 
 
 def require_json(request: Request) -> None:

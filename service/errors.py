@@ -8,7 +8,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bncore.errors import (
-    Conflict, DomainError, InvalidField, NotFound, PayloadTooLarge, ServiceUnavailable,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidField,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from service.schemas import ErrorDetail, ErrorOut, FieldError
@@ -16,6 +24,9 @@ from service.schemas import ErrorDetail, ErrorOut, FieldError
 log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (TooManyRequests, 429),
     (NotFound, 404),
     (PayloadTooLarge, 413),
     (InvalidField, 422),
@@ -57,7 +68,9 @@ async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
     fields = [FieldError(field=exc.field, message=exc.detail)] if isinstance(exc, InvalidField) else []
     if status >= 500:
         log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-    return error_response(status, exc.code, exc.message, fields)
+    response = error_response(status, exc.code, exc.message, fields)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

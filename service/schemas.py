@@ -10,7 +10,7 @@ from bncore.datasets import DatasetInfo
 from bncore.job_store import JobRecord
 from bncore.model_store import ModelRecord
 from bncore.specs import JobSpec
-from bncore.training import EpochMetrics
+from bncore.metrics import EpochMetrics
 
 
 class FieldError(BaseModel):
@@ -65,7 +65,8 @@ class JobOut(BaseModel):
     error: JobError | None
     device: str | None = Field(description="where the job trains, e.g. `cpu` or `cuda:0`")
     worker: str | None = Field(description="the Celery worker that took the job")
-    attempts: int
+    attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")
+    resumed_from_epoch: int | None = Field(description="the checkpoint the last attempt went on from, if any")
     cancel_requested: bool
     spec: JobSpec
 
@@ -76,7 +77,8 @@ class JobOut(BaseModel):
             finished_at=job.finished_at, progress=Progress(epoch=job.epoch, epochs=job.epochs),
             metrics=[EpochMetricsOut.from_metrics(m) for m in job.metrics], model_id=job.model_id,
             error=JobError(code=job.error.code, message=job.error.message) if job.error else None,
-            device=job.device, worker=job.worker, attempts=job.attempts, cancel_requested=job.cancel_requested,
+            device=job.device, worker=job.worker, attempts=job.attempts, resumed_from_epoch=job.resumed_from_epoch,
+            cancel_requested=job.cancel_requested,
             spec=JobSpec.model_validate(job.spec),
         )
 

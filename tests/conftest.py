@@ -22,17 +22,65 @@ from tests.support.processes import ROOT, free_port, start, stop, wait_ready
 from tests.support.servers import RedisServer, fresh_postgres_database
 
 MODE = os.environ.get("BN_TEST_MODE", "embedded")
-WORKER_NAMES = ("worker-a", "worker-b")
+WORKER_NAMES = ("worker-a", "worker-b") if MODE == "distributed" else ()
+# Quick heartbeats, so that a lost worker is noticed within seconds rather than half a minute.
+FAST_RECOVERY = {"HEARTBEAT_SECONDS": "0.5", "JOB_STALE_SECONDS": "3", "CANCEL_POLL_SECONDS": "0.2"}
 
 
 @dataclass
 class RunningService:
-    url: str
+    """The API (and in distributed mode Redis and the workers), with ways to break and mend them."""
+
     data_dir: Path
-    log: Path
-    mode: str
+    env: dict[str, str]
+    url: str = ""
     redis: RedisServer | None = None
+    api: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "service.log"
+
+    @property
+    def worker_count(self) -> int:
+        return len(self.workers) or 1
+
+    def start_api(self) -> None:
+        self.api = start("service", self.env, self.log)
+        self.url = f"http://127.0.0.1:{self.env['PORT']}"
+        wait_ready(self.url, self.api, self.log)
+
+    def restart_api(self) -> None:
+        assert self.api is not None
+        stop(self.api)
+        self.start_api()
+
+    def start_worker(self, name: str) -> None:
+        self.workers[name] = start("worker", self.env, self.data_dir / f"{name}.log", ["--hostname", f"{name}@%h"])
+
+    def worker_pid(self, worker: str) -> int:
+        """The pid of the worker process a job names (`name@host`)."""
+        name = worker.split("@")[0]
+        if name in self.workers:
+            return self.workers[name].pid
+        assert self.api is not None
+        children = [pid for pid in _children(self.api.pid) if b"-m\x00worker" in _cmdline(pid)]
+        assert len(children) == 1, children
+        return children[0]
+
+    def stop(self) -> None:
+        for process in [self.api, *self.workers.values()]:
+            if process is not None:
+                stop(process)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def pytest_report_header() -> str:
@@ -45,38 +93,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason="needs BN_TEST_MODE=distributed (Redis and separate workers)"))
 
 
-def _start_distributed(stack: ExitStack, data_dir: Path, env: dict[str, str], log: Path) -> RunningService:
-    redis_server = RedisServer(data_dir)
-    redis_server.start()
-    stack.callback(redis_server.stop)
-    env["REDIS_URL"] = redis_server.url
-    env["EMBEDDED_WORKERS"] = "0"
-    if admin_url := os.environ.get("TEST_POSTGRES_URL"):
-        env["DATABASE_URL"] = stack.enter_context(fresh_postgres_database(admin_url))
-    subprocess.run([sys.executable, "-m", "service", "migrate"], cwd=ROOT, env={**os.environ, **env}, check=True)
-    workers = {}
-    for name in WORKER_NAMES:
-        worker = start("worker", env, data_dir / f"{name}.log", args=["--hostname", f"{name}@%h"])
-        stack.callback(stop, worker)
-        workers[name] = worker
-    service = RunningService(url="", data_dir=data_dir, log=log, mode=MODE, redis=redis_server, workers=workers)
-    return service
-
-
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     data_dir = tmp_path_factory.mktemp("data")
-    port = free_port()
-    log = data_dir / "service.log"
-    env = {"DATA_DIR": str(data_dir), "PORT": str(port), "HOST": "127.0.0.1", "EMBEDDED_WORKERS": "1"}
+    env = {"DATA_DIR": str(data_dir), "PORT": str(free_port()), "HOST": "127.0.0.1", **FAST_RECOVERY}
+    running = RunningService(data_dir=data_dir, env=env)
     with ExitStack() as stack:
-        running = RunningService(url="", data_dir=data_dir, log=log, mode=MODE)
+        stack.callback(running.stop)
         if MODE == "distributed":
-            running = _start_distributed(stack, data_dir, env, log)
-        api = start("service", env, log)
-        stack.callback(stop, api)
-        running.url = f"http://127.0.0.1:{port}"
-        wait_ready(running.url, api, log)
+            running.redis = RedisServer(data_dir)
+            running.redis.start()
+            stack.callback(running.redis.stop)
+            env |= {"REDIS_URL": running.redis.url, "EMBEDDED_WORKERS": "0"}
+            if admin_url := os.environ.get("TEST_POSTGRES_URL"):
+                env["DATABASE_URL"] = stack.enter_context(fresh_postgres_database(admin_url))
+            subprocess.run(
+                [sys.executable, "-m", "service", "migrate"], cwd=ROOT, env={**os.environ, **env}, check=True
+            )
+            for name in WORKER_NAMES:
+                running.start_worker(name)
+        else:
+            env["EMBEDDED_WORKERS"] = "1"
+        running.start_api()
         yield running
 
 

@@ -99,7 +99,7 @@ def test_running_statistics_equal_an_independent_recomputation_of_the_momentum_u
                   "hidden_sizes": [32, 32], "channels": [4, 8], "bn_momentum": 0.2},
         "dataset": {"name": "digits"},
         "training": {"epochs": 2, "batch_size": 100, "seed": 3},
-    }), 10**7)
+    }), 10**7, 10**9)
     seen: dict[nn.Module, list[np.ndarray]] = {}
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -132,7 +132,7 @@ def test_mixed_precision_keeps_bn_in_fp32_and_still_learns() -> None:
         "model": {"architecture": "mlp", "num_classes": 10, "hidden_sizes": [64, 64]},
         "dataset": {"name": "digits"},
         "training": {"epochs": 3, "mixed_precision": True},
-    }), 10**7)
+    }), 10**7, 10**9)
     dtypes: set[tuple[str, torch.dtype]] = set()
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

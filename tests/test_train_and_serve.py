@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.support.jobs import job_request, submit, train, wait_for
+from tests.conftest import RunningService
+from tests.support.jobs import cancel_all, job_request, long_job, occupy_workers, submit, train, wait_for
 
 
 def test_submit_a_digits_job_follow_it_and_predict(client: httpx.Client) -> None:
@@ -49,7 +50,7 @@ def test_submit_a_digits_job_follow_it_and_predict(client: httpx.Client) -> None
 
 
 def test_metrics_appear_while_the_job_runs_and_cancel_stops_it(client: httpx.Client) -> None:
-    job = submit(client, job_request(training={"epochs": 1000}, model={"hidden_sizes": [512, 512]}))
+    job = submit(client, long_job())
     running = wait_for(client, job["id"], until={"running"})
     while len(running["metrics"]) < 2:
         running = client.get(f"/v1/jobs/{job['id']}").json()
@@ -65,14 +66,14 @@ def test_metrics_appear_while_the_job_runs_and_cancel_stops_it(client: httpx.Cli
     train(client, job_request(training={"epochs": 1}))
 
 
-def test_a_queued_job_is_cancelled_before_it_runs(client: httpx.Client) -> None:
-    blocker = submit(client, job_request(training={"epochs": 1000}, model={"hidden_sizes": [512, 512]}))
+def test_a_queued_job_is_cancelled_before_it_runs(client: httpx.Client, service: RunningService) -> None:
+    blockers = occupy_workers(client, service.worker_count)
     queued = submit(client, job_request())
     response = client.post(f"/v1/jobs/{queued['id']}/cancel")
     assert response.status_code == 202 and response.json()["status"] == "cancelled"
-    client.post(f"/v1/jobs/{blocker['id']}/cancel")
-    wait_for(client, blocker["id"])
+    cancel_all(client, blockers)
     assert client.get(f"/v1/jobs/{queued['id']}").json()["status"] == "cancelled"
+    assert client.get(f"/v1/jobs/{queued['id']}").json()["attempts"] == 0
     assert client.post(f"/v1/jobs/{queued['id']}/cancel").status_code == 409
 
 

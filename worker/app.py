@@ -8,6 +8,7 @@ from bncore.devices import training_device
 from bncore.settings import Settings, get_settings
 
 TRAIN_TASK = "worker.tasks.train_job"
+PARENT_PID_VARIABLE = "BN_EMBEDDED_PARENT_PID"  # set for workers the API process starts and watches
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -25,6 +26,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # One training job per worker process at a time; a second one would wait behind it.
         "worker_prefetch_multiplier": 1,
+        # Ordered soft < hard < visibility timeout. The training loop itself stops a job at
+        # JOB_TIME_LIMIT_SECONDS (error `timeout`); Celery's limits are the backstop (prefork pools only).
+        "task_soft_time_limit": settings.job_time_limit_seconds + 60,
+        "task_time_limit": settings.job_time_limit_seconds + 120,
+        # Redis hands an unacknowledged job to another worker after this long: longer than any job.
+        "broker_transport_options": {"visibility_timeout": settings.job_time_limit_seconds + 600},
         "worker_hijack_root_logger": False,
     }
     if settings.uses_filesystem_broker:

@@ -6,7 +6,7 @@ from celery import Task
 
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
-from bncore.execution import run_job
+from bncore.execution import RunLimits, Stores, run_job
 from bncore.job_store import JobStore
 from bncore.model_store import ModelStore
 from bncore.settings import get_settings
@@ -14,14 +14,23 @@ from worker.app import TRAIN_TASK, celery_app
 
 
 @lru_cache(maxsize=1)
-def _stores() -> tuple[JobStore, ModelStore, ArtifactStore]:
+def _stores() -> Stores:
     settings = get_settings()
     database = Database(settings.resolved_database_url)
-    return JobStore(database), ModelStore(database), ArtifactStore(settings.resolved_artifacts_dir)
+    return Stores(
+        jobs=JobStore(database),
+        models=ModelStore(database),
+        artifacts=ArtifactStore(settings.resolved_artifacts_dir),
+        checkpoints=ArtifactStore(settings.resolved_artifacts_dir / "checkpoints"),
+    )
 
 
 @celery_app.task(name=TRAIN_TASK, bind=True)
 def train_job(task: Task, job_id: str) -> None:
-    jobs, models, artifacts = _stores()
-    worker = task.request.hostname or "unknown"
-    run_job(job_id, jobs, models, artifacts, worker, cancel_poll_seconds=get_settings().cancel_poll_seconds)
+    settings = get_settings()
+    limits = RunLimits(
+        time_limit_seconds=settings.job_time_limit_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        control_poll_seconds=settings.cancel_poll_seconds,
+    )
+    run_job(job_id, _stores(), worker=task.request.hostname or "unknown", limits=limits)

@@ -3,11 +3,12 @@
 from fastapi import APIRouter
 
 from bncore.datasets import list_datasets
+from service.auth import Caller
 from service.schemas import DatasetList, DatasetOut
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
 @router.get("", response_model=DatasetList)
-def read_datasets() -> DatasetList:
+def read_datasets(caller: Caller) -> DatasetList:
     return DatasetList(items=[DatasetOut.from_info(info) for info in list_datasets()])

@@ -3,11 +3,12 @@
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
 from bncore.errors import InvalidField, QueueUnavailable
 from bncore.planning import plan_job
 from bncore.specs import JobSpec
+from service.auth import Trainer
 from service.deps import JobsDep, ServicesDep, require_json
 from service.schemas import JobOut, JobPage
 
@@ -24,17 +25,30 @@ def _check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> N
 
 
 @router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)])
-def submit_job(spec: JobSpec, response: Response, services: ServicesDep) -> JobOut:
-    """Queue a training job. Only `model.architecture`, `model.num_classes` and `dataset` are required."""
-    planned = plan_job(spec, services.settings.max_parameters)
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    services: ServicesDep,
+    caller: Trainer,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> JobOut:
+    """Queue a training job. Only `model.architecture`, `model.num_classes` and `dataset` are required.
+
+    With an `Idempotency-Key` header, sending the same body again returns the job the first
+    request made instead of starting another.
+    """
+    settings = services.settings
+    planned = plan_job(spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds)
     _check_a_worker_can_take(planned, services.known_queues)
-    job = services.jobs.create(planned.model_dump(mode="json"))
-    try:
-        services.enqueue(job.id, planned.resources.device)
-    except Exception as error:
-        log.exception("could not enqueue job %s", job.id)
-        services.jobs.fail(job.id, QueueUnavailable.code, f"the job queue is unreachable: {error}")
-        raise QueueUnavailable("the job queue is unreachable; the job was not started, try again later") from error
+    services.submissions.take(caller.owner)
+    job, created = services.jobs.create(planned.model_dump(mode="json"), caller.owner, idempotency_key)
+    if created:
+        try:
+            services.enqueue(job.id, planned.resources.device)
+        except Exception as error:
+            log.exception("could not enqueue job %s", job.id)
+            services.jobs.fail(job.id, QueueUnavailable.code, f"the job queue is unreachable: {error}")
+            raise QueueUnavailable("the job queue is unreachable; the job was not started, try again later") from error
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.from_record(job)
 
@@ -42,21 +56,22 @@ def submit_job(spec: JobSpec, response: Response, services: ServicesDep) -> JobO
 @router.get("", response_model=JobPage)
 def list_jobs(
     jobs: JobsDep,
+    caller: Trainer,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobPage:
     """Jobs, newest first."""
-    page, next_cursor = jobs.list(limit, cursor)
+    page, next_cursor = jobs.page(limit, cursor, caller.owner_filter)
     return JobPage(items=[JobOut.from_record(job) for job in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def read_job(job_id: str, jobs: JobsDep) -> JobOut:
+def read_job(job_id: str, jobs: JobsDep, caller: Trainer) -> JobOut:
     """A job with its progress and per-epoch metrics (they appear while it trains)."""
-    return JobOut.from_record(jobs.get(job_id))
+    return JobOut.from_record(jobs.get(job_id, caller.owner_filter))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
-def cancel_job(job_id: str, jobs: JobsDep) -> JobOut:
+def cancel_job(job_id: str, jobs: JobsDep, caller: Trainer) -> JobOut:
     """Cancel a queued job at once, or ask a running one to stop (it becomes `cancelled` within a second)."""
-    return JobOut.from_record(jobs.cancel(job_id))
+    return JobOut.from_record(jobs.cancel(job_id, caller.owner_filter))

@@ -41,3 +41,21 @@ def train(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     job = wait_for(client, submit(client, body)["id"])
     assert job["status"] == "succeeded", job
     return job
+
+
+def long_job(**training: Any) -> dict[str, Any]:
+    """A job that trains for minutes unless it is stopped: wide layers, a thousand epochs."""
+    return job_request(training={"epochs": 1000, **training}, model={"hidden_sizes": [512, 512]})
+
+
+def occupy_workers(client: httpx.Client, count: int) -> list[dict[str, Any]]:
+    """Long jobs running on `count` workers, so that the next job submitted waits in the queue."""
+    jobs = [submit(client, long_job(seed=seed)) for seed in range(count)]
+    return [wait_for(client, job["id"], until={"running"}) for job in jobs]
+
+
+def cancel_all(client: httpx.Client, jobs: list[dict[str, Any]]) -> None:
+    for job in jobs:
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+    for job in jobs:
+        wait_for(client, job["id"])

@@ -40,7 +40,7 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, 
     raise RuntimeError(f"the service was not ready in {timeout}s:\n{log_path.read_text()[-4000:]}")
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
     if process.poll() is None:
         process.terminate()
         try:

@@ -1,0 +1,57 @@
+"""Jobs whose worker died: found by their stopped heartbeat, queued again or failed as `worker_lost`.
+
+Brokers do not count redeliveries, and the server-less ones do not redeliver at all after a
+SIGKILL, so the job store is the source of truth here, in every deployment.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from bncore.database import utcnow
+from bncore.job_store import JobStore
+from bncore.specs import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+def recover_lost_jobs(
+    jobs: JobStore, enqueue: Callable[[str, str], None], stale_after_seconds: float, max_attempts: int
+) -> list[str]:
+    """Requeue each running job whose heartbeat is older than `stale_after_seconds`; the ids requeued."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_seconds)
+    requeued = []
+    for job in jobs.stale_running(heartbeat_before=cutoff):
+        if job.attempts >= max_attempts:
+            log.warning("job %s lost its worker %d times; failing it", job.id, job.attempts)
+            jobs.fail(job.id, "worker_lost", f"the job's worker was lost {job.attempts} times (the limit)")
+        elif jobs.requeue_if_stale(job.id, heartbeat_before=cutoff):
+            log.warning("job %s lost its worker %s; queueing it again", job.id, job.worker)
+            enqueue(job.id, JobSpec.model_validate(job.spec).resources.device)
+            requeued.append(job.id)
+    return requeued
+
+
+class RecoveryLoop:
+    """Runs `recover_lost_jobs` every `interval` seconds in a thread of the API process."""
+
+    def __init__(self, recover: Callable[[], object], interval: float) -> None:
+        self.recover = recover
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-recovery", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.recover()
+            except Exception:
+                log.exception("recovering lost jobs failed; trying again in %ss", self.interval)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,67 @@
+"""Limits at the edge: request body size, and job submissions per owner."""
+
+import math
+import threading
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bncore.errors import PayloadTooLarge, TooManyRequests
+from service.errors import error_response
+
+
+class SubmissionRateLimit:
+    """A token bucket per owner: a burst of `per_minute` submissions, refilled continuously."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.refill_per_second = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, owner: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            tokens, updated = self._buckets.get(owner, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - updated) * self.refill_per_second)
+            if tokens < 1:
+                self._buckets[owner] = (tokens, now)
+                wait = (1 - tokens) / self.refill_per_second
+                raise TooManyRequests(
+                    f"more than {self.capacity:g} job submissions a minute; try again in {math.ceil(wait)} s",
+                    math.ceil(wait),
+                )
+            self._buckets[owner] = (tokens - 1, now)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over `max_bytes` with 413, by Content-Length or while they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise PayloadTooLarge("body", f"the request body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = error_response(413, PayloadTooLarge.code, f"body: the request body exceeds {self.max_bytes} bytes")
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})

@@ -1,0 +1,140 @@
+"""Jobs survive faults: a SIGKILLed worker, a restarted API, divergence, time limits, retried submissions."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import torch
+from safetensors.torch import load_file
+
+from bncore.database import Database
+from bncore.job_store import JobStore
+from bncore.migrations import upgrade_database
+from bncore.recovery import recover_lost_jobs
+from tests.conftest import RunningService
+from tests.support.jobs import job_request, submit, train, wait_for
+
+RESUMABLE = job_request(training={"epochs": 12, "seed": 11}, model={"hidden_sizes": [256, 256]})
+
+
+def wait_for_epoch(client: httpx.Client, job_id: str, epoch: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["progress"]["epoch"] >= epoch:
+            return job
+        assert job["status"] in {"queued", "running"}, job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach epoch {epoch}")
+
+
+def stored(service: RunningService, model_id: str) -> dict[str, torch.Tensor]:
+    return load_file(service.data_dir / "artifacts" / f"{model_id}.safetensors")
+
+
+def test_job_survives_worker_sigkill_and_resumes_from_its_checkpoint(
+    client: httpx.Client, service: RunningService
+) -> None:
+    job = submit(client, RESUMABLE)
+    running = wait_for_epoch(client, job["id"], 4)
+    os.kill(service.worker_pid(running["worker"]), signal.SIGKILL)
+    killed_at = running["progress"]["epoch"]
+    if service.workers:  # distributed: bring the killed worker back, as compose's restart policy would
+        service.start_worker(running["worker"].split("@")[0])
+
+    finished = wait_for(client, job["id"], timeout=180)
+    assert finished["status"] == "succeeded", finished["error"]
+    assert finished["attempts"] == 2
+    assert finished["resumed_from_epoch"] is not None and finished["resumed_from_epoch"] >= killed_at
+    assert [m["epoch"] for m in finished["metrics"]] == list(range(1, 13))
+
+    clean = train(client, RESUMABLE)
+    assert clean["attempts"] == 1 and clean["resumed_from_epoch"] is None
+    resumed, uninterrupted = stored(service, finished["model_id"]), stored(service, clean["model_id"])
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
+    assert finished["metrics"] == clean["metrics"]
+
+
+def test_api_restart_while_a_job_runs_loses_nothing(client: httpx.Client, service: RunningService) -> None:
+    job = submit(client, RESUMABLE)
+    wait_for_epoch(client, job["id"], 2)
+    done = train(client, job_request(training={"epochs": 1}))
+    service.restart_api()
+    with httpx.Client(base_url=service.url, timeout=60) as after:
+        finished = wait_for(after, job["id"], timeout=180)
+        assert finished["status"] == "succeeded", finished["error"]
+        assert [m["epoch"] for m in finished["metrics"]] == list(range(1, 13))
+        assert after.get(f"/v1/jobs/{done['id']}").json() == client.get(f"/v1/jobs/{done['id']}").json()
+        assert after.post(f"/v1/models/{done['model_id']}/predict", json={"inputs": [[0.0] * 64]}).status_code == 200
+
+
+def test_a_worker_lost_too_often_fails_the_job_as_worker_lost(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    upgrade_database(url)
+    jobs = JobStore(Database(url))
+    job, _ = jobs.create(job_request() | {"resources": {"device": "any"}}, owner="alice")
+    requeued: list[tuple[str, str]] = []
+    for attempt in (1, 2):
+        assert jobs.start(job.id, "cpu", f"worker-{attempt}") is not None
+        time.sleep(0.05)
+        recovered = recover_lost_jobs(jobs, lambda *args: requeued.append(args), 0.01, max_attempts=2)
+        assert recovered == ([job.id] if attempt == 1 else [])
+    assert requeued == [(job.id, "any")]
+    failed = jobs.get(job.id)
+    assert failed.status == "failed" and failed.error is not None and failed.error.code == "worker_lost"
+
+
+def test_a_worker_that_lost_its_job_cannot_finish_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    upgrade_database(url)
+    jobs = JobStore(Database(url))
+    job, _ = jobs.create(job_request(), owner="alice")
+    first = jobs.start(job.id, "cpu", "worker-1")
+    assert first is not None
+    time.sleep(0.05)
+    recover_lost_jobs(jobs, lambda *args: None, 0.01, max_attempts=3)
+    second = jobs.start(job.id, "cpu", "worker-2")
+    assert second is not None and second.attempt == 2
+    assert not jobs.heartbeat(first) and not jobs.succeed(first, "model_x")
+    assert jobs.succeed(second, "model_y")
+    assert jobs.get(job.id).model_id == "model_y"
+
+
+def test_a_diverging_job_stops_at_once_with_a_hint(client: httpx.Client) -> None:
+    job = submit(client, job_request(
+        model={"normalization": "none", "hidden_sizes": [100, 100]},
+        training={"epochs": 200, "learning_rate": 10.0},
+    ))
+    failed = wait_for(client, job["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "diverged"
+    assert "lower the learning rate or use batchnorm" in failed["error"]["message"]
+    assert "epoch 1" in failed["error"]["message"] and failed["progress"]["epoch"] == 0
+    assert failed["model_id"] is None
+
+
+def test_a_job_past_its_time_limit_fails_as_timeout_and_frees_the_worker(client: httpx.Client) -> None:
+    job = submit(client, job_request(training={"epochs": 1000, "time_limit_seconds": 2},
+                                     model={"hidden_sizes": [512, 512]}))
+    failed = wait_for(client, job["id"], timeout=60)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "timeout"
+    assert "time limit of 2 s" in failed["error"]["message"]
+    train(client, job_request(training={"epochs": 1}))
+
+
+def test_the_same_idempotency_key_and_body_return_the_same_job(client: httpx.Client) -> None:
+    body = job_request(training={"epochs": 1, "seed": 42})
+    first = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-run-1"})
+    again = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-run-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    other_body = client.post(
+        "/v1/jobs", json=job_request(training={"epochs": 2}), headers={"Idempotency-Key": "nightly-run-1"}
+    )
+    assert other_body.status_code == 409
+    assert "different request" in other_body.json()["error"]["message"]
+    other_key = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-run-2"})
+    assert other_key.json()["id"] != first.json()["id"]
+    assert wait_for(client, first.json()["id"])["attempts"] == 1
