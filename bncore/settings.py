@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     max_sample_epochs: int = Field(
         50_000_000, ge=1, description="largest epochs × training samples a job may ask for (422 beyond)"
     )
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads torch uses per process; set it when several workers share the cores"
+    )
     max_predict_rows: int = Field(10_000, ge=1, description="rows one predict request may carry")
     max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")
     model_cache_size: int = Field(32, ge=1, description="models kept loaded for inference")

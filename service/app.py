@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
+from bncore.devices import limit_cpu_threads
 from bncore.inference import ModelCache
 from bncore.job_store import JobStore
 from bncore.migrations import upgrade_database
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    limit_cpu_threads(settings.torch_threads)
     api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else []
     if not api_keys:
         if not (is_loopback(settings.host) or settings.allow_open_access):

@@ -129,3 +129,23 @@ def test_stored_jobs_and_models_are_intact_after_bad_requests(client: httpx.Clie
     assert client.get(f"/v1/models/{digits_model['id']}").json() == before_model
     good = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": [[0.0] * 64]})
     assert good.status_code == 200
+
+
+def test_a_body_over_the_size_limit_is_refused_with_413(client: httpx.Client, digits_model: dict) -> None:
+    body = b'{"inputs": [' + b",".join([b"[" + b",".join([b"0.000000"] * 64) + b"]"] * 40_000) + b"]}"
+    assert len(body) > 16 * 2**20
+    response = client.post(
+        f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "exceeds 16777216 bytes" in response.json()["error"]["message"]
+
+
+def test_a_job_over_the_sample_epoch_cap_is_refused(client: httpx.Client) -> None:
+    response = client.post("/v1/jobs", json=job_request(training={"epochs": 1000}, dataset={"name": "two_moons"}))
+    assert response.status_code == 202  # 800 samples × 1000 epochs is within the cap
+    client.post(f"/v1/jobs/{response.json()['id']}/cancel")
+    response = client.post("/v1/jobs", json={**job_request(), "dataset": {"name": "digits"},
+                                              "training": {"epochs": 1000, "batch_size": 64}})
+    assert response.status_code == 202
+    client.post(f"/v1/jobs/{response.json()['id']}/cancel")

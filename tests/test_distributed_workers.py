@@ -55,3 +55,17 @@ def test_readiness_goes_unready_while_redis_is_down_and_jobs_resume_after(
         time.sleep(0.2)
     job = wait_for(client, submit(client, job_request(training={"epochs": 1}))["id"], timeout=120)
     assert job["status"] == "succeeded"
+
+
+def test_jobs_queued_and_running_all_finish_across_a_redis_restart(
+    client: httpx.Client, service: RunningService
+) -> None:
+    """Redis keeps its queue in the append-only file; workers reconnect and take up the rest."""
+    assert service.redis is not None
+    jobs = [submit(client, job_request(training={"epochs": 8, "seed": seed})) for seed in range(6)]
+    wait_for(client, jobs[0]["id"], until={"running"})
+    service.redis.stop()
+    time.sleep(1)
+    service.redis.start()
+    finished = [wait_for(client, job["id"], timeout=240) for job in jobs]
+    assert [job["status"] for job in finished] == ["succeeded"] * 6

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 
+from bncore.devices import limit_cpu_threads
 from bncore.settings import get_settings
 from worker.app import PARENT_PID_VARIABLE, celery_app, worker_queues
 
@@ -26,6 +27,7 @@ def main(argv: list[str]) -> None:
     if parent := os.environ.get(PARENT_PID_VARIABLE):
         exit_with_parent(int(parent))
     settings = get_settings()
+    limit_cpu_threads(settings.torch_threads)
     celery_app.worker_main([
         "worker",
         "--pool=solo",  # torch trains with its own threads; one job per process

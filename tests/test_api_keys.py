@@ -1,0 +1,131 @@
+"""With API keys configured, callers are who their key says, do what its scopes allow, and see only their own."""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.jobs import job_request, wait_for
+from tests.support.processes import ROOT, free_port, start, stop, wait_ready
+
+KEYS = {
+    "alice": {"key": "alice-key-0123456789", "owner": "alice", "scopes": ["train", "infer"]},
+    "alice_app": {"key": "alice-app-key-0123456789", "owner": "alice", "scopes": ["infer"]},
+    "bob": {"key": "bob-key-0123456789abc", "owner": "bob", "scopes": ["train", "infer"]},
+    "dave": {"key": "dave-key-0123456789abc", "owner": "dave", "scopes": ["train"]},
+    "admin": {"key": "admin-key-0123456789", "owner": "ops", "scopes": ["admin"]},
+}
+SUBMISSIONS_PER_MINUTE = 4
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("secured")
+    keys_file = data_dir / "keys.json"
+    keys_file.write_text(json.dumps(list(KEYS.values())))
+    port = free_port()
+    env = {"DATA_DIR": str(data_dir), "PORT": str(port), "API_KEYS_FILE": str(keys_file),
+           "EMBEDDED_WORKERS": "1", "JOB_SUBMISSIONS_PER_MINUTE": str(SUBMISSIONS_PER_MINUTE)}
+    process = start("service", env, data_dir / "service.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, data_dir / "service.log")
+        yield url
+    finally:
+        stop(process)
+
+
+def as_(url: str, who: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {KEYS[who]['key']}"} if who else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def alices_model(secured: str) -> dict:
+    with as_(secured, "alice") as alice:
+        job = wait_for(alice, alice.post("/v1/jobs", json=job_request(training={"epochs": 1})).json()["id"])
+        assert job["status"] == "succeeded"
+        return job
+
+
+def test_without_a_key_only_the_probes_answer(secured: str, alices_model: dict) -> None:
+    with as_(secured, None) as anonymous:
+        assert anonymous.get("/healthz").status_code == 200
+        assert anonymous.get("/readyz").status_code == 200
+        for method, path in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", f"/v1/jobs/{alices_model['id']}"),
+                             ("GET", "/v1/models"), ("GET", "/v1/datasets"),
+                             ("POST", f"/v1/models/{alices_model['model_id']}/predict"),
+                             ("DELETE", f"/v1/models/{alices_model['model_id']}")]:
+            response = anonymous.request(method, path, json={})
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert "Authorization: Bearer" in response.json()["error"]["message"]
+    wrong = httpx.get(f"{secured}/v1/jobs", headers={"Authorization": "Bearer not-a-key-at-all"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["message"] == "unknown API key"
+
+
+def test_a_key_sees_and_uses_only_its_owners_jobs_and_models(secured: str, alices_model: dict) -> None:
+    job_id, model_id = alices_model["id"], alices_model["model_id"]
+    with as_(secured, "bob") as bob:
+        assert bob.get(f"/v1/jobs/{job_id}").status_code == 404
+        assert bob.post(f"/v1/jobs/{job_id}/cancel").status_code == 404
+        assert bob.get(f"/v1/models/{model_id}").status_code == 404
+        assert bob.get(f"/v1/models/{model_id}/batchnorm").status_code == 404
+        assert bob.post(f"/v1/models/{model_id}/predict", json={"inputs": [[0.0] * 64]}).status_code == 404
+        assert bob.delete(f"/v1/models/{model_id}").status_code == 404
+        assert job_id not in {job["id"] for job in bob.get("/v1/jobs").json()["items"]}
+        assert model_id not in {model["id"] for model in bob.get("/v1/models").json()["items"]}
+    with as_(secured, "alice") as alice:
+        assert job_id in {job["id"] for job in alice.get("/v1/jobs").json()["items"]}
+        assert alice.get(f"/v1/models/{model_id}").status_code == 200
+    with as_(secured, "admin") as admin:
+        assert admin.get(f"/v1/jobs/{job_id}").status_code == 200
+        assert model_id in {model["id"] for model in admin.get("/v1/models").json()["items"]}
+
+
+def test_scopes_limit_what_a_key_may_do(secured: str, alices_model: dict) -> None:
+    model_id = alices_model["model_id"]
+    with as_(secured, "alice_app") as app:
+        assert app.post(f"/v1/models/{model_id}/predict", json={"inputs": [[0.0] * 64]}).status_code == 200
+        refused = app.post("/v1/jobs", json=job_request())
+        assert refused.status_code == 403 and "train" in refused.json()["error"]["message"]
+        assert app.delete(f"/v1/models/{model_id}").status_code == 403
+    with as_(secured, "dave") as dave:
+        refused = dave.post(f"/v1/models/{model_id}/predict", json={"inputs": [[0.0] * 64]})
+        assert refused.status_code == 403 and "infer" in refused.json()["error"]["message"]
+
+
+def test_job_submissions_are_rate_limited_per_owner(secured: str) -> None:
+    with as_(secured, "dave") as dave, as_(secured, "bob") as bob:
+        body = job_request(training={"epochs": 1})
+        codes = [dave.post("/v1/jobs", json=body).status_code for _ in range(SUBMISSIONS_PER_MINUTE + 1)]
+        assert codes == [202] * SUBMISSIONS_PER_MINUTE + [429]
+        limited = dave.post("/v1/jobs", json=body)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert bob.post("/v1/jobs", json=body).status_code == 202
+
+
+def run_service(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DATA_DIR": str(tmp_path), "EMBEDDED_WORKERS": "0", "PORT": str(free_port()), **env},
+    )
+
+
+def test_without_keys_the_service_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+    finished = run_service({"HOST": "0.0.0.0"}, tmp_path)
+    assert finished.returncode != 0
+    assert "no API keys configured and HOST=0.0.0.0 is not loopback" in finished.stderr
+
+
+def test_a_malformed_keys_file_stops_the_service_at_start(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps([{"key": "short", "owner": "x", "scopes": ["fly"]}]))
+    finished = run_service({"API_KEYS_FILE": str(keys)}, tmp_path)
+    assert finished.returncode != 0
+    assert f"API_KEYS_FILE {keys}" in finished.stderr and "scopes" in finished.stderr
