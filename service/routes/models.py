@@ -1,32 +1,44 @@
-"""Trained models: metadata, BN layers, predictions, deletion."""
+"""Trained models: metadata, BN layers, predictions, drift, deletion."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from bncore.batchnorm import batchnorm_layers
-from bncore.inference import parse_inputs
-from service.deps import CacheDep, ModelsDep, ServicesDep, SettingsDep, require_json
-from service.schemas import BatchNormLayerOut, BatchNormOut, ModelOut, ModelPage, PredictIn, PredictOut
+from bncore.drift import DriftThresholds
+from bncore.inference import ServedModel, parse_inputs
+from service.deps import ModelsDep, ServicesDep, SettingsDep, require_json
+from service.schemas import BatchNormLayerOut, BatchNormOut, DriftOut, ModelOut, ModelPage, PredictIn, PredictOut
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def get_served_model(model_id: str, services: ServicesDep) -> ServedModel:
+    """The model as this process serves it, loaded into the cache on first use."""
+    record = services.models.get(model_id)
+    return services.cache.get(record, fold_batchnorm=services.settings.fold_batchnorm)
+
+
+ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 
 
 @router.get("", response_model=ModelPage)
 def list_models(
     models: ModelsDep,
+    settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ModelPage:
     """Models, newest first."""
     page, next_cursor = models.list(limit, cursor)
-    return ModelPage(items=[ModelOut.from_record(model) for model in page], next_cursor=next_cursor)
+    items = [ModelOut.from_record(model, settings.fold_batchnorm) for model in page]
+    return ModelPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{model_id}", response_model=ModelOut)
-def read_model(model_id: str, models: ModelsDep) -> ModelOut:
-    """A model's spec, dataset, final metrics and parameter count."""
-    return ModelOut.from_record(models.get(model_id))
+def read_model(model_id: str, models: ModelsDep, settings: SettingsDep) -> ModelOut:
+    """A model's spec, dataset, final metrics, parameter count, and how it is served (BN folded or not)."""
+    return ModelOut.from_record(models.get(model_id), settings.fold_batchnorm)
 
 
 @router.delete("/{model_id}", status_code=204)
@@ -38,16 +50,15 @@ def delete_model(model_id: str, services: ServicesDep) -> Response:
 
 
 @router.get("/{model_id}/batchnorm", response_model=BatchNormOut)
-def read_batchnorm(model_id: str, models: ModelsDep, cache: CacheDep) -> BatchNormOut:
+def read_batchnorm(model_id: str, model: ServedModelDep) -> BatchNormOut:
     """Every BN layer's γ, β and frozen running statistics, read from the stored artifact."""
-    model = cache.get(models.get(model_id))
-    return BatchNormOut(model_id=model_id, layers=[BatchNormLayerOut.from_layer(l) for l in batchnorm_layers(model.network)])
+    layers = batchnorm_layers(model.trained.network)
+    return BatchNormOut(model_id=model_id, layers=[BatchNormLayerOut.from_layer(layer) for layer in layers])
 
 
 @router.post("/{model_id}/predict", response_model=PredictOut, dependencies=[Depends(require_json)])
-def predict(model_id: str, body: PredictIn, models: ModelsDep, cache: CacheDep, settings: SettingsDep) -> PredictOut:
+def predict(model_id: str, body: PredictIn, model: ServedModelDep, settings: SettingsDep) -> PredictOut:
     """Class probabilities for raw inputs, in eval mode: a sample's answer does not depend on its batch."""
-    model = cache.get(models.get(model_id))
     inputs = parse_inputs(body.inputs, model.input_shape, settings.max_predict_rows)
     prediction = model.predict(inputs)
     return PredictOut(
@@ -56,3 +67,9 @@ def predict(model_id: str, body: PredictIn, models: ModelsDep, cache: CacheDep, 
         probabilities=prediction.probabilities.tolist(),
         predictions=prediction.classes.tolist(),
     )
+
+
+@router.get("/{model_id}/drift", response_model=DriftOut)
+def read_drift(model_id: str, model: ServedModelDep, settings: SettingsDep) -> DriftOut:
+    """How the inputs each BN layer sees while serving compare with its frozen statistics (covariate shift)."""
+    return DriftOut.from_report(model_id, model.drift.report(DriftThresholds.from_settings(settings)))
