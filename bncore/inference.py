@@ -1,5 +1,6 @@
 """Serving: checking raw prediction inputs, the served form of a model, and an LRU cache of them."""
 
+import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import torch
 
 from bncore.artifacts import ArtifactStore
 from bncore.drift import DriftMonitor
-from bncore.errors import InvalidField, PayloadTooLarge
+from bncore.errors import ArtifactUnavailable, InvalidField, PayloadTooLarge
 from bncore.folding import ServingGraph, serving_graph
 from bncore.model_store import ModelRecord
 from bncore.trained_model import Prediction, TrainedModel
@@ -33,6 +34,17 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
     if len(bad):
         raise InvalidField(f"inputs[{bad[0][0]}]", "NaN or infinite values; every input must be a finite number")
     return torch.from_numpy(array.astype(np.float32))
+
+
+def stored_artifact(artifacts: ArtifactStore, record: ModelRecord) -> bytes:
+    """The model's safetensors file byte for byte, refused like a load when it is missing or damaged."""
+    try:
+        payload = artifacts.path_for(record.id).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactUnavailable(f"the weights of model '{record.id}' are missing from the artifact store") from None
+    if hashlib.sha256(payload).hexdigest() != record.artifact_sha256:
+        raise ArtifactUnavailable(f"the weights of model '{record.id}' fail their sha256 check (damaged file)")
+    return payload
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from torch import nn
 from bncore.inference import ServedModel
 from tests.conftest import RunningService
 from tests.support.processes import free_port, start, stop, wait_ready
-from tests.support.trained_models import ARCHITECTURES, digits_inputs, train_digits
+from tests.support.trained_models import ARCHITECTURES, digits_inputs, from_artifact, train_digits
 
 FOLDED = {"mlp": ["bn1", "bn2"], "cnn": ["bn1", "bn2"], "after_activation": [], "no_batchnorm": []}
 
@@ -60,6 +60,20 @@ def test_a_served_model_says_which_bn_layers_are_folded(client: httpx.Client, di
     listed = client.get("/v1/models", params={"limit": 100})
     assert listed.status_code == 200
     assert {"folded": True, "folded_layers": ["bn1", "bn2", "bn3"]} in [m["serving"] for m in listed.json()["items"]]
+
+
+def test_predictions_over_http_equal_the_stored_training_form_network(client: httpx.Client, digits_model: dict) -> None:
+    model_id = digits_model["id"]
+    samples = load_digits().data[:300]
+
+    predicted = client.post(f"/v1/models/{model_id}/predict", json={"inputs": samples.tolist()})
+    artifact = client.get(f"/v1/models/{model_id}/artifact")
+
+    assert predicted.status_code == 200 and artifact.status_code == 200
+    stored = from_artifact(artifact.content, digits_model["spec"])
+    assert stored.network.fc1.bias is None and isinstance(stored.network.bn1, nn.BatchNorm1d)
+    expected = stored.predict(torch.from_numpy(samples).float()).logits.numpy()
+    np.testing.assert_allclose(np.array(predicted.json()["outputs"]), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_with_folding_turned_off_the_same_model_serves_the_same_answers(

@@ -1,12 +1,13 @@
-"""Trained models: metadata, BN layers, predictions, drift, deletion."""
+"""Trained models: metadata, BN layers, predictions, drift, downloads, deletion."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from bncore.batchnorm import batchnorm_layers
 from bncore.drift import DriftThresholds
-from bncore.inference import ServedModel, parse_inputs
+from bncore.inference import ServedModel, parse_inputs, stored_artifact
+from bncore.onnx_export import to_onnx
 from service.deps import ModelsDep, ServicesDep, SettingsDep, require_json
 from service.schemas import BatchNormLayerOut, BatchNormOut, DriftOut, ModelOut, ModelPage, PredictIn, PredictOut
 
@@ -73,3 +74,24 @@ def predict(model_id: str, body: PredictIn, model: ServedModelDep, settings: Set
 def read_drift(model_id: str, model: ServedModelDep, settings: SettingsDep) -> DriftOut:
     """How the inputs each BN layer sees while serving compare with its frozen statistics (covariate shift)."""
     return DriftOut.from_report(model_id, model.drift.report(DriftThresholds.from_settings(settings)))
+
+
+@router.get(
+    "/{model_id}/artifact", response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the model file"}},
+)
+def download_artifact(
+    model_id: str,
+    services: ServicesDep,
+    artifact_format: Annotated[Literal["safetensors", "onnx"], Query(alias="format")] = "safetensors",
+) -> Response:
+    """`safetensors`: the stored training-form file (unfolded weights, γ, β, running statistics, input
+    standardisation). `onnx`: the served graph with BN folded, taking raw inputs, any batch size."""
+    if artifact_format == "onnx":
+        payload = to_onnx(get_served_model(model_id, services).trained)
+    else:
+        payload = stored_artifact(services.artifacts, services.models.get(model_id))
+    return Response(
+        payload, media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{model_id}.{artifact_format}"'},
+    )

@@ -3,6 +3,7 @@
 from typing import Any
 
 import torch
+from safetensors.torch import load as load_safetensors
 from sklearn.datasets import load_digits
 
 from bncore.execution import train_model
@@ -30,3 +31,8 @@ def train_digits(model: dict[str, Any], epochs: int = 2) -> TrainedModel:
 def digits_inputs(model: TrainedModel) -> torch.Tensor:
     """Every digits sample in raw units, shaped for the model."""
     return torch.from_numpy(load_digits().data).float().reshape(-1, *model.input_shape)
+
+
+def from_artifact(payload: bytes, spec: dict[str, Any]) -> TrainedModel:
+    """The training-form model from a downloaded safetensors file and the spec `GET /v1/models/{id}` shows."""
+    return TrainedModel.from_tensors(JobSpec.model_validate(spec), load_safetensors(payload))
