@@ -202,6 +202,9 @@ class DriftOut(BaseModel):
         )
 
 
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+
+
 class PredictIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -7,9 +7,10 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from bncore.errors import QueueUnavailable
 from bncore.planning import plan_job
+from bncore.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.deps import JobsDep, ServicesDep, require_json
-from service.schemas import JobOut, JobPage
+from service.schemas import PNG_RESPONSE, JobOut, JobPage
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -51,3 +52,10 @@ def read_job(job_id: str, jobs: JobsDep) -> JobOut:
 def cancel_job(job_id: str, jobs: JobsDep) -> JobOut:
     """Cancel a queued job at once, or ask a running one to stop (it becomes `cancelled` within a second)."""
     return JobOut.from_record(jobs.cancel(job_id))
+
+
+@router.get("/{job_id}/plot.png", response_class=Response, responses=PNG_RESPONSE)
+def plot_job(job_id: str, jobs: JobsDep) -> Response:
+    """Train and validation loss and accuracy per epoch; a job with no finished epoch gets a chart saying so."""
+    job = jobs.get(job_id)
+    return Response(training_curves_png(job.metrics, f"{job.id} · {job.status}"), media_type="image/png")

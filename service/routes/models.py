@@ -8,8 +8,11 @@ from bncore.batchnorm import batchnorm_layers
 from bncore.drift import DriftThresholds
 from bncore.inference import ServedModel, parse_inputs, stored_artifact
 from bncore.onnx_export import to_onnx
+from bncore.plots import batchnorm_png
 from service.deps import ModelsDep, ServicesDep, SettingsDep, require_json
-from service.schemas import BatchNormLayerOut, BatchNormOut, DriftOut, ModelOut, ModelPage, PredictIn, PredictOut
+from service.schemas import (
+    PNG_RESPONSE, BatchNormLayerOut, BatchNormOut, DriftOut, ModelOut, ModelPage, PredictIn, PredictOut,
+)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -55,6 +58,13 @@ def read_batchnorm(model_id: str, model: ServedModelDep) -> BatchNormOut:
     """Every BN layer's γ, β and frozen running statistics, read from the stored artifact."""
     layers = batchnorm_layers(model.trained.network)
     return BatchNormOut(model_id=model_id, layers=[BatchNormLayerOut.from_layer(layer) for layer in layers])
+
+
+@router.get("/{model_id}/batchnorm/plot.png", response_class=Response, responses=PNG_RESPONSE)
+def plot_batchnorm(model_id: str, model: ServedModelDep) -> Response:
+    """γ, β, running mean and running variance of each BN layer per feature; dashed: their initial values."""
+    png = batchnorm_png(batchnorm_layers(model.trained.network), f"{model_id}: BN layers")
+    return Response(png, media_type="image/png")
 
 
 @router.post("/{model_id}/predict", response_model=PredictOut, dependencies=[Depends(require_json)])
