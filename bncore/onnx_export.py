@@ -10,7 +10,9 @@ from bncore.trained_model import TrainedModel
 INPUT_NAME = "inputs"
 OUTPUT_NAME = "logits"
 
-# torch.export traces through process-wide state; one export at a time.
+# While it traces, torch.export turns mkldnn, nnpack and cudnn off process-wide and restores them after:
+# two overlapping exports could leave them off for good. (Predictions meanwhile take other kernels for
+# those seconds: the same answers to float rounding.)
 _export_lock = threading.Lock()
 
 

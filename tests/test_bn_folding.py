@@ -7,6 +7,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from bncore.folding import folded_layer_names
 from bncore.inference import ServedModel
 from tests.conftest import RunningService
 from tests.support.processes import free_port, start, stop, wait_ready
@@ -23,7 +24,7 @@ def test_folded_serving_answers_as_the_unfolded_network_in_eval_mode(architectur
 
     folded, unfolded = ServedModel.of(trained, fold_batchnorm=True), ServedModel.of(trained, fold_batchnorm=False)
 
-    assert folded.graph.folded_layers == FOLDED[architecture]
+    assert folded.graph.folded_layers == FOLDED[architecture] == folded_layer_names(trained.spec.model, fold=True)
     assert unfolded.graph.folded_layers == []
     expected = trained.predict(inputs).logits
     torch.testing.assert_close(folded.predict(inputs).logits, expected, rtol=1e-5, atol=1e-5)
