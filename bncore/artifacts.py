@@ -51,12 +51,16 @@ class ArtifactStore:
         except FileNotFoundError:
             raise ArtifactUnavailable(f"the weights of '{name}' are missing from the artifact store") from None
 
-    def load(self, name: str, sha256: str) -> dict[str, torch.Tensor]:
-        """The tensors of a file, refused unless it is whole and matches its checksum."""
+    def read_verified(self, name: str, sha256: str) -> bytes:
+        """The file byte for byte, refused unless it is whole and matches its checksum."""
         payload = self._read(name)
         if hashlib.sha256(payload).hexdigest() != sha256:
             raise ArtifactUnavailable(f"the weights of '{name}' fail their sha256 check (damaged file)")
-        return _parse(name, payload)[0]
+        return payload
+
+    def load(self, name: str, sha256: str) -> dict[str, torch.Tensor]:
+        """The tensors of a file, refused unless it is whole and matches its checksum."""
+        return _parse(name, self.read_verified(name, sha256))[0]
 
     def load_with_metadata(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Tensors and header metadata of a file whose checksum is not on record (a checkpoint)."""

@@ -1,16 +1,19 @@
-"""Serving: checking raw prediction inputs and keeping loaded models in an LRU cache."""
+"""Serving: checking raw prediction inputs, the served form of a model, and an LRU cache of them."""
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from bncore.artifacts import ArtifactStore
+from bncore.drift import DriftMonitor
 from bncore.errors import InvalidField, PayloadTooLarge
+from bncore.folding import ServingGraph, serving_graph
 from bncore.model_store import ModelRecord
-from bncore.trained_model import TrainedModel
+from bncore.trained_model import Prediction, TrainedModel
 
 
 def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch.Tensor:
@@ -32,23 +35,54 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
     return torch.from_numpy(array.astype(np.float32))
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """A trained model as the service runs it: its serving graph, watched by a drift monitor."""
+
+    trained: TrainedModel  # the training form, as stored
+    graph: ServingGraph
+    drift: DriftMonitor
+
+    @classmethod
+    def of(cls, trained: TrainedModel, fold_batchnorm: bool) -> "ServedModel":
+        graph = serving_graph(trained, fold_batchnorm)
+        return cls(trained, graph, DriftMonitor(graph.batchnorms))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.trained.input_shape
+
+    @torch.inference_mode()
+    def predict(self, raw_inputs: torch.Tensor) -> Prediction:
+        """Eval mode with frozen BN statistics; the BN inputs seen add to the drift monitor's moments."""
+        activations: dict[str, torch.Tensor] = {}
+        logits = self.graph.forward(raw_inputs, observe=activations.__setitem__)
+        self.drift.record(len(raw_inputs), activations)
+        return Prediction.from_logits(logits)
+
+
 class ModelCache:
     """Models rebuilt from their artifacts on first use and kept, least recently used evicted first."""
 
-    def __init__(self, artifacts: ArtifactStore, capacity: int) -> None:
+    def __init__(self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool) -> None:
         self.artifacts = artifacts
         self.capacity = capacity
-        self._models: OrderedDict[str, TrainedModel] = OrderedDict()
+        self.fold_batchnorm = fold_batchnorm
+        self._models: OrderedDict[str, ServedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, record: ModelRecord) -> TrainedModel:
+    def get(self, record: ModelRecord) -> ServedModel:
+        """The served model, loaded from its verified artifact on first use."""
         with self._lock:
             if record.id in self._models:
                 self._models.move_to_end(record.id)
                 return self._models[record.id]
-        model = TrainedModel.from_tensors(record.spec, self.artifacts.load(record.id, record.artifact_sha256))
+        trained = TrainedModel.from_tensors(record.spec, self.artifacts.load(record.id, record.artifact_sha256))
+        loaded = ServedModel.of(trained, self.fold_batchnorm)
         with self._lock:
-            self._models[record.id] = model
+            # Two first requests may race to load: keep one, so no request feeds an orphaned drift monitor.
+            model = self._models.setdefault(record.id, loaded)
+            self._models.move_to_end(record.id)
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
         return model

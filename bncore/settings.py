@@ -53,6 +53,14 @@ class Settings(BaseSettings):
             raise ValueError("JOB_STALE_SECONDS must be at least twice HEARTBEAT_SECONDS")
         return self
 
+    fold_batchnorm: bool = Field(True, description="serve each BN merged into the Linear/Conv2d directly before it")
+    drift_mean_shift_threshold: float = Field(
+        0.5, gt=0, description="a BN layer drifts when its served inputs' means move by more than this many training σ"
+    )
+    drift_variance_ratio_min: float = Field(0.5, gt=0, lt=1, description="...or their variances shrink below this ratio")
+    drift_variance_ratio_max: float = Field(2.0, gt=1, description="...or grow beyond this ratio")
+    drift_min_samples: int = Field(100, ge=1, description="samples a model serves before any layer can be flagged")
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'bnjobs.sqlite3').resolve()}"

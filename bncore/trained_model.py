@@ -19,6 +19,26 @@ class Prediction:
     probabilities: torch.Tensor
     classes: torch.Tensor
 
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor) -> "Prediction":
+        probabilities = torch.softmax(logits, dim=1)
+        return cls(logits, probabilities, probabilities.argmax(dim=1))
+
+
+class Standardize(nn.Module):
+    """Per-feature (x − mean) / std with the training split's statistics, as a layer of the served graph."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
 
 @dataclass
 class TrainedModel:
@@ -55,9 +75,7 @@ class TrainedModel:
     def predict(self, raw_inputs: torch.Tensor) -> Prediction:
         """Eval mode: every BN layer uses its frozen running statistics, so a row's answer ignores its batch."""
         self.network.eval()
-        logits = self.network((raw_inputs - self.input_mean) / self.input_std)
-        probabilities = torch.softmax(logits, dim=1)
-        return Prediction(logits, probabilities, probabilities.argmax(dim=1))
+        return Prediction.from_logits(self.network((raw_inputs - self.input_mean) / self.input_std))
 
 
 def spec_from_metadata(metadata: dict[str, str]) -> JobSpec:

@@ -42,7 +42,7 @@ def build_services(settings: Settings) -> Services:
     artifacts = ArtifactStore(settings.resolved_artifacts_dir)
     return Services(
         settings=settings, database=database, jobs=JobStore(database), models=ModelStore(database),
-        artifacts=artifacts, cache=ModelCache(artifacts, settings.model_cache_size),
+        artifacts=artifacts, cache=ModelCache(artifacts, settings.model_cache_size, settings.fold_batchnorm),
         enqueue=enqueue_training, broker_reachable=broker_reachable,
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,

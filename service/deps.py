@@ -55,12 +55,7 @@ def get_models(request: Request) -> ModelStore:
     return get_services(request).models
 
 
-def get_cache(request: Request) -> ModelCache:
-    return get_services(request).cache
-
-
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 ModelsDep = Annotated[ModelStore, Depends(get_models)]
-CacheDep = Annotated[ModelCache, Depends(get_cache)]

@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bncore.batchnorm import BatchNormLayer
 from bncore.datasets import DatasetInfo
+from bncore.drift import DriftReport, DriftThresholds, LayerDrift
+from bncore.folding import folded_layer_names
 from bncore.job_store import JobRecord
 from bncore.model_store import ModelRecord
 from bncore.specs import JobSpec
@@ -104,6 +106,11 @@ class DatasetList(BaseModel):
     items: list[DatasetOut]
 
 
+class ServingOut(BaseModel):
+    folded: bool = Field(description="whether the served graph has BN layers merged into the layer before them")
+    folded_layers: list[str] = Field(description="the BN layers merged away, e.g. `bn1`")
+
+
 class ModelOut(BaseModel):
     id: str
     job_id: str
@@ -115,14 +122,17 @@ class ModelOut(BaseModel):
     final_metrics: EpochMetricsOut
     parameter_count: int
     artifact_sha256: str = Field(description="sha256 of the stored safetensors file, checked on every load")
+    serving: ServingOut
 
     @classmethod
-    def from_record(cls, model: ModelRecord) -> "ModelOut":
+    def from_record(cls, model: ModelRecord, fold_batchnorm: bool) -> "ModelOut":
+        folded = folded_layer_names(model.spec.model, fold_batchnorm)
         return cls(
             id=model.id, job_id=model.job_id, created_at=model.created_at, spec=model.spec,
             dataset=model.spec.dataset.name, input_shape=model.spec.model.input_shape or [],
             num_classes=model.spec.model.num_classes, final_metrics=EpochMetricsOut(**model.final_metrics),
             parameter_count=model.parameter_count, artifact_sha256=model.artifact_sha256,
+            serving=ServingOut(folded=bool(folded), folded_layers=folded),
         )
 
 
@@ -150,6 +160,54 @@ class BatchNormLayerOut(BaseModel):
 class BatchNormOut(BaseModel):
     model_id: str
     layers: list[BatchNormLayerOut]
+
+
+class DriftThresholdsOut(BaseModel):
+    mean_shift: float = Field(description="a layer drifts when its mean_shift is above this...")
+    variance_ratio_min: float = Field(description="...or its variance_ratio is below this...")
+    variance_ratio_max: float = Field(description="...or above this")
+    min_samples: int = Field(description="no layer is flagged before the model has served this many samples")
+
+    @classmethod
+    def from_thresholds(cls, thresholds: DriftThresholds) -> "DriftThresholdsOut":
+        return cls(**thresholds.__dict__)
+
+
+class LayerDriftOut(BaseModel):
+    name: str
+    samples: int = Field(description="samples this layer has seen since the model was loaded")
+    mean_shift: float | None = Field(
+        description="mean over features of |μ_serve − μ_train| / σ_train, with BN's frozen running statistics; "
+        "null before any sample"
+    )
+    variance_ratio: float | None = Field(
+        description="mean over features of σ²_serve / σ²_train, each with BN's ε added; null before any sample"
+    )
+    drifted: bool
+
+    @classmethod
+    def from_layer(cls, layer: LayerDrift) -> "LayerDriftOut":
+        return cls(**layer.__dict__)
+
+
+class DriftOut(BaseModel):
+    model_id: str
+    since: datetime = Field(description="when this process loaded the model; the statistics count from then")
+    samples_seen: int
+    thresholds: DriftThresholdsOut
+    drifted: bool = Field(description="whether any BN layer drifted")
+    layers: list[LayerDriftOut] = Field(description="per BN layer, from the inputs it sees at serving time")
+
+    @classmethod
+    def from_report(cls, model_id: str, report: DriftReport) -> "DriftOut":
+        return cls(
+            model_id=model_id, since=report.since, samples_seen=report.samples_seen,
+            thresholds=DriftThresholdsOut.from_thresholds(report.thresholds), drifted=report.drifted,
+            layers=[LayerDriftOut.from_layer(layer) for layer in report.layers],
+        )
+
+
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
 
 class PredictIn(BaseModel):

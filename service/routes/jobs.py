@@ -7,10 +7,11 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 
 from bncore.errors import InvalidField, QueueUnavailable
 from bncore.planning import plan_job
+from bncore.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
 from service.deps import JobsDep, ServicesDep, require_json
-from service.schemas import JobOut, JobPage
+from service.schemas import PNG_RESPONSE, JobOut, JobPage
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -75,3 +76,10 @@ def read_job(job_id: str, jobs: JobsDep, caller: Trainer) -> JobOut:
 def cancel_job(job_id: str, jobs: JobsDep, caller: Trainer) -> JobOut:
     """Cancel a queued job at once, or ask a running one to stop (it becomes `cancelled` within a second)."""
     return JobOut.from_record(jobs.cancel(job_id, caller.owner_filter))
+
+
+@router.get("/{job_id}/plot.png", response_class=Response, responses=PNG_RESPONSE)
+def plot_job(job_id: str, jobs: JobsDep, caller: Trainer) -> Response:
+    """Train and validation loss and accuracy per epoch; a job with no finished epoch gets a chart saying so."""
+    job = jobs.get(job_id, caller.owner_filter)
+    return Response(training_curves_png(job.metrics, f"{job.id} · {job.status}"), media_type="image/png")

@@ -1,34 +1,54 @@
-"""Trained models: metadata, BN layers, predictions, deletion."""
+"""Trained models: metadata, BN layers, predictions, drift, downloads, deletion."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from bncore.batchnorm import batchnorm_layers
-from bncore.inference import parse_inputs
+from bncore.drift import DriftThresholds
+from bncore.inference import ServedModel, parse_inputs
+from bncore.onnx_export import to_onnx
+from bncore.plots import batchnorm_png
 from service.auth import Inferrer, Reader, Trainer
-from service.deps import CacheDep, ModelsDep, ServicesDep, SettingsDep, require_json
-from service.schemas import BatchNormLayerOut, BatchNormOut, ModelOut, ModelPage, PredictIn, PredictOut
+from service.deps import ModelsDep, ServicesDep, SettingsDep, require_json
+from service.schemas import (
+    PNG_RESPONSE, BatchNormLayerOut, BatchNormOut, DriftOut, ModelOut, ModelPage, PredictIn, PredictOut,
+)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def readable_model(model_id: str, services: ServicesDep, caller: Reader) -> ServedModel:
+    """The model as this process serves it, loaded into the cache on first use."""
+    return services.cache.get(services.models.get(model_id, caller.owner_filter))
+
+
+def inferable_model(model_id: str, services: ServicesDep, caller: Inferrer) -> ServedModel:
+    return services.cache.get(services.models.get(model_id, caller.owner_filter))
+
+
+ReadableModel = Annotated[ServedModel, Depends(readable_model)]
+InferableModel = Annotated[ServedModel, Depends(inferable_model)]
 
 
 @router.get("", response_model=ModelPage)
 def list_models(
     models: ModelsDep,
+    settings: SettingsDep,
     caller: Reader,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ModelPage:
     """Models, newest first."""
     page, next_cursor = models.page(limit, cursor, caller.owner_filter)
-    return ModelPage(items=[ModelOut.from_record(model) for model in page], next_cursor=next_cursor)
+    items = [ModelOut.from_record(model, settings.fold_batchnorm) for model in page]
+    return ModelPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{model_id}", response_model=ModelOut)
-def read_model(model_id: str, models: ModelsDep, caller: Reader) -> ModelOut:
-    """A model's spec, dataset, final metrics and parameter count."""
-    return ModelOut.from_record(models.get(model_id, caller.owner_filter))
+def read_model(model_id: str, models: ModelsDep, settings: SettingsDep, caller: Reader) -> ModelOut:
+    """A model's spec, dataset, final metrics, parameter count, and how it is served (BN folded or not)."""
+    return ModelOut.from_record(models.get(model_id, caller.owner_filter), settings.fold_batchnorm)
 
 
 @router.delete("/{model_id}", status_code=204)
@@ -40,18 +60,22 @@ def delete_model(model_id: str, services: ServicesDep, caller: Trainer) -> Respo
 
 
 @router.get("/{model_id}/batchnorm", response_model=BatchNormOut)
-def read_batchnorm(model_id: str, models: ModelsDep, cache: CacheDep, caller: Reader) -> BatchNormOut:
+def read_batchnorm(model_id: str, model: ReadableModel) -> BatchNormOut:
     """Every BN layer's γ, β and frozen running statistics, read from the stored artifact."""
-    model = cache.get(models.get(model_id, caller.owner_filter))
-    return BatchNormOut(model_id=model_id, layers=[BatchNormLayerOut.from_layer(l) for l in batchnorm_layers(model.network)])
+    layers = batchnorm_layers(model.trained.network)
+    return BatchNormOut(model_id=model_id, layers=[BatchNormLayerOut.from_layer(layer) for layer in layers])
+
+
+@router.get("/{model_id}/batchnorm/plot.png", response_class=Response, responses=PNG_RESPONSE)
+def plot_batchnorm(model_id: str, model: ReadableModel) -> Response:
+    """γ, β, running mean and running variance of each BN layer per feature; dashed: their initial values."""
+    png = batchnorm_png(batchnorm_layers(model.trained.network), f"{model_id}: BN layers")
+    return Response(png, media_type="image/png")
 
 
 @router.post("/{model_id}/predict", response_model=PredictOut, dependencies=[Depends(require_json)])
-def predict(
-    model_id: str, body: PredictIn, models: ModelsDep, cache: CacheDep, settings: SettingsDep, caller: Inferrer
-) -> PredictOut:
+def predict(model_id: str, body: PredictIn, model: InferableModel, settings: SettingsDep) -> PredictOut:
     """Class probabilities for raw inputs, in eval mode: a sample's answer does not depend on its batch."""
-    model = cache.get(models.get(model_id, caller.owner_filter))
     inputs = parse_inputs(body.inputs, model.input_shape, settings.max_predict_rows)
     prediction = model.predict(inputs)
     return PredictOut(
@@ -59,4 +83,33 @@ def predict(
         outputs=prediction.logits.tolist(),
         probabilities=prediction.probabilities.tolist(),
         predictions=prediction.classes.tolist(),
+    )
+
+
+@router.get("/{model_id}/drift", response_model=DriftOut)
+def read_drift(model_id: str, model: ReadableModel, settings: SettingsDep) -> DriftOut:
+    """How the inputs each BN layer sees while serving compare with its frozen statistics (covariate shift)."""
+    return DriftOut.from_report(model_id, model.drift.report(DriftThresholds.from_settings(settings)))
+
+
+@router.get(
+    "/{model_id}/artifact", response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the model file"}},
+)
+def download_artifact(
+    model_id: str,
+    services: ServicesDep,
+    caller: Reader,
+    artifact_format: Annotated[Literal["safetensors", "onnx"], Query(alias="format")] = "safetensors",
+) -> Response:
+    """`safetensors`: the stored training-form file (unfolded weights, γ, β, running statistics, input
+    standardisation). `onnx`: the served graph with BN folded, taking raw inputs, any batch size."""
+    record = services.models.get(model_id, caller.owner_filter)
+    if artifact_format == "onnx":
+        payload = to_onnx(services.cache.get(record).trained)
+    else:
+        payload = services.artifacts.read_verified(record.id, record.artifact_sha256)
+    return Response(
+        payload, media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{model_id}.{artifact_format}"'},
     )

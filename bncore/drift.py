@@ -1,0 +1,149 @@
+"""Covariate shift at serving time: the pre-BN activations served, against BN's frozen statistics.
+
+Per BN layer and feature only a count, a sum and a sum of squares are kept (float64), never request data.
+Variances are compared as BN uses them, with its ε added, so a feature that is constant both in
+training and in serving (a dead unit) reads as unchanged rather than as a collapse.
+"""
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import torch
+
+from bncore.folding import GAMMA_FLOOR, ServedBatchNorm
+from bncore.settings import Settings
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    mean_shift: float  # a layer drifts when its mean_shift is above this...
+    variance_ratio_min: float  # ...or its variance_ratio is outside [min, max]
+    variance_ratio_max: float
+    min_samples: int  # with fewer samples served nothing is flagged
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DriftThresholds":
+        return cls(
+            settings.drift_mean_shift_threshold, settings.drift_variance_ratio_min,
+            settings.drift_variance_ratio_max, settings.drift_min_samples,
+        )
+
+
+@dataclass(frozen=True)
+class LayerDrift:
+    name: str
+    samples: int
+    mean_shift: float | None  # None before the first sample, or when every γ ≈ 0
+    variance_ratio: float | None
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    since: datetime
+    samples_seen: int
+    thresholds: DriftThresholds
+    layers: list[LayerDrift]
+
+    @property
+    def drifted(self) -> bool:
+        return any(layer.drifted for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """Per-feature mean and (population) variance of what a BN layer has seen while serving."""
+
+    samples: int
+    mean: torch.Tensor
+    variance: torch.Tensor
+
+
+def feature_rows(activations: torch.Tensor) -> torch.Tensor:
+    """(values, features) in float64: one row per value a BN feature normalises (samples × positions)."""
+    return activations.movedim(1, -1).reshape(-1, activations.shape[1]).double()
+
+
+@dataclass(frozen=True)
+class _BatchMoments:
+    count: int
+    total: torch.Tensor
+    squares: torch.Tensor
+
+    @classmethod
+    def of(cls, activations: torch.Tensor) -> "_BatchMoments":
+        rows = feature_rows(activations)
+        return cls(len(rows), rows.sum(dim=0), rows.square().sum(dim=0))
+
+
+class _Moments:
+    """Count, sum and sum of squares per feature; the caller holds the monitor's lock."""
+
+    def __init__(self, features: int) -> None:
+        self.samples = 0
+        self.count = 0
+        self.total = torch.zeros(features, dtype=torch.float64)
+        self.squares = torch.zeros(features, dtype=torch.float64)
+
+    def add(self, samples: int, rows: _BatchMoments) -> None:
+        self.samples += samples
+        self.count += rows.count
+        self.total += rows.total
+        self.squares += rows.squares
+
+    def statistics(self) -> FeatureStatistics:
+        count = max(self.count, 1)
+        mean = self.total / count
+        return FeatureStatistics(self.samples, mean, (self.squares / count - mean.square()).clamp(min=0))
+
+
+class DriftMonitor:
+    """Thread-safe running moments of each BN layer's input, from the moment a model is loaded."""
+
+    def __init__(self, batchnorms: Sequence[ServedBatchNorm]) -> None:
+        self.since = datetime.now(timezone.utc)
+        self._reference = {bn.name: bn.module for bn in batchnorms}
+        self._moments = {bn.name: _Moments(bn.module.num_features) for bn in batchnorms}
+        self._samples = 0
+        self._lock = threading.Lock()
+
+    def record(self, samples: int, activations: Mapping[str, torch.Tensor]) -> None:
+        """Add one batch: `activations` maps each BN layer to its input for these `samples` rows."""
+        batch = {name: _BatchMoments.of(values) for name, values in activations.items()}
+        with self._lock:
+            self._samples += samples
+            for name, moments in batch.items():
+                self._moments[name].add(samples, moments)
+
+    def statistics(self) -> dict[str, FeatureStatistics]:
+        return self._snapshot()[1]
+
+    def report(self, thresholds: DriftThresholds) -> DriftReport:
+        samples, statistics = self._snapshot()
+        layers = [self._layer_drift(name, stats, thresholds) for name, stats in statistics.items()]
+        return DriftReport(self.since, samples, thresholds, layers)
+
+    def _snapshot(self) -> tuple[int, dict[str, FeatureStatistics]]:
+        with self._lock:
+            return self._samples, {name: moments.statistics() for name, moments in self._moments.items()}
+
+    def _layer_drift(self, name: str, served: FeatureStatistics, thresholds: DriftThresholds) -> LayerDrift:
+        """mean_shift: mean over features of |μ_serve − μ_train|/σ_train; variance_ratio: of σ²_serve/σ²_train.
+
+        Features with γ ≈ 0 are left out: the network ignores them, and a folded layer cannot show them.
+        """
+        bn = self._reference[name]
+        used = bn.weight.detach().abs() > GAMMA_FLOOR
+        if served.samples == 0 or not used.any():
+            return LayerDrift(name, served.samples, None, None, drifted=False)
+        train_variance = bn.running_var.double() + bn.eps
+        shift = (served.mean - bn.running_mean.double()).abs() / train_variance.sqrt()
+        ratio = (served.variance + bn.eps) / train_variance
+        mean_shift, variance_ratio = shift[used].mean().item(), ratio[used].mean().item()
+        drifted = served.samples >= thresholds.min_samples and (
+            mean_shift > thresholds.mean_shift
+            or not thresholds.variance_ratio_min <= variance_ratio <= thresholds.variance_ratio_max
+        )
+        return LayerDrift(name, served.samples, mean_shift, variance_ratio, drifted)

@@ -1,0 +1,38 @@
+"""Models trained in-process, for tests of the domain that need real BN statistics but no HTTP."""
+
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from sklearn.datasets import load_digits
+
+from bncore.execution import train_model
+from bncore.planning import plan_job
+from bncore.specs import JobSpec
+from bncore.trained_model import TrainedModel
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "mlp": {"architecture": "mlp", "hidden_sizes": [32, 32]},
+    "cnn": {"architecture": "cnn", "input_shape": [1, 8, 8], "channels": [8, 16]},
+    "after_activation": {"architecture": "mlp", "hidden_sizes": [32, 32], "bn_position": "after_activation"},
+    "no_batchnorm": {"architecture": "mlp", "hidden_sizes": [32, 32], "normalization": "none"},
+}
+
+
+def train_digits(model: dict[str, Any], epochs: int = 2) -> TrainedModel:
+    """A digits model as a job would train it, on the CPU."""
+    spec = plan_job(JobSpec.model_validate({
+        "model": {"num_classes": 10, **model}, "dataset": {"name": "digits"}, "training": {"epochs": epochs},
+    }), max_parameters=10**7)
+    trained, _ = train_model(spec, torch.device("cpu"))
+    return trained
+
+
+def digits_inputs(model: TrainedModel) -> torch.Tensor:
+    """Every digits sample in raw units, shaped for the model."""
+    return torch.from_numpy(load_digits().data).float().reshape(-1, *model.input_shape)
+
+
+def from_artifact(payload: bytes, spec: dict[str, Any]) -> TrainedModel:
+    """The training-form model from a downloaded safetensors file and the spec `GET /v1/models/{id}` shows."""
+    return TrainedModel.from_tensors(JobSpec.model_validate(spec), load_safetensors(payload))
