@@ -1,6 +1,8 @@
 """With Redis and separate worker processes, jobs spread, models travel intact, readiness follows Redis."""
 
 import hashlib
+import subprocess
+import sys
 import time
 
 import httpx
@@ -9,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import WORKER_NAMES, RunningService
-from tests.support.jobs import job_request, submit, wait_for
+from tests.support.jobs import cancel_all, job_request, occupy_workers, submit, wait_for
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.distributed
 
@@ -69,3 +72,11 @@ def test_jobs_queued_and_running_all_finish_across_a_redis_restart(
     service.redis.start()
     finished = [wait_for(client, job["id"], timeout=240) for job in jobs]
     assert [job["status"] for job in finished] == ["succeeded"] * 6
+
+
+def test_a_worker_training_a_job_reports_healthy(client: httpx.Client, service: RunningService) -> None:
+    """The container health check of a worker holds while its single pool slot is busy training."""
+    blockers = occupy_workers(client, service.worker_count)
+    check = subprocess.run([sys.executable, "-m", "worker", "healthcheck"], cwd=ROOT, capture_output=True)
+    cancel_all(client, blockers)
+    assert check.returncode == 0, check.stderr

@@ -1,31 +1,63 @@
-"""`python -m worker`: one Celery worker process that trains one job at a time."""
+"""`python -m worker`: one Celery worker process that trains one job at a time.
+
+`python -m worker healthcheck` exits 0 while a worker on this host is alive (for container health checks).
+"""
 
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from bncore.devices import limit_cpu_threads
 from bncore.settings import get_settings
 from worker.app import PARENT_PID_VARIABLE, celery_app, worker_queues
 
+ALIVE_FILE = Path(tempfile.gettempdir()) / "bnjobs-worker.alive"
+ALIVE_EVERY_SECONDS = 10
+ALIVE_FOR_SECONDS = 60
+
+
+def in_background(loop: Callable[[], None], name: str) -> None:
+    threading.Thread(target=loop, name=name, daemon=True).start()
+
 
 def exit_with_parent(parent_pid: int) -> None:
     """An embedded worker ends when the API process that started it is gone, however it died."""
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(0)
 
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1)
-        os._exit(0)
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+def keep_alive_file() -> None:
+    """Touch a file from a thread: it goes on while the solo pool holds the main thread with a job."""
+    while True:
+        ALIVE_FILE.touch()
+        time.sleep(ALIVE_EVERY_SECONDS)
+
+
+def healthcheck() -> int:
+    try:
+        age = time.time() - ALIVE_FILE.stat().st_mtime
+    except FileNotFoundError:
+        print("no worker has started here", file=sys.stderr)
+        return 1
+    if age > ALIVE_FOR_SECONDS:
+        print(f"the worker last showed life {age:.0f} s ago", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["healthcheck"]:
+        sys.exit(healthcheck())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if parent := os.environ.get(PARENT_PID_VARIABLE):
-        exit_with_parent(int(parent))
+        in_background(lambda: exit_with_parent(int(parent)), "parent-watch")
+    in_background(keep_alive_file, "alive-file")
     settings = get_settings()
     limit_cpu_threads(settings.torch_threads)
     celery_app.worker_main([
