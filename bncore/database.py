@@ -59,6 +59,7 @@ class JobRow(Base):
     owner: Mapped[str | None] = mapped_column(String(255), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_sha256: Mapped[str | None] = mapped_column(String(64))
+    recalibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     metrics: Mapped[list["EpochRow"]] = relationship(
         order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan"
     )
@@ -89,6 +90,18 @@ class ModelRow(Base):
     parameter_count: Mapped[int] = mapped_column(Integer)
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ExperimentRow(Base):
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    target_accuracy: Mapped[float | None] = mapped_column(Float)
+    variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

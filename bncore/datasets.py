@@ -84,13 +84,23 @@ class PreparedData:
         )))
 
 
-def prepare_data(dataset: Dataset, input_shape: tuple[int, ...], validation_fraction: float, seed: int) -> PreparedData:
-    """Split with a seeded permutation, reshape samples to `input_shape`, standardise per feature."""
-    count = dataset.info.num_samples
+def split_indices(count: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) sample indices of a seeded permutation: the same split for the same seed."""
     order = np.random.default_rng(seed).permutation(count)
     num_val = max(1, round(count * validation_fraction))
-    val_idx, train_idx = order[:num_val], order[num_val:]
-    x = torch.from_numpy(dataset.features).reshape(count, *input_shape)
+    return order[num_val:], order[:num_val]
+
+
+def raw_samples(dataset: Dataset, input_shape: tuple[int, ...], indices: np.ndarray | None = None) -> torch.Tensor:
+    """Unstandardised samples shaped (N, *input_shape); all of them when `indices` is None."""
+    x = torch.from_numpy(dataset.features).reshape(dataset.info.num_samples, *input_shape)
+    return x if indices is None else x[indices]
+
+
+def prepare_data(dataset: Dataset, input_shape: tuple[int, ...], validation_fraction: float, seed: int) -> PreparedData:
+    """Split with a seeded permutation, reshape samples to `input_shape`, standardise per feature."""
+    train_idx, val_idx = split_indices(dataset.info.num_samples, validation_fraction, seed)
+    x = raw_samples(dataset, input_shape)
     y = torch.from_numpy(dataset.labels)
     x_train = x[train_idx]
     mean = x_train.mean(dim=0)

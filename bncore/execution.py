@@ -18,11 +18,12 @@ from bncore.checkpoints import Checkpoint
 from bncore.datasets import load_dataset, prepare_data
 from bncore.devices import training_device
 from bncore.errors import ArtifactUnavailable
-from bncore.job_store import JobStore, Lease, LeaseLost
+from bncore.job_store import JobRecord, JobStore, Lease, LeaseLost
 from bncore.metrics import EpochMetrics
 from bncore.model_store import ModelStore, new_model_id
 from bncore.networks import build_network
-from bncore.specs import JobSpec
+from bncore.recalibration import recalibrate
+from bncore.specs import JobSpec, Recalibration
 from bncore.trained_model import TrainedModel
 from bncore.training import TrainingDiverged, TrainingInterrupted, train
 
@@ -137,6 +138,9 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
         log.info("job %s is not queued; skipping", job_id)
         return
     job = jobs.get(job_id)
+    if job.recalibration is not None:
+        _run_recalibration(lease, job, stores)
+        return
     spec = JobSpec.model_validate(job.spec)
     if spec.training.time_limit_seconds is not None:
         limits = replace(limits, time_limit_seconds=min(limits.time_limit_seconds, spec.training.time_limit_seconds))
@@ -153,7 +157,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
             trained, history = train_model(
                 spec, device, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost), resume=checkpoint
             )
-            _store_model(lease, job.owner, trained, history, stores)
+            _store_model(lease, job.owner, trained, history[-1].__dict__, stores)
     except LeaseLost:
         # Another worker has the job now and goes on from the checkpoint: leave both alone.
         log.warning("job %s was queued again while this worker ran it; stopping", job_id)
@@ -170,14 +174,31 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
     stores.checkpoints.delete(job_id)
 
 
+def _run_recalibration(lease: Lease, job: JobRecord, stores: Stores) -> None:
+    """Population statistics for the parent model's BN layers, stored as a new model that names its parent."""
+    assert job.recalibration is not None
+    recalibration = Recalibration.model_validate(job.recalibration)
+    try:
+        parent = stores.models.get(recalibration.parent_model_id)
+        trained = TrainedModel.from_tensors(parent.spec, stores.artifacts.load(parent.id, parent.artifact_sha256))
+        model, validation = recalibrate(trained, recalibration)
+        _store_model(lease, job.owner, model, parent.final_metrics | validation, stores, parent_id=parent.id)
+    except LeaseLost:
+        log.warning("recalibration job %s was queued again while this worker ran it; stopping", job.id)
+    except Exception as error:
+        log.exception("recalibration job %s failed", job.id)
+        stores.jobs.fail(job.id, "internal_error", f"{type(error).__name__}: {error}", lease)
+
+
 def _store_model(
-    lease: Lease, owner: str | None, trained: TrainedModel, history: list[EpochMetrics], stores: Stores
+    lease: Lease, owner: str | None, trained: TrainedModel, final_metrics: dict[str, float], stores: Stores,
+    parent_id: str | None = None,
 ) -> None:
     """Artifact, then model record, then the job: no model is ever listed without its weights."""
     model_id = new_model_id()
     sha256 = stores.artifacts.save(model_id, trained.to_tensors(), trained.metadata())
     parameters = sum(p.numel() for p in trained.network.parameters())
-    stores.models.add(model_id, lease.job_id, trained.spec, history[-1].__dict__, parameters, sha256, owner)
+    stores.models.add(model_id, lease.job_id, trained.spec, final_metrics, parameters, sha256, owner, parent_id)
     if not stores.jobs.succeed(lease, model_id):
         stores.models.delete(model_id)
         stores.artifacts.delete(model_id)

@@ -56,6 +56,7 @@ class JobRecord:
     heartbeat_at: datetime | None
     resumed_from_epoch: int | None
     owner: str | None
+    recalibration: dict[str, Any] | None
     metrics: list[EpochMetrics] = field(default_factory=list)
 
     @property
@@ -70,6 +71,7 @@ class JobRecord:
             finished_at=row.finished_at, epochs=row.epochs, device=row.device, worker=row.worker,
             model_id=row.model_id, cancel_requested=row.cancel_requested, attempts=row.attempts,
             heartbeat_at=row.heartbeat_at, resumed_from_epoch=row.resumed_from_epoch, owner=row.owner,
+            recalibration=row.recalibration,
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
                 EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy) for m in row.metrics
@@ -81,27 +83,32 @@ class JobStore:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    def create(self, spec: dict[str, Any], owner: str, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+    def create(
+        self, spec: dict[str, Any], owner: str, idempotency_key: str | None = None,
+        recalibration: dict[str, Any] | None = None,
+    ) -> tuple[JobRecord, bool]:
         """The new job, or with an `idempotency_key` seen before, the job it made; True when new.
 
-        Conflict when the key was used with another request body.
+        Conflict when the key was used with another request body. A recalibration job carries the
+        parent model's spec and trains no epochs.
         """
-        request_sha256 = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        request = {"spec": spec, "recalibration": recalibration}
+        request_sha256 = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None and (earlier := self._by_idempotency_key(owner, idempotency_key)):
             if earlier.request_sha256 != request_sha256:
                 raise Conflict(f"Idempotency-Key '{idempotency_key}' was used for a different request")
             return JobRecord.from_row(earlier), False
         row = JobRow(
             id=f"job_{uuid.uuid4().hex}", status=QUEUED, spec=spec, created_at=utcnow(),
-            epochs=spec["training"]["epochs"], cancel_requested=False, attempts=0, owner=owner,
-            idempotency_key=idempotency_key, request_sha256=request_sha256,
+            epochs=0 if recalibration else spec["training"]["epochs"], cancel_requested=False, attempts=0,
+            owner=owner, idempotency_key=idempotency_key, request_sha256=request_sha256, recalibration=recalibration,
         )
         try:
             with self.db.session() as session, session.begin():
                 session.add(row)
         except IntegrityError:
             # The same key raced in from another request: answer as if it had come first.
-            return self.create(spec, owner, idempotency_key)
+            return self.create(spec, owner, idempotency_key, recalibration)
         return self.get(row.id), True
 
     def _by_idempotency_key(self, owner: str, key: str) -> JobRow | None:

@@ -2,7 +2,7 @@
 
 import math
 
-from bncore.datasets import load_dataset
+from bncore.datasets import load_dataset, split_indices
 from bncore.errors import InvalidField
 from bncore.networks import parameter_count
 from bncore.specs import JobSpec, num_features
@@ -37,7 +37,7 @@ def plan_job(spec: JobSpec, max_parameters: int, max_sample_epochs: int, max_sec
         raise InvalidField(
             "training.time_limit_seconds", f"at most {max_seconds:g} s, this service's limit per job"
         )
-    train_samples = info.num_samples - max(1, round(info.num_samples * spec.training.validation_fraction))
+    train_samples = len(split_indices(info.num_samples, spec.training.validation_fraction, spec.training.seed)[0])
     if spec.training.epochs * train_samples > max_sample_epochs:
         raise InvalidField(
             "training.epochs",

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bncore.batchnorm import BatchNormLayer
-from bncore.training import EpochMetrics
+from bncore.metrics import EpochMetrics
 
 DPI = 100
 TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"

@@ -56,6 +56,17 @@ class TrainingSpec(StrictModel):
     )
 
 
+class RecalibrationRequest(StrictModel):
+    dataset: DatasetRef | None = Field(
+        None, description="data to measure; omitted: the model's own training split. Another dataset: AdaBN"
+    )
+    max_samples: int | None = Field(None, ge=2, le=10_000_000, description="a seeded random subset of this size")
+
+
+class Recalibration(RecalibrationRequest):
+    parent_model_id: str
+
+
 class ResourcesSpec(StrictModel):
     device: Literal["gpu", "cpu", "any"] = Field(
         "any", description="which workers may take the job; `any` goes to the first free worker"

@@ -1,5 +1,6 @@
 """Typed dependencies: the stores and services a route needs, built once in the app's lifespan."""
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -8,13 +9,15 @@ from fastapi import Depends, Request
 
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
-from bncore.errors import UnsupportedMediaType
+from bncore.errors import QueueUnavailable, UnsupportedMediaType
 from bncore.inference import ModelCache
 from bncore.job_store import JobStore
 from bncore.model_store import ModelStore
 from bncore.settings import Settings
 from service.auth import ApiKeyEntry
 from service.limits import SubmissionRateLimit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +33,16 @@ class Services:
     known_queues: list[str] | None  # every queue some worker consumes, where the service can know it
     api_keys: list[ApiKeyEntry]
     submissions: SubmissionRateLimit
+
+
+def enqueue_or_fail(services: Services, job_id: str, device: str) -> None:
+    """Hand a new job to the queue; if the broker is down, the job fails at once instead of waiting forever."""
+    try:
+        services.enqueue(job_id, device)
+    except Exception as error:
+        log.exception("could not enqueue job %s", job_id)
+        services.jobs.fail(job_id, QueueUnavailable.code, f"the job queue is unreachable: {error}")
+        raise QueueUnavailable("the job queue is unreachable; the job was not started, try again later") from error
 
 
 def require_json(request: Request) -> None:

@@ -11,7 +11,7 @@ from bncore.drift import DriftReport, DriftThresholds, LayerDrift
 from bncore.folding import folded_layer_names
 from bncore.job_store import JobRecord
 from bncore.model_store import ModelRecord
-from bncore.specs import JobSpec
+from bncore.specs import JobSpec, Recalibration
 from bncore.metrics import EpochMetrics
 
 
@@ -70,7 +70,8 @@ class JobOut(BaseModel):
     attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")
     resumed_from_epoch: int | None = Field(description="the checkpoint the last attempt went on from, if any")
     cancel_requested: bool
-    spec: JobSpec
+    spec: JobSpec = Field(description="what is trained; for a recalibration job, the parent model's spec")
+    recalibration: Recalibration | None = Field(description="set for jobs that recompute a model's BN statistics")
 
     @classmethod
     def from_record(cls, job: JobRecord) -> "JobOut":
@@ -82,6 +83,7 @@ class JobOut(BaseModel):
             device=job.device, worker=job.worker, attempts=job.attempts, resumed_from_epoch=job.resumed_from_epoch,
             cancel_requested=job.cancel_requested,
             spec=JobSpec.model_validate(job.spec),
+            recalibration=Recalibration.model_validate(job.recalibration) if job.recalibration else None,
         )
 
 
@@ -122,6 +124,7 @@ class ModelOut(BaseModel):
     final_metrics: EpochMetricsOut
     parameter_count: int
     artifact_sha256: str = Field(description="sha256 of the stored safetensors file, checked on every load")
+    parent_id: str | None = Field(description="the model this one was recalibrated from, if any")
     serving: ServingOut
 
     @classmethod
@@ -131,7 +134,7 @@ class ModelOut(BaseModel):
             id=model.id, job_id=model.job_id, created_at=model.created_at, spec=model.spec,
             dataset=model.spec.dataset.name, input_shape=model.spec.model.input_shape or [],
             num_classes=model.spec.model.num_classes, final_metrics=EpochMetricsOut(**model.final_metrics),
-            parameter_count=model.parameter_count, artifact_sha256=model.artifact_sha256,
+            parameter_count=model.parameter_count, artifact_sha256=model.artifact_sha256, parent_id=model.parent_id,
             serving=ServingOut(folded=bool(folded), folded_layers=folded),
         )
 

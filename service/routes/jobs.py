@@ -1,19 +1,17 @@
 """Training jobs: submit, watch, list, cancel."""
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from bncore.errors import InvalidField, QueueUnavailable
+from bncore.errors import InvalidField
 from bncore.planning import plan_job
 from bncore.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
-from service.deps import JobsDep, ServicesDep, require_json
+from service.deps import JobsDep, ServicesDep, enqueue_or_fail, require_json
 from service.schemas import PNG_RESPONSE, JobOut, JobPage
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
@@ -44,12 +42,7 @@ def submit_job(
     services.submissions.take(caller.owner)
     job, created = services.jobs.create(planned.model_dump(mode="json"), caller.owner, idempotency_key)
     if created:
-        try:
-            services.enqueue(job.id, planned.resources.device)
-        except Exception as error:
-            log.exception("could not enqueue job %s", job.id)
-            services.jobs.fail(job.id, QueueUnavailable.code, f"the job queue is unreachable: {error}")
-            raise QueueUnavailable("the job queue is unreachable; the job was not started, try again later") from error
+        enqueue_or_fail(services, job.id, planned.resources.device)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.from_record(job)
 

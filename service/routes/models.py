@@ -9,10 +9,12 @@ from bncore.drift import DriftThresholds
 from bncore.inference import ServedModel, parse_inputs
 from bncore.onnx_export import to_onnx
 from bncore.plots import batchnorm_png
+from bncore.recalibration import check_recalibration
+from bncore.specs import Recalibration, RecalibrationRequest
 from service.auth import Inferrer, Reader, Trainer
-from service.deps import ModelsDep, ServicesDep, SettingsDep, require_json
+from service.deps import ModelsDep, ServicesDep, SettingsDep, enqueue_or_fail, require_json
 from service.schemas import (
-    PNG_RESPONSE, BatchNormLayerOut, BatchNormOut, DriftOut, ModelOut, ModelPage, PredictIn, PredictOut,
+    PNG_RESPONSE, BatchNormLayerOut, BatchNormOut, DriftOut, JobOut, ModelOut, ModelPage, PredictIn, PredictOut,
 )
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -113,3 +115,23 @@ def download_artifact(
         payload, media_type="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{model_id}.{artifact_format}"'},
     )
+
+
+@router.post(
+    "/{model_id}/recalibrate", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)]
+)
+def recalibrate_model(
+    model_id: str, body: RecalibrationRequest, response: Response, services: ServicesDep, caller: Trainer
+) -> JobOut:
+    """Start a job that recomputes every BN layer's statistics over data, layer by layer (population
+    statistics); the result is a new model whose `parent_id` is this one. Omit `dataset` for the model's
+    own training split; another dataset with the same features adapts the model to it (AdaBN)."""
+    parent = services.models.get(model_id, caller.owner_filter)
+    check_recalibration(parent.spec, body)
+    recalibration = Recalibration(parent_model_id=model_id, **body.model_dump())
+    job, _ = services.jobs.create(
+        parent.spec.model_dump(mode="json"), caller.owner, recalibration=recalibration.model_dump(mode="json")
+    )
+    enqueue_or_fail(services, job.id, parent.spec.resources.device)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.from_record(job)
