@@ -5,7 +5,7 @@ state, and these are drawn in whichever request thread asks.
 """
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -84,4 +84,27 @@ def batchnorm_png(layers: Sequence[BatchNormLayer], title: str) -> bytes:
         row[0].set_ylabel(f"{layer.num_features} features")
     for axes in grid[-1]:
         axes.set_xlabel("feature (channel)")
+    return _png(figure)
+
+
+def experiment_curves_png(curves: Mapping[str, Sequence[EpochMetrics]], title: str, target: float | None) -> bytes:
+    """Validation accuracy and loss of every variant on shared axes, the target accuracy dashed."""
+    if not any(curves.values()):
+        return _message(title, "No metrics yet: they appear as each variant's epochs finish.")
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    figure.suptitle(title)
+    accuracy, loss = figure.subplots(1, 2)
+    for name, metrics in curves.items():
+        epochs = [m.epoch for m in metrics]
+        accuracy.plot(epochs, [m.val_accuracy for m in metrics], label=name)
+        loss.plot(epochs, [m.val_loss for m in metrics], label=name)
+    if target is not None:
+        accuracy.axhline(target, color="gray", linestyle="--", linewidth=0.8, label=f"target {target:g}")
+    for axes, label in ((accuracy, "validation accuracy"), (loss, "validation loss")):
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend()
+    loss.set_yscale("log")
     return _png(figure)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
 from bncore.devices import limit_cpu_threads
+from bncore.experiments import ExperimentStore
 from bncore.inference import ModelCache
 from bncore.job_store import JobStore
 from bncore.migrations import upgrade_database
@@ -20,7 +21,7 @@ from service.auth import is_loopback, load_api_keys
 from service.deps import Services
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit, SubmissionRateLimit
-from service.routes import datasets, health, jobs, models
+from service.routes import datasets, experiments, health, jobs, models
 from worker.app import broker_reachable, enqueue_training, worker_queues
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def build_services(settings: Settings) -> Services:
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
         api_keys=api_keys, submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
+        experiments=ExperimentStore(database),
     )
 
 
@@ -76,6 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
-    for module in (jobs, models, datasets, health):
+    for module in (jobs, models, experiments, datasets, health):
         app.include_router(module.router)
     return app

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
 from bncore.errors import QueueUnavailable, UnsupportedMediaType
+from bncore.experiments import ExperimentStore
 from bncore.inference import ModelCache
 from bncore.job_store import JobStore
 from bncore.model_store import ModelStore
@@ -33,6 +34,7 @@ class Services:
     known_queues: list[str] | None  # every queue some worker consumes, where the service can know it
     api_keys: list[ApiKeyEntry]
     submissions: SubmissionRateLimit
+    experiments: ExperimentStore
 
 
 def enqueue_or_fail(services: Services, job_id: str, device: str) -> None:

@@ -236,3 +236,22 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "unready"]
     checks: dict[str, bool]
+
+
+class VariantOut(BaseModel):
+    name: str
+    job_id: str
+    status: JobStatus
+    final_val_accuracy: float | None
+    best_val_accuracy: float | None
+    epochs_to_target: int | None = Field(description="first epoch whose validation accuracy reached the target")
+    diverged: bool
+
+
+class ExperimentOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+    target_accuracy: float | None
+    status: Literal["queued", "running", "finished"]
+    variants: list[VariantOut]

@@ -15,7 +15,7 @@ from service.schemas import PNG_RESPONSE, JobOut, JobPage
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def _check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> None:
+def check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> None:
     if known_queues is not None and spec.resources.device not in known_queues:
         raise InvalidField(
             "resources.device",
@@ -38,7 +38,7 @@ def submit_job(
     """
     settings = services.settings
     planned = plan_job(spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds)
-    _check_a_worker_can_take(planned, services.known_queues)
+    check_a_worker_can_take(planned, services.known_queues)
     services.submissions.take(caller.owner)
     job, created = services.jobs.create(planned.model_dump(mode="json"), caller.owner, idempotency_key)
     if created:

@@ -1,0 +1,140 @@
+"""Experiments: one base job and its variants, run side by side to measure what BN changes.
+
+The paper's claims become a table: with and without BN, at several learning rates, with sigmoid
+or ReLU, against SELU without BN; each variant a job with the same seed and data.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bncore.database import Database, ExperimentRow, utcnow
+from bncore.errors import InvalidField, NotFound
+from bncore.job_store import FINISHED, JobRecord
+from bncore.specs import JobSpec
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description='deep-merged into `base`, e.g. {"model": {"normalization": "none"}}'
+    )
+
+
+class ExperimentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=255)
+    base: dict[str, Any] = Field(description="a job request, as for POST /v1/jobs")
+    variants: list[Variant] = Field(min_length=1, max_length=16)
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="for `epochs_to_target`")
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct_names(cls, variants: list[Variant]) -> list[Variant]:
+        names = [variant.name for variant in variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variant names must be distinct")
+        return variants
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def variant_specs(request: ExperimentRequest, plan: Callable[[JobSpec], JobSpec]) -> list[JobSpec]:
+    """Each variant's planned job spec; InvalidField names the variant and field at fault."""
+    specs = []
+    for index, variant in enumerate(request.variants):
+        where = f"variants[{index}].overrides"
+        try:
+            spec = JobSpec.model_validate(deep_merge(request.base, variant.overrides))
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise InvalidField(".".join([where, *map(str, first["loc"])]), first["msg"]) from None
+        try:
+            specs.append(plan(spec))
+        except InvalidField as error:
+            raise InvalidField(f"{where}.{error.field}", error.detail) from None
+    return specs
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    name: str
+    job_id: str
+    status: str
+    final_val_accuracy: float | None
+    best_val_accuracy: float | None
+    epochs_to_target: int | None
+    diverged: bool
+
+    @classmethod
+    def of(cls, name: str, job: JobRecord, target: float | None) -> "VariantResult":
+        accuracies = [m.val_accuracy for m in job.metrics]
+        reached = [m.epoch for m in job.metrics if target is not None and m.val_accuracy >= target]
+        return cls(
+            name=name, job_id=job.id, status=job.status,
+            final_val_accuracy=accuracies[-1] if accuracies else None,
+            best_val_accuracy=max(accuracies, default=None),
+            epochs_to_target=reached[0] if reached else None,
+            diverged=job.error is not None and job.error.code == "diverged",
+        )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: str
+    name: str
+    owner: str | None
+    created_at: datetime
+    target_accuracy: float | None
+    variants: list[dict[str, str]]  # [{"name", "job_id"}]
+
+    def results(self, job: Callable[[str], JobRecord]) -> list[VariantResult]:
+        return [VariantResult.of(v["name"], job(v["job_id"]), self.target_accuracy) for v in self.variants]
+
+
+def experiment_status(results: list[VariantResult]) -> str:
+    """`finished` once every variant's job ended (diverging is a result too), `running` while any runs."""
+    statuses = {result.status for result in results}
+    if statuses <= set(FINISHED):
+        return "finished"
+    return "queued" if statuses == {"queued"} else "running"
+
+
+class ExperimentNotFound(NotFound):
+    code = "experiment_not_found"
+
+    def __init__(self, experiment_id: str) -> None:
+        super().__init__(f"no experiment with id '{experiment_id}'")
+
+
+class ExperimentStore:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    def add(self, name: str, owner: str, target_accuracy: float | None, variants: list[dict[str, str]]) -> Experiment:
+        row = ExperimentRow(
+            id=f"exp_{uuid.uuid4().hex}", name=name, owner=owner, created_at=utcnow(),
+            target_accuracy=target_accuracy, variants=variants,
+        )
+        with self.db.session() as session, session.begin():
+            session.add(row)
+        return self.get(row.id)
+
+    def get(self, experiment_id: str, owner: str | None = None) -> Experiment:
+        with self.db.session() as session:
+            row = session.get(ExperimentRow, experiment_id)
+            if row is None or (owner is not None and row.owner != owner):
+                raise ExperimentNotFound(experiment_id)
+            return Experiment(row.id, row.name, row.owner, row.created_at, row.target_accuracy, row.variants)

@@ -1,0 +1,59 @@
+"""Experiments: variants of one job run side by side, compared in a table and a chart."""
+
+from fastapi import APIRouter, Depends, Response
+
+from bncore.experiments import ExperimentRequest, experiment_status, variant_specs
+from bncore.planning import plan_job
+from bncore.plots import experiment_curves_png
+from bncore.specs import JobSpec
+from service.auth import Trainer
+from service.deps import ServicesDep, enqueue_or_fail, require_json
+from service.routes.jobs import check_a_worker_can_take
+from service.schemas import PNG_RESPONSE, ExperimentOut, VariantOut
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+
+
+@router.post("", status_code=202, response_model=ExperimentOut, dependencies=[Depends(require_json)])
+def create_experiment(
+    request: ExperimentRequest, response: Response, services: ServicesDep, caller: Trainer
+) -> ExperimentOut:
+    """Run every variant (the base with its `overrides` deep-merged) as a job; the base's seed and data for all."""
+    settings = services.settings
+
+    def plan(spec: JobSpec) -> JobSpec:
+        planned = plan_job(spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds)
+        check_a_worker_can_take(planned, services.known_queues)
+        return planned
+
+    specs = variant_specs(request, plan)
+    variants = []
+    for variant, spec in zip(request.variants, specs, strict=True):
+        services.submissions.take(caller.owner)
+        job, _ = services.jobs.create(spec.model_dump(mode="json"), caller.owner)
+        enqueue_or_fail(services, job.id, spec.resources.device)
+        variants.append({"name": variant.name, "job_id": job.id})
+    experiment = services.experiments.add(request.name, caller.owner, request.target_accuracy, variants)
+    response.headers["Location"] = f"/v1/experiments/{experiment.id}"
+    return read_experiment(experiment.id, services, caller)
+
+
+@router.get("/{experiment_id}", response_model=ExperimentOut)
+def read_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) -> ExperimentOut:
+    """The side-by-side table: final and best validation accuracy, epochs to target, divergence."""
+    experiment = services.experiments.get(experiment_id, caller.owner_filter)
+    results = experiment.results(services.jobs.get)
+    return ExperimentOut(
+        id=experiment.id, name=experiment.name, created_at=experiment.created_at,
+        target_accuracy=experiment.target_accuracy, status=experiment_status(results),
+        variants=[VariantOut(**result.__dict__) for result in results],
+    )
+
+
+@router.get("/{experiment_id}/plot.png", response_class=Response, responses=PNG_RESPONSE)
+def plot_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) -> Response:
+    """Validation curves of every variant on one chart."""
+    experiment = services.experiments.get(experiment_id, caller.owner_filter)
+    curves = {v["name"]: services.jobs.get(v["job_id"]).metrics for v in experiment.variants}
+    png = experiment_curves_png(curves, experiment.name, experiment.target_accuracy)
+    return Response(png, media_type="image/png")

@@ -1,0 +1,66 @@
+"""A user compares BN with plain networks in one experiment and reads the side-by-side table."""
+
+import httpx
+
+from tests.support.jobs import wait_for
+
+SIGMOID_MLP = {
+    "model": {"architecture": "mlp", "num_classes": 10, "activation": "sigmoid", "hidden_sizes": [100, 100, 100]},
+    "dataset": {"name": "digits"},
+    "training": {"epochs": 3, "seed": 0},
+}
+
+
+def test_bn_against_plain_networks_side_by_side(client: httpx.Client) -> None:
+    response = client.post("/v1/experiments", json={
+        "name": "sigmoid 3x100, as the paper's MNIST figure",
+        "base": SIGMOID_MLP,
+        "variants": [
+            {"name": "batchnorm"},
+            {"name": "no-bn", "overrides": {"model": {"normalization": "none"}}},
+            {"name": "no-bn relu lr×100",
+             "overrides": {"model": {"normalization": "none", "activation": "relu"}, "training": {"learning_rate": 10}}},
+        ],
+        "target_accuracy": 0.9,
+    })
+    assert response.status_code == 202
+    experiment = response.json()
+    assert response.headers["location"] == f"/v1/experiments/{experiment['id']}"
+    assert [v["name"] for v in experiment["variants"]] == ["batchnorm", "no-bn", "no-bn relu lr×100"]
+
+    jobs = {v["name"]: wait_for(client, v["job_id"]) for v in experiment["variants"]}
+    assert jobs["no-bn"]["spec"]["model"]["normalization"] == "none"
+    assert jobs["no-bn"]["spec"]["model"]["activation"] == "sigmoid"
+    assert {job["spec"]["training"]["seed"] for job in jobs.values()} == {0}
+
+    table = client.get(f"/v1/experiments/{experiment['id']}").json()
+    assert table["status"] == "finished"
+    rows = {row["name"]: row for row in table["variants"]}
+    assert rows["batchnorm"]["epochs_to_target"] is not None and rows["batchnorm"]["epochs_to_target"] <= 3
+    assert rows["batchnorm"]["final_val_accuracy"] > 0.9 and not rows["batchnorm"]["diverged"]
+    assert rows["no-bn"]["epochs_to_target"] is None
+    assert rows["no-bn"]["final_val_accuracy"] < rows["batchnorm"]["final_val_accuracy"] - 0.3
+    assert rows["no-bn relu lr×100"]["diverged"] and rows["no-bn relu lr×100"]["status"] == "failed"
+    assert rows["batchnorm"]["best_val_accuracy"] == max(m["val_accuracy"] for m in jobs["batchnorm"]["metrics"])
+
+    plot = client.get(f"/v1/experiments/{experiment['id']}/plot.png")
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    assert plot.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_bad_override_names_the_variant_and_field(client: httpx.Client) -> None:
+    response = client.post("/v1/experiments", json={
+        "name": "typo", "base": SIGMOID_MLP,
+        "variants": [{"name": "ok"}, {"name": "typo", "overrides": {"model": {"normalization": "layernorm"}}}],
+    })
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "variants[1].overrides.model.normalization"
+    response = client.post("/v1/experiments", json={
+        "name": "mismatch", "base": SIGMOID_MLP, "variants": [{"name": "iris", "overrides": {"dataset": {"name": "iris"}}}],
+    })
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "variants[0].overrides.model.num_classes"
+    duplicate = client.post("/v1/experiments", json={"name": "d", "base": SIGMOID_MLP,
+                                                     "variants": [{"name": "a"}, {"name": "a"}]})
+    assert duplicate.status_code == 422 and "distinct" in duplicate.json()["error"]["message"]
+    assert client.get("/v1/experiments/exp_missing").status_code == 404
