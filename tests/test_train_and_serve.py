@@ -1,5 +1,7 @@
 """A user trains a BN network over HTTP, watches it, reads its BN layers and predicts."""
 
+import json
+
 import httpx
 import numpy as np
 import pytest
@@ -132,3 +134,23 @@ def test_probes_report_alive_and_ready(client: httpx.Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "checks": {"database": True, "broker": True, "artifacts": True}}
+
+
+def test_the_event_stream_shows_training_as_it_happens(client: httpx.Client) -> None:
+    job = submit(client, job_request(training={"epochs": 3}))
+    events: list[tuple[str, dict]] = []
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "end" and events[-1][1]["status"] == "succeeded"
+    assert [data["epoch"] for kind, data in events if kind == "epoch"] == [1, 2, 3]
+    statuses = [data["status"] for kind, data in events if kind == "status"]
+    assert statuses[-1] == "succeeded" and set(statuses) <= {"queued", "running", "succeeded"}
+    assert client.get("/v1/jobs/job_missing/events").status_code == 404

@@ -1,18 +1,24 @@
 """Training jobs: submit, watch, list, cancel."""
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import StreamingResponse
 
 from bncore.errors import InvalidField
+from bncore.job_store import FINISHED, JobStore
 from bncore.planning import plan_job
 from bncore.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
 from service.deps import JobsDep, ServicesDep, enqueue_or_fail, require_json
-from service.schemas import PNG_RESPONSE, JobOut, JobPage
+from service.schemas import PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+EVENT_POLL_SECONDS = 0.5
 
 
 def check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> None:
@@ -76,3 +82,35 @@ def plot_job(job_id: str, jobs: JobsDep, caller: Trainer) -> Response:
     """Train and validation loss and accuracy per epoch; a job with no finished epoch gets a chart saying so."""
     job = jobs.get(job_id, caller.owner_filter)
     return Response(training_curves_png(job.metrics, f"{job.id} · {job.status}"), media_type="image/png")
+
+
+@router.get(
+    "/{job_id}/events", response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+def stream_job_events(job_id: str, jobs: JobsDep, caller: Trainer) -> StreamingResponse:
+    """Server-Sent Events as the job goes: `status` on each change, `epoch` with each epoch's metrics,
+    then `end` with the finished job (`curl -N` shows training as it happens)."""
+    jobs.get(job_id, caller.owner_filter)
+    return StreamingResponse(job_events(jobs, job_id), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def job_events(jobs: JobStore, job_id: str) -> AsyncIterator[str]:
+    status, epochs_sent = None, 0
+    while True:
+        job = await asyncio.to_thread(jobs.get, job_id)
+        if job.status != status:
+            status = job.status
+            yield _event("status", {"status": status, "attempts": job.attempts})
+        for metrics in job.metrics[epochs_sent:]:
+            yield _event("epoch", EpochMetricsOut.from_metrics(metrics).model_dump())
+        epochs_sent = len(job.metrics)
+        if job.status in FINISHED:
+            yield _event("end", JobOut.from_record(job).model_dump(mode="json"))
+            return
+        await asyncio.sleep(EVENT_POLL_SECONDS)
+
+
+def _event(kind: str, data: dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"

@@ -26,7 +26,7 @@ def start(module: str, env: dict[str, str], log_path: Path, args: list[str] = ()
     )
 
 
-def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
+def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
