@@ -63,6 +63,9 @@ class RunningService:
     def start_worker(self, name: str) -> None:
         self.workers[name] = start("worker", self.env, self.data_dir / f"{name}.log", ["--hostname", f"{name}@%h"])
 
+    def stop_worker(self, name: str) -> None:
+        stop(self.workers.pop(name))
+
     def worker_pid(self, worker: str) -> int:
         """The pid of the worker process a job names (`name@host`)."""
         name = worker.split("@")[0]

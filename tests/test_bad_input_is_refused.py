@@ -147,3 +147,11 @@ def test_a_job_over_the_sample_epoch_cap_is_refused(client: httpx.Client) -> Non
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "training.epochs"
     assert "1000 epochs × 1707 training samples exceeds this service's limit of 1,500,000" in response.text
+
+
+def test_a_gpu_job_is_refused_where_only_cpu_workers_can_ever_take_it(client: httpx.Client, service) -> None:
+    if service.workers:
+        pytest.skip("with Redis, GPU workers may join at any time: the job waits for one")
+    response = client.post("/v1/jobs", json=job_request() | {"resources": {"device": "gpu"}})
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "resources.device"

@@ -80,3 +80,21 @@ def test_a_worker_training_a_job_reports_healthy(client: httpx.Client, service: 
     check = subprocess.run([sys.executable, "-m", "worker", "healthcheck"], cwd=ROOT, capture_output=True)
     cancel_all(client, blockers)
     assert check.returncode == 0, check.stderr
+
+
+def test_jobs_go_to_the_workers_of_the_device_they_ask_for(client: httpx.Client, service: RunningService) -> None:
+    """No worker here takes the `gpu` queue: a GPU job waits while CPU jobs run, until a GPU worker comes."""
+    gpu_job = submit(client, job_request(training={"epochs": 1}) | {"resources": {"device": "gpu"}})
+    cpu_job = wait_for(client, submit(client, job_request(training={"epochs": 1}) | {"resources": {"device": "cpu"}})["id"])
+    assert cpu_job["status"] == "succeeded"
+    assert client.get(f"/v1/jobs/{gpu_job['id']}").json()["status"] == "queued"
+    service.env["WORKER_QUEUES"] = "gpu"
+    try:
+        service.start_worker("worker-gpu")
+    finally:
+        del service.env["WORKER_QUEUES"]
+    try:
+        finished = wait_for(client, gpu_job["id"], timeout=120)
+    finally:
+        service.stop_worker("worker-gpu")
+    assert finished["status"] == "succeeded" and finished["worker"].startswith("worker-gpu@")
