@@ -1,8 +1,12 @@
 """A model whose weights are missing, damaged or swapped for a pickle is refused; the rest keep serving."""
 
+import os
 import pickle
 
 import httpx
+import torch
+
+from bncore.artifacts import ArtifactStore
 
 from tests.support.jobs import job_request, train
 
@@ -39,3 +43,22 @@ def test_damaged_missing_and_pickled_weights_are_refused_while_others_serve(
     healthy = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": [[0.0] * 64]})
     assert healthy.status_code == 200
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_crash_while_writing_weights_leaves_the_old_file(tmp_path, monkeypatch) -> None:
+    """The new file is written beside the old one and renamed over it only when complete."""
+    store = ArtifactStore(tmp_path)
+    old = {"w": torch.ones(3)}
+    sha256 = store.save("model_a", old, {"format": "test"})
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    try:
+        store.save("model_a", {"w": torch.zeros(3)}, {"format": "test"})
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert torch.equal(store.load("model_a", sha256)["w"], old["w"])
+    assert [path.name for path in tmp_path.iterdir()] == ["model_a.safetensors"]
