@@ -7,7 +7,6 @@ import httpx
 import torch
 
 from bncore.artifacts import ArtifactStore
-
 from tests.support.jobs import job_request, train
 
 

@@ -1,0 +1,163 @@
+"""An httpx client typed with the API's own pydantic models."""
+
+import time
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from service.schemas import BatchNormOut, DatasetList, DatasetOut, JobOut, ModelOut, PredictOut
+
+Response = TypeVar("Response", bound=BaseModel)
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+class ApiError(Exception):
+    """The service refused a request: its status, error code, message and the fields at fault."""
+
+    def __init__(self, status: int, code: str, message: str, fields: list[dict[str, str]]) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.fields = status, code, message, fields
+
+
+class JobFailed(Exception):
+    def __init__(self, job: JobOut) -> None:
+        error = f": {job.error.code}: {job.error.message}" if job.error else ""
+        super().__init__(f"job {job.id} {job.status}{error}")
+        self.job = job
+
+
+class Client:
+    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self.jobs = Jobs(self)
+        self.models = Models(self)
+        self.datasets = Datasets(self)
+
+    def request(self, method: str, path: str, answer: type[Response], **kwargs: Any) -> Response:
+        response = self.http.request(method, path, **kwargs)
+        if response.is_error:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError):
+                error = {"code": "http_error", "message": response.text, "fields": []}
+            raise ApiError(response.status_code, error["code"], error["message"], error.get("fields", []))
+        return answer.model_validate_json(response.content)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Jobs:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def create(
+        self, model: dict[str, Any], dataset: dict[str, Any], training: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None, idempotency_key: str | None = None,
+    ) -> "Job":
+        body: dict[str, Any] = {"model": model, "dataset": dataset}
+        body |= {k: v for k, v in (("training", training), ("resources", resources)) if v is not None}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Job(self.client, self.client.request("POST", "/v1/jobs", JobOut, json=body, headers=headers))
+
+    def get(self, job_id: str) -> "Job":
+        return Job(self.client, self.client.request("GET", f"/v1/jobs/{job_id}", JobOut))
+
+
+class Job:
+    """A job handle; `info` is the job as last read."""
+
+    def __init__(self, client: Client, info: JobOut) -> None:
+        self.client, self.info = client, info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    def refresh(self) -> JobOut:
+        self.info = self.client.request("GET", f"/v1/jobs/{self.id}", JobOut)
+        return self.info
+
+    def cancel(self) -> JobOut:
+        self.info = self.client.request("POST", f"/v1/jobs/{self.id}/cancel", JobOut)
+        return self.info
+
+    def wait(self, progress: bool = False, timeout: float | None = None, poll_seconds: float = 0.5) -> JobOut:
+        """Poll until the job ends; with `progress`, a bar per epoch. JobFailed unless it succeeded."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = tqdm(total=self.info.progress.epochs, desc=self.id, unit="epoch", disable=not progress)
+        with bar:
+            while self.refresh().status not in FINISHED:
+                self._advance(bar)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} still {self.info.status} after {timeout} s")
+                time.sleep(poll_seconds)
+            self._advance(bar)
+        if self.info.status != "succeeded":
+            raise JobFailed(self.info)
+        return self.info
+
+    def _advance(self, bar: tqdm) -> None:
+        bar.update(self.info.progress.epoch - bar.n)
+        if self.info.metrics:
+            latest = self.info.metrics[-1]
+            bar.set_postfix(loss=f"{latest.train_loss:.4f}", val_acc=f"{latest.val_accuracy:.4f}")
+
+    def model(self) -> "Model":
+        """The model the job trained; JobFailed if it ended without one, ValueError while it runs."""
+        if self.info.model_id is None:
+            self.refresh()
+        if self.info.model_id is None:
+            if self.info.status in FINISHED:
+                raise JobFailed(self.info)
+            raise ValueError(f"job {self.id} is {self.info.status}: it has no model yet; wait() first")
+        return self.client.models.get(self.info.model_id)
+
+
+class Models:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def get(self, model_id: str) -> "Model":
+        return Model(self.client, self.client.request("GET", f"/v1/models/{model_id}", ModelOut))
+
+
+class Model:
+    def __init__(self, client: Client, info: ModelOut) -> None:
+        self.client, self.info = client, info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    def _predict(self, inputs: np.ndarray) -> PredictOut:
+        body = {"inputs": np.asarray(inputs, dtype=np.float64).tolist()}
+        return self.client.request("POST", f"/v1/models/{self.id}/predict", PredictOut, json=body)
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """The most probable class of each row (raw feature values, shaped (N, *input_shape))."""
+        return np.asarray(self._predict(inputs).predictions)
+
+    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(self._predict(inputs).probabilities)
+
+    def batchnorm(self) -> BatchNormOut:
+        return self.client.request("GET", f"/v1/models/{self.id}/batchnorm", BatchNormOut)
+
+
+class Datasets:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def list(self) -> list[DatasetOut]:
+        return self.client.request("GET", "/v1/datasets", DatasetList).items
