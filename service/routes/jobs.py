@@ -11,10 +11,10 @@ from bncore.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
 from service.deps import JobsDep, ServicesDep, require_json
-from service.schemas import PNG_RESPONSE, JobOut, JobPage
+from service.schemas import PNG_RESPONSE, JobOut, JobPage, error_responses
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 403, 422))
 
 
 def _check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> None:
@@ -25,7 +25,10 @@ def _check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> N
         )
 
 
-@router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)])
+@router.post(
+    "", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
+    responses=error_responses(409, 413, 415, 429, 503),
+)
 def submit_job(
     spec: JobSpec,
     response: Response,
@@ -66,19 +69,19 @@ def list_jobs(
     return JobPage(items=[JobOut.from_record(job) for job in page], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
 def read_job(job_id: str, jobs: JobsDep, caller: Trainer) -> JobOut:
     """A job with its progress and per-epoch metrics (they appear while it trains)."""
     return JobOut.from_record(jobs.get(job_id, caller.owner_filter))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=error_responses(404, 409))
 def cancel_job(job_id: str, jobs: JobsDep, caller: Trainer) -> JobOut:
     """Cancel a queued job at once, or ask a running one to stop (it becomes `cancelled` within a second)."""
     return JobOut.from_record(jobs.cancel(job_id, caller.owner_filter))
 
 
-@router.get("/{job_id}/plot.png", response_class=Response, responses=PNG_RESPONSE)
+@router.get("/{job_id}/plot.png", response_class=Response, responses={**PNG_RESPONSE, **error_responses(404)})
 def plot_job(job_id: str, jobs: JobsDep, caller: Trainer) -> Response:
     """Train and validation loss and accuracy per epoch; a job with no finished epoch gets a chart saying so."""
     job = jobs.get(job_id, caller.owner_filter)
