@@ -73,7 +73,21 @@ async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
     return response
 
 
+def _unreadable_body(cause: BaseException) -> FieldError:
+    if isinstance(cause, UnicodeDecodeError):
+        reason = f"not UTF-8 at byte {cause.start}"
+    elif isinstance(cause, RecursionError):
+        reason = "nested too deeply"
+    else:
+        reason = str(cause) or type(cause).__name__
+    return FieldError(field="body", message=f"invalid JSON: {reason}")
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI's answer to a JSON body it cannot decode (not UTF-8, nested too deeply): malformed JSON, as any other.
+        field = _unreadable_body(exc.__cause__)
+        return error_response(422, "invalid_request", f"body: {field.message}", [field])
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     response = error_response(exc.status_code, code, str(exc.detail))
     response.headers.update(exc.headers or {})

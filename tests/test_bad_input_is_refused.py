@@ -167,3 +167,19 @@ def test_every_error_the_api_answers_is_declared_with_the_error_shape(client: ht
                 if path != "/readyz":
                     ref = answer["content"]["application/json"]["schema"]["$ref"]
                     assert ref == "#/components/schemas/ErrorOut", f"{method} {path} {status}"
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [(b'{"model": "\xff\xfe"}', "not UTF-8 at byte 11"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply")],
+    ids=["not utf-8", "nested too deeply"],
+)
+def test_a_json_body_that_cannot_be_decoded_is_a_422_naming_the_body(
+    client: httpx.Client, body: bytes, reason: str
+) -> None:
+    """FastAPI answered these with an undeclared 400 `http_error`; they are malformed JSON like any other."""
+    response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["fields"] == [{"field": "body", "message": f"invalid JSON: {reason}"}]
