@@ -183,3 +183,18 @@ def test_a_json_body_that_cannot_be_decoded_is_a_422_naming_the_body(
     error = response.json()["error"]
     assert error["code"] == "invalid_request"
     assert error["fields"] == [{"field": "body", "message": f"invalid JSON: {reason}"}]
+
+
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [("OPTIONS", "/v1/jobs", "GET, POST"), ("PUT", "/v1/models/m", "DELETE, GET"),
+     ("GET", "/v1/jobs/j/cancel", "POST")],
+)
+def test_a_method_the_path_does_not_serve_is_405_naming_every_method_it_does(
+    client: httpx.Client, method: str, path: str, allowed: str
+) -> None:
+    """Starlette's 405 named only the methods of the first route with the path (`Allow: POST` for /v1/jobs)."""
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json()["error"]["code"] == "method_not_allowed"
