@@ -236,6 +236,13 @@ class DriftOut(BaseModel):
         )
 
 
+JOB_EXAMPLES: dict[str, dict[str, Any]] = {
+    "digits": {
+        "summary": "an MLP on digits, the rest left to its defaults",
+        "value": {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"},
+                  "training": {"epochs": 10}},
+    },
+}
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
 

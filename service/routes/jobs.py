@@ -3,7 +3,7 @@
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from bncore.errors import InvalidField, QueueUnavailable
 from bncore.planning import plan_job
@@ -11,7 +11,7 @@ from bncore.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
 from service.deps import JobsDep, ServicesDep, require_json
-from service.schemas import PNG_RESPONSE, JobOut, JobPage, error_responses
+from service.schemas import JOB_EXAMPLES, PNG_RESPONSE, JobOut, JobPage, error_responses
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 403, 422))
@@ -30,7 +30,7 @@ def _check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> N
     responses=error_responses(409, 413, 415, 429, 503),
 )
 def submit_job(
-    spec: JobSpec,
+    spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     response: Response,
     services: ServicesDep,
     caller: Trainer,
