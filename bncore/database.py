@@ -144,6 +144,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The position a listing continues after; InvalidField('cursor') when it is not one we gave out."""
     try:
         created_at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created_at), row_id
-    except (ValueError, binascii.Error, UnicodeError):
+        return datetime.fromisoformat(created_at).astimezone(timezone.utc), row_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeError):
         raise InvalidField("cursor", "not a cursor returned by this listing (use next_cursor as given)") from None

@@ -27,11 +27,16 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
         array = np.asarray(raw, dtype=np.float64)
     except (ValueError, TypeError):
         raise InvalidField("inputs", f"expected numbers nested as {expected}, got ragged or non-numeric rows") from None
+    except OverflowError:
+        raise InvalidField("inputs", "a number too large for a 64-bit float") from None
     if array.shape[1:] != input_shape:
         raise InvalidField("inputs", f"expected shape {expected}, got {list(array.shape)}")
     bad = np.argwhere(~np.isfinite(array))
     if len(bad):
         raise InvalidField(f"inputs[{bad[0][0]}]", "NaN or infinite values; every input must be a finite number")
+    too_large = np.argwhere(np.abs(array) > np.finfo(np.float32).max)
+    if len(too_large):
+        raise InvalidField(f"inputs[{too_large[0][0]}]", "values beyond the float32 range the model computes in")
     return torch.from_numpy(array.astype(np.float32))
 
 

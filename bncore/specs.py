@@ -15,7 +15,8 @@ Dim = Annotated[int, Field(ge=1, le=4096)]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Strict: a job says `true` and `3`, not `0` or `"3"`, as the schema it publishes says.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class ModelSpec(StrictModel):

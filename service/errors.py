@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from bncore.errors import (
     Conflict,
@@ -35,6 +36,7 @@ STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (ServiceUnavailable, 503),
 ]
 LOCATIONS = {"body", "query", "path", "header"}
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 def error_response(status: int, code: str, message: str, fields: list[FieldError] | None = None) -> JSONResponse:
@@ -73,10 +75,38 @@ async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
     return response
 
 
+def _unreadable_body(cause: BaseException) -> FieldError:
+    if isinstance(cause, UnicodeDecodeError):
+        reason = f"not UTF-8 at byte {cause.start}"
+    elif isinstance(cause, RecursionError):
+        reason = "nested too deeply"
+    else:
+        reason = str(cause) or type(cause).__name__
+    return FieldError(field="body", message=f"invalid JSON: {reason}")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the API serves at this path; Starlette's 405 names only those of the first route with it."""
+    methods = {
+        method.upper()
+        for template, operations in request.app.openapi()["paths"].items()
+        if compile_path(template)[0].match(request.url.path)
+        for method in operations
+        if method in HTTP_METHODS
+    }
+    return ", ".join(sorted(methods)) or None
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI's answer to a JSON body it cannot decode (not UTF-8, nested too deeply): malformed JSON, as any other.
+        field = _unreadable_body(exc.__cause__)
+        return error_response(422, "invalid_request", f"body: {field.message}", [field])
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     response = error_response(exc.status_code, code, str(exc.detail))
     response.headers.update(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        response.headers["Allow"] = allowed
     return response
 
 

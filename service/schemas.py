@@ -30,6 +30,35 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    401: "no API key, or an unknown one (API keys are configured)",
+    403: "the API key lacks the scope this needs",
+    404: "no such job or model, or not the caller's",
+    409: "the request conflicts with the job's state, or reuses an Idempotency-Key for another body",
+    413: "the request body, or the rows in it, exceed this service's limit",
+    415: "the body is not application/json",
+    422: "a value this request may not have; `fields` names the ones at fault",
+    429: "too many job submissions a minute; retry after Retry-After seconds",
+    503: "the job queue, or the model's stored weights, are unavailable",
+}
+ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}, "description": "`Bearer`"}},
+    429: {"Retry-After": {
+        "required": True, "schema": {"type": "integer", "minimum": 1}, "description": "seconds to wait",
+    }},
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors a route can answer with, all in the one `ErrorOut` shape."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        responses[status] = {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[status]}
+        if status in ERROR_HEADERS:
+            responses[status]["headers"] = ERROR_HEADERS[status]
+    return responses
+
+
 class JobError(BaseModel):
     code: str = Field(description="e.g. `diverged`, `internal_error`")
     message: str
@@ -210,6 +239,13 @@ class DriftOut(BaseModel):
         )
 
 
+JOB_EXAMPLES: dict[str, dict[str, Any]] = {
+    "digits": {
+        "summary": "an MLP on digits, the rest left to its defaults",
+        "value": {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"},
+                  "training": {"epochs": 10}},
+    },
+}
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
 

@@ -4,9 +4,9 @@ from fastapi import APIRouter
 
 from bncore.datasets import list_datasets
 from service.auth import Caller
-from service.schemas import DatasetList, DatasetOut
+from service.schemas import DatasetList, DatasetOut, error_responses
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401))
 
 
 @router.get("", response_model=DatasetList)

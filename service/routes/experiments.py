@@ -9,12 +9,15 @@ from bncore.specs import JobSpec
 from service.auth import Trainer
 from service.deps import ServicesDep, enqueue_or_fail, require_json
 from service.routes.jobs import check_a_worker_can_take
-from service.schemas import PNG_RESPONSE, ExperimentOut, VariantOut
+from service.schemas import PNG_RESPONSE, ExperimentOut, VariantOut, error_responses
 
-router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=error_responses(401, 403, 422))
 
 
-@router.post("", status_code=202, response_model=ExperimentOut, dependencies=[Depends(require_json)])
+@router.post(
+    "", status_code=202, response_model=ExperimentOut, dependencies=[Depends(require_json)],
+    responses=error_responses(413, 415, 429, 503),
+)
 def create_experiment(
     request: ExperimentRequest, response: Response, services: ServicesDep, caller: Trainer
 ) -> ExperimentOut:
@@ -38,7 +41,7 @@ def create_experiment(
     return read_experiment(experiment.id, services, caller)
 
 
-@router.get("/{experiment_id}", response_model=ExperimentOut)
+@router.get("/{experiment_id}", response_model=ExperimentOut, responses=error_responses(404))
 def read_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) -> ExperimentOut:
     """The side-by-side table: final and best validation accuracy, epochs to target, divergence."""
     experiment = services.experiments.get(experiment_id, caller.owner_filter)
@@ -50,7 +53,7 @@ def read_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) 
     )
 
 
-@router.get("/{experiment_id}/plot.png", response_class=Response, responses=PNG_RESPONSE)
+@router.get("/{experiment_id}/plot.png", response_class=Response, responses={**PNG_RESPONSE, **error_responses(404)})
 def plot_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) -> Response:
     """Validation curves of every variant on one chart."""
     experiment = services.experiments.get(experiment_id, caller.owner_filter)

@@ -5,7 +5,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from bncore.errors import InvalidField
@@ -15,9 +15,9 @@ from bncore.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
 from service.deps import JobsDep, ServicesDep, enqueue_or_fail, require_json
-from service.schemas import PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage
+from service.schemas import JOB_EXAMPLES, PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage, error_responses
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 403, 422))
 EVENT_POLL_SECONDS = 0.5
 
 
@@ -29,9 +29,12 @@ def check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> No
         )
 
 
-@router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)])
+@router.post(
+    "", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
+    responses=error_responses(409, 413, 415, 429, 503),
+)
 def submit_job(
-    spec: JobSpec,
+    spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     response: Response,
     services: ServicesDep,
     caller: Trainer,
@@ -65,19 +68,19 @@ def list_jobs(
     return JobPage(items=[JobOut.from_record(job) for job in page], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
 def read_job(job_id: str, jobs: JobsDep, caller: Trainer) -> JobOut:
     """A job with its progress and per-epoch metrics (they appear while it trains)."""
     return JobOut.from_record(jobs.get(job_id, caller.owner_filter))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=error_responses(404, 409))
 def cancel_job(job_id: str, jobs: JobsDep, caller: Trainer) -> JobOut:
     """Cancel a queued job at once, or ask a running one to stop (it becomes `cancelled` within a second)."""
     return JobOut.from_record(jobs.cancel(job_id, caller.owner_filter))
 
 
-@router.get("/{job_id}/plot.png", response_class=Response, responses=PNG_RESPONSE)
+@router.get("/{job_id}/plot.png", response_class=Response, responses={**PNG_RESPONSE, **error_responses(404)})
 def plot_job(job_id: str, jobs: JobsDep, caller: Trainer) -> Response:
     """Train and validation loss and accuracy per epoch; a job with no finished epoch gets a chart saying so."""
     job = jobs.get(job_id, caller.owner_filter)
@@ -86,7 +89,7 @@ def plot_job(job_id: str, jobs: JobsDep, caller: Trainer) -> Response:
 
 @router.get(
     "/{job_id}/events", response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}, **error_responses(404)},
 )
 def stream_job_events(job_id: str, jobs: JobsDep, caller: Trainer) -> StreamingResponse:
     """Server-Sent Events as the job goes: `status` on each change, `epoch` with each epoch's metrics,

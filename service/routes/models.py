@@ -15,9 +15,12 @@ from service.auth import Inferrer, Reader, Trainer
 from service.deps import ModelsDep, ServicesDep, SettingsDep, enqueue_or_fail, require_json
 from service.schemas import (
     PNG_RESPONSE, BatchNormLayerOut, BatchNormOut, DriftOut, JobOut, ModelOut, ModelPage, PredictIn, PredictOut,
+    error_responses,
 )
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 403, 422))
+# Routes that load the stored weights answer 503 when they are missing or damaged.
+SERVED = error_responses(404, 503)
 
 
 def readable_model(model_id: str, services: ServicesDep, caller: Reader) -> ServedModel:
@@ -47,13 +50,13 @@ def list_models(
     return ModelPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{model_id}", response_model=ModelOut)
+@router.get("/{model_id}", response_model=ModelOut, responses=error_responses(404))
 def read_model(model_id: str, models: ModelsDep, settings: SettingsDep, caller: Reader) -> ModelOut:
     """A model's spec, dataset, final metrics, parameter count, and how it is served (BN folded or not)."""
     return ModelOut.from_record(models.get(model_id, caller.owner_filter), settings.fold_batchnorm)
 
 
-@router.delete("/{model_id}", status_code=204)
+@router.delete("/{model_id}", status_code=204, responses=error_responses(404))
 def delete_model(model_id: str, services: ServicesDep, caller: Trainer) -> Response:
     services.models.delete(model_id, caller.owner_filter)
     services.cache.evict(model_id)
@@ -61,21 +64,24 @@ def delete_model(model_id: str, services: ServicesDep, caller: Trainer) -> Respo
     return Response(status_code=204)
 
 
-@router.get("/{model_id}/batchnorm", response_model=BatchNormOut)
+@router.get("/{model_id}/batchnorm", response_model=BatchNormOut, responses=SERVED)
 def read_batchnorm(model_id: str, model: ReadableModel) -> BatchNormOut:
     """Every BN layer's γ, β and frozen running statistics, read from the stored artifact."""
     layers = batchnorm_layers(model.trained.network)
     return BatchNormOut(model_id=model_id, layers=[BatchNormLayerOut.from_layer(layer) for layer in layers])
 
 
-@router.get("/{model_id}/batchnorm/plot.png", response_class=Response, responses=PNG_RESPONSE)
+@router.get("/{model_id}/batchnorm/plot.png", response_class=Response, responses={**PNG_RESPONSE, **SERVED})
 def plot_batchnorm(model_id: str, model: ReadableModel) -> Response:
     """γ, β, running mean and running variance of each BN layer per feature; dashed: their initial values."""
     png = batchnorm_png(batchnorm_layers(model.trained.network), f"{model_id}: BN layers")
     return Response(png, media_type="image/png")
 
 
-@router.post("/{model_id}/predict", response_model=PredictOut, dependencies=[Depends(require_json)])
+@router.post(
+    "/{model_id}/predict", response_model=PredictOut, dependencies=[Depends(require_json)],
+    responses={**SERVED, **error_responses(413, 415)},
+)
 def predict(model_id: str, body: PredictIn, model: InferableModel, settings: SettingsDep) -> PredictOut:
     """Class probabilities for raw inputs, in eval mode: a sample's answer does not depend on its batch."""
     inputs = parse_inputs(body.inputs, model.input_shape, settings.max_predict_rows)
@@ -88,7 +94,7 @@ def predict(model_id: str, body: PredictIn, model: InferableModel, settings: Set
     )
 
 
-@router.get("/{model_id}/drift", response_model=DriftOut)
+@router.get("/{model_id}/drift", response_model=DriftOut, responses=SERVED)
 def read_drift(model_id: str, model: ReadableModel, settings: SettingsDep) -> DriftOut:
     """How the inputs each BN layer sees while serving compare with its frozen statistics (covariate shift)."""
     return DriftOut.from_report(model_id, model.drift.report(DriftThresholds.from_settings(settings)))
@@ -96,7 +102,7 @@ def read_drift(model_id: str, model: ReadableModel, settings: SettingsDep) -> Dr
 
 @router.get(
     "/{model_id}/artifact", response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "the model file"}},
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the model file"}, **SERVED},
 )
 def download_artifact(
     model_id: str,
@@ -118,7 +124,8 @@ def download_artifact(
 
 
 @router.post(
-    "/{model_id}/recalibrate", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)]
+    "/{model_id}/recalibrate", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
+    responses={**SERVED, **error_responses(413, 415)},
 )
 def recalibrate_model(
     model_id: str, body: RecalibrationRequest, response: Response, services: ServicesDep, caller: Trainer
