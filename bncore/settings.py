@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(
         2.0, ge=0, le=1000, description="the longest a predict request waits for others to join its batch; 0: no batching"
     )
+    inference_threads: int | None = Field(
+        None, ge=1,
+        description="torch threads of the API process; default: TORCH_THREADS if set, else 1. Its forward passes "
+        "are small and run several at once (one per model batching), beside the HTTP threads and the embedded worker",
+    )
     api_threads: int = Field(
         64, ge=1, le=1024,
         description="threads the API runs blocking route handlers in (anyio's default is 40); a predict request "
@@ -72,6 +77,10 @@ class Settings(BaseSettings):
     drift_variance_ratio_min: float = Field(0.5, gt=0, lt=1, description="...or their variances shrink below this ratio")
     drift_variance_ratio_max: float = Field(2.0, gt=1, description="...or grow beyond this ratio")
     drift_min_samples: int = Field(100, ge=1, description="samples a model serves before any layer can be flagged")
+
+    @property
+    def resolved_inference_threads(self) -> int:
+        return self.inference_threads or self.torch_threads or 1
 
     @property
     def resolved_database_url(self) -> str:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    limit_cpu_threads(settings.torch_threads)
+    limit_cpu_threads(settings.resolved_inference_threads)
     api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else []
     if not api_keys:
         if not (is_loopback(settings.host) or settings.allow_open_access):
