@@ -1,11 +1,18 @@
 """`python -m bench --quick` runs end to end and prints its table; the numbers themselves are not tested."""
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.support.processes import ROOT
 
 
+@pytest.mark.skipif(
+    os.environ.get("BN_TEST_MODE") == "distributed",
+    reason="the benchmark starts its own processes whatever the mode: once per CI run is enough",
+)
 def test_the_quick_benchmark_prints_a_row_for_each_measurement() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=900
