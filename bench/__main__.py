@@ -6,6 +6,7 @@ measured again with a Redis broker.
 """
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -65,9 +66,9 @@ def serving_rows(client: httpx.Client, url: str, folder: Path, scale: Scale) -> 
         rows = latency.measure(ours, theirs, scale.latency_rounds, scale.latency_per_round)
         rows.append(throughput.measure(ours, theirs, scale.throughput_rounds, scale.throughput_seconds))
     stats = client.get(f"/v1/models/{model_id}/serving").json()
-    rows[-1] = Row(**{**rows[-1].__dict__, "note": rows[-1].note + (
+    rows[-1] = dataclasses.replace(rows[-1], note=rows[-1].note + (
         f"; the service answered {stats['requests']} requests in {stats['forward_passes']} forward passes"
-        f" (largest batch {stats['largest_batch_rows']} rows)")})
+        f" (largest batch {stats['largest_batch_rows']} rows)"))
     return rows
 
 

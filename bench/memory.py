@@ -21,5 +21,5 @@ def row(api_pid: int, models: int, rss_at_start: int) -> Row:
     return absolute_row(
         f"6. API process RSS, {models} small models cached (vs at start)", rss, rss_at_start / MB, "MB",
         f"≤ {LIMIT_MB:g} MB", rss <= LIMIT_MB,
-        note="the API process alone (its embedded worker is a separate process), after rows 1, 2 and 4",
+        note="the API process alone (its embedded worker is another process), after rows 1, 2, 4 and 5 ran in it",
     )
