@@ -3,7 +3,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: install install-test run worker test clean
+.PHONY: install install-test install-bench run worker test bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[test,postgres]'
 	touch $@
 
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PIP) -e '.[bench]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-bench: $(VENV)/.installed-bench
 
 ## Start the API on http://$HOST:$PORT with an embedded Celery worker (SQLite, local artifacts, filesystem broker).
 run: install
@@ -29,6 +34,11 @@ worker: install
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Measure the service against baselines run alongside it and print a table of ratios (about 5 minutes;
+## BENCH_ARGS=--quick for a smoke run). Measures Redis dispatch too when redis-server is installed.
+bench: install-bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data

@@ -3,12 +3,14 @@
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
 from bncore.artifacts import ArtifactStore
+from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, DynamicBatcher
 from bncore.drift import DriftMonitor
 from bncore.errors import InvalidField, PayloadTooLarge
 from bncore.folding import ServingGraph, serving_graph
@@ -42,37 +44,63 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A trained model as the service runs it: its serving graph, watched by a drift monitor."""
+    """A trained model as the service runs it: its serving graph, watched by a drift monitor, fed by a batcher."""
 
     trained: TrainedModel  # the training form, as stored
     graph: ServingGraph
     drift: DriftMonitor
+    batcher: DynamicBatcher[Prediction]
 
     @classmethod
-    def of(cls, trained: TrainedModel, fold_batchnorm: bool) -> "ServedModel":
+    def of(cls, trained: TrainedModel, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING) -> "ServedModel":
         graph = serving_graph(trained, fold_batchnorm)
-        return cls(trained, graph, DriftMonitor(graph.batchnorms))
+        drift = DriftMonitor(graph.batchnorms)
+        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching)
+        return cls(trained, graph, drift, batcher)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.trained.input_shape
 
-    @torch.inference_mode()
     def predict(self, raw_inputs: torch.Tensor) -> Prediction:
-        """Eval mode with frozen BN statistics; the BN inputs seen add to the drift monitor's moments."""
-        activations: dict[str, torch.Tensor] = {}
-        logits = self.graph.forward(raw_inputs, observe=activations.__setitem__)
-        self.drift.record(len(raw_inputs), activations)
-        return Prediction.from_logits(logits)
+        """Eval mode with frozen BN statistics, batched with concurrent callers; the drift monitor sees each row once.
+
+        InvalidField when finite inputs still overflow the network: an answer of NaNs is no answer.
+        """
+        prediction = self.batcher.run(raw_inputs)
+        overflowed = (~torch.isfinite(prediction.logits)).any(dim=1).nonzero()
+        if len(overflowed):
+            raise InvalidField(f"inputs[{int(overflowed[0])}]", "values so large the network overflows float32")
+        return prediction
+
+    def serving_stats(self) -> BatchingStats:
+        """Requests, rows and forward passes since this process loaded the model."""
+        return self.batcher.stats()
+
+
+@torch.inference_mode()
+def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> Prediction:
+    """One forward pass; the BN inputs seen add to the drift monitor's moments."""
+    activations: dict[str, torch.Tensor] = {}
+    logits = graph.forward(raw_inputs, observe=activations.__setitem__)
+    drift.record(len(raw_inputs), activations)
+    return Prediction.from_logits(logits)
+
+
+def _rows(prediction: Prediction, start: int, stop: int) -> Prediction:
+    return Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop])
 
 
 class ModelCache:
     """Models rebuilt from their artifacts on first use and kept, least recently used evicted first."""
 
-    def __init__(self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool) -> None:
+    def __init__(
+        self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING
+    ) -> None:
         self.artifacts = artifacts
         self.capacity = capacity
         self.fold_batchnorm = fold_batchnorm
+        self.batching = batching
         self._models: OrderedDict[str, ServedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -83,7 +111,7 @@ class ModelCache:
                 self._models.move_to_end(record.id)
                 return self._models[record.id]
         trained = TrainedModel.from_tensors(record.spec, self.artifacts.load(record.id, record.artifact_sha256))
-        loaded = ServedModel.of(trained, self.fold_batchnorm)
+        loaded = ServedModel.of(trained, self.fold_batchnorm, self.batching)
         with self._lock:
             # Two first requests may race to load: keep one, so no request feeds an orphaned drift monitor.
             model = self._models.setdefault(record.id, loaded)

@@ -37,6 +37,23 @@ class Settings(BaseSettings):
         None, ge=1, description="CPU threads torch uses per process; set it when several workers share the cores"
     )
     max_predict_rows: int = Field(10_000, ge=1, description="rows one predict request may carry")
+    # Dynamic batching, named as Triton and TorchServe name it (see bncore.batching).
+    max_batch_size: int = Field(
+        64, ge=1, description="most rows one forward pass gathers from concurrent predict requests; 1: no batching"
+    )
+    max_queue_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="the longest a predict request waits for others to join its batch; 0: no batching"
+    )
+    inference_threads: int | None = Field(
+        None, ge=1,
+        description="torch threads of the API process; default: TORCH_THREADS if set, else 1. Its forward passes "
+        "are small and run several at once (one per model batching), beside the HTTP threads and the embedded worker",
+    )
+    api_threads: int = Field(
+        64, ge=1, le=1024,
+        description="threads the API runs blocking route handlers in (anyio's default is 40); a predict request "
+        "holds one while it waits for its batch, so fewer than MAX_BATCH_SIZE caps the batches",
+    )
     max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")
     model_cache_size: int = Field(32, ge=1, description="models kept loaded for inference")
     cancel_poll_seconds: float = Field(1.0, gt=0, description="how often a running job looks for a cancel request")
@@ -60,6 +77,10 @@ class Settings(BaseSettings):
     drift_variance_ratio_min: float = Field(0.5, gt=0, lt=1, description="...or their variances shrink below this ratio")
     drift_variance_ratio_max: float = Field(2.0, gt=1, description="...or grow beyond this ratio")
     drift_min_samples: int = Field(100, ge=1, description="samples a model serves before any layer can be flagged")
+
+    @property
+    def resolved_inference_threads(self) -> int:
+        return self.inference_threads or self.torch_threads or 1
 
     @property
     def resolved_database_url(self) -> str:

@@ -57,6 +57,22 @@ def batchnorm_in_fp32(network: nn.Module, enabled: bool) -> Iterator[None]:
             handle.remove()
 
 
+@contextlib.contextmanager
+def channels_last(network: nn.Module, enabled: bool) -> Iterator[torch.memory_format]:
+    """NHWC convolution weights while training: the layout CUDA's tensor-core kernels under autocast
+    want, so no layer converts back and forth. Back to the usual layout at the end, as models are
+    stored. Yields the layout batches should take.
+    """
+    if not (enabled and any(isinstance(module, nn.Conv2d) for module in network.modules())):
+        yield torch.contiguous_format
+        return
+    network.to(memory_format=torch.channels_last)  # in place: the optimizer's parameters stay the same objects
+    try:
+        yield torch.channels_last
+    finally:
+        network.to(memory_format=torch.contiguous_format)
+
+
 @torch.inference_mode()
 def evaluate(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in eval mode, i.e. with the running BN statistics."""
@@ -79,6 +95,7 @@ def train_epoch(
     order: torch.Tensor,
     epoch: int,
     interrupt: Callable[[], None],
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[float, float]:
     """One pass over the training split in `order`; mean loss and accuracy of its batches."""
     device = data.x_train.device
@@ -93,7 +110,7 @@ def train_epoch(
         if len(batch) < 2:
             break
         interrupt()
-        inputs, targets = data.x_train[batch], data.y_train[batch]
+        inputs, targets = data.x_train[batch].contiguous(memory_format=memory_format), data.y_train[batch]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.mixed_precision):
             logits = network(inputs)
             loss = F.cross_entropy(logits.float(), targets)
@@ -127,10 +144,14 @@ def train(
     if resume is not None:
         resume.restore(network, optimizer, shuffle)
         history = list(resume.history)
-    with batchnorm_in_fp32(network, spec.mixed_precision):
+    on_cuda = data.x_train.device.type == "cuda"
+    with channels_last(network, spec.mixed_precision and on_cuda) as memory_format, \
+            batchnorm_in_fp32(network, spec.mixed_precision):
         for epoch in range(len(history) + 1, spec.epochs + 1):
             order = torch.randperm(len(data.x_train), generator=shuffle).to(data.x_train.device, non_blocking=True)
-            train_loss, train_accuracy = train_epoch(network, optimizer, data, spec, order, epoch, interrupt)
+            train_loss, train_accuracy = train_epoch(
+                network, optimizer, data, spec, order, epoch, interrupt, memory_format
+            )
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
             for loss in (train_loss, val_loss):
                 if not math.isfinite(loss):

@@ -5,9 +5,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from bncore.artifacts import ArtifactStore
+from bncore.batching import BatchingPolicy
 from bncore.database import Database
 from bncore.devices import limit_cpu_threads
 from bncore.experiments import ExperimentStore
@@ -21,7 +23,7 @@ from service.auth import is_loopback, load_api_keys
 from service.deps import Services
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit, SubmissionRateLimit
-from service.routes import datasets, experiments, health, jobs, models
+from service.routes import datasets, experiments, health, jobs, models, serving
 from worker.app import broker_reachable, enqueue_training, worker_queues
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    limit_cpu_threads(settings.torch_threads)
+    limit_cpu_threads(settings.resolved_inference_threads)
     api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else []
     if not api_keys:
         if not (is_loopback(settings.host) or settings.allow_open_access):
@@ -43,7 +45,11 @@ def build_services(settings: Settings) -> Services:
     artifacts = ArtifactStore(settings.resolved_artifacts_dir)
     return Services(
         settings=settings, database=database, jobs=JobStore(database), models=ModelStore(database),
-        artifacts=artifacts, cache=ModelCache(artifacts, settings.model_cache_size, settings.fold_batchnorm),
+        artifacts=artifacts,
+        cache=ModelCache(
+            artifacts, settings.model_cache_size, settings.fold_batchnorm,
+            BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
+        ),
         enqueue=enqueue_training, broker_reachable=broker_reachable,
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
@@ -59,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        # Sync routes (predict among them) run in anyio's default thread pool; a predict request holds
+        # its thread while it waits for its batch, so the pool bounds how many can share one.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         recovery = RecoveryLoop(
             partial(
                 recover_lost_jobs, services.jobs, services.enqueue, settings.job_stale_seconds, settings.max_attempts
@@ -78,6 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
-    for module in (jobs, models, experiments, datasets, health):
+    for module in (jobs, models, serving, experiments, datasets, health):
         app.include_router(module.router)
     return app

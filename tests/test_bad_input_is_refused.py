@@ -241,3 +241,9 @@ def test_a_cursor_with_a_time_out_of_range_is_a_422_not_a_500(client: httpx.Clie
     response = client.get("/v1/jobs", params={"cursor": cursor})
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "cursor"
+
+
+def test_inputs_that_overflow_the_network_are_refused(client: httpx.Client, digits_model: dict) -> None:
+    response = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": [[0.0] * 64, [1e37] * 64]})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["field"] == "inputs[1]"

@@ -1,0 +1,129 @@
+"""`python -m bench [--quick]`: measure the service against its baselines and print the table.
+
+The service runs as deployed (`python -m service`, embedded worker, SQLite, folder broker) with a
+temporary DATA_DIR; models are trained through its API. With redis-server installed, dispatch is
+measured again with a Redis broker.
+"""
+
+import argparse
+import dataclasses
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import torch
+
+from bench import dispatch, efficiency, folding, http_load, latency, memory, throughput, training
+from bench.jobs import MLP_64_100_100_100_10, SMALL_MODEL, job_body, train
+from bench.processes import free_port, python_module, redis_server, rss_bytes, service
+from bench.report import Row, table
+
+
+@dataclass(frozen=True)
+class Scale:
+    latency_rounds: int
+    latency_per_round: int
+    throughput_rounds: int
+    throughput_seconds: float
+    forward_seconds: float  # per folding case
+    training_epochs: int
+    training_rounds: int
+    dispatch_jobs: int
+    cached_models: int
+    efficiency_batches: int
+    matmul_size: int
+
+
+FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048)
+QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512)
+SERVICE_SETTINGS = {"MODEL_CACHE_SIZE": "64"}  # room for the cached models of row 6; everything else default
+STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+def serving_rows(client: httpx.Client, url: str, folder: Path, scale: Scale) -> list[Row]:
+    """Rows 1 and 2: the service and the minimal endpoint answer the same model and sample."""
+    progress("rows 1-2: training the MLP through the API")
+    model_id = train(client, job_body(MLP_64_100_100_100_10, "digits", epochs=3))["model_id"]
+    artifact = folder / "mlp.safetensors"
+    artifact.write_bytes(client.get(f"/v1/models/{model_id}/artifact").content)
+    port = free_port()
+    sample = {"inputs": [[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0,
+                          8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6,
+                          13, 10, 0, 0, 0]]}
+    with python_module("bench.minimal_endpoint", {}, folder / "minimal.log", f"http://127.0.0.1:{port}/healthz",
+                       (str(artifact), str(port))):
+        progress("rows 1-2: latency and throughput, service and minimal endpoint in turns")
+        ours = http_load.post_json(f"{url}/v1/models/{model_id}/predict", sample)
+        theirs = http_load.post_json(f"http://127.0.0.1:{port}/predict", sample)
+        rows = latency.measure(ours, theirs, scale.latency_rounds, scale.latency_per_round)
+        rows.append(throughput.measure(ours, theirs, scale.throughput_rounds, scale.throughput_seconds))
+    stats = client.get(f"/v1/models/{model_id}/serving").json()
+    rows[-1] = dataclasses.replace(rows[-1], note=rows[-1].note + (
+        f"; the service answered {stats['requests']} requests in {stats['forward_passes']} forward passes"
+        f" (largest batch {stats['largest_batch_rows']} rows)"))
+    return rows
+
+
+def service_rows(folder: Path, scale: Scale) -> list[Row]:
+    """Rows 1, 2, 4, embedded 5 and 6, against one API process."""
+    with service(folder, **SERVICE_SETTINGS) as (url, process), httpx.Client(base_url=url, timeout=120) as client:
+        rss_at_start = rss_bytes(process.pid)
+        rows = serving_rows(client, url, folder, scale)
+        progress("row 4: a training job and the plain loop")
+        rows.append(training.measure(client, scale.training_epochs, scale.training_rounds))
+        progress(f"row 5: dispatch of {scale.dispatch_jobs} jobs (embedded)")
+        latencies, models = dispatch.dispatch_seconds(client, scale.dispatch_jobs)
+        rows.append(dispatch.row("embedded: folder broker, SQLite", latencies, 500))
+        progress(f"row 6: {scale.cached_models} small models into the cache")
+        for seed in range(len(models), scale.cached_models):
+            models.append(train(client, job_body(SMALL_MODEL, "iris", epochs=1, seed=seed))["model_id"])
+        memory.load_into_cache(client, models)
+        rows.append(memory.row(process.pid, len(models), rss_at_start))
+    return rows
+
+
+def redis_rows(folder: Path, scale: Scale) -> list[Row]:
+    with redis_server(folder) as redis_url:
+        if redis_url is None:
+            return []
+        progress(f"row 5: dispatch of {scale.dispatch_jobs} jobs (Redis)")
+        data = folder / "redis-mode"
+        data.mkdir()
+        with service(data, REDIS_URL=redis_url) as (url, _), httpx.Client(base_url=url, timeout=120) as client:
+            train(client, job_body(SMALL_MODEL, "iris", epochs=1))  # the worker's first job warms it up
+            latencies, _ = dispatch.dispatch_seconds(client, scale.dispatch_jobs, seed=1)
+    return [dispatch.row("Redis broker, SQLite", latencies, 100)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few samples, numbers not meaningful")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    scale = QUICK if args.quick else FULL
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bnjobs-bench-") as tmp:
+        folder = Path(tmp)
+        progress("row 3: folded and unfolded CNN forward passes")
+        rows += folding.measure(scale.forward_seconds)
+        progress("row 7: matmul peak and a wide MLP epoch")
+        rows.append(efficiency.measure(scale.efficiency_batches, scale.matmul_size))
+        progress("starting the service")
+        rows += service_rows(folder, scale)
+        rows += redis_rows(folder, scale)
+    rows.sort(key=lambda row: row.name[:2])
+    print(table(rows))
+    print(f"\n{'quick' if args.quick else 'full'} run in {time.monotonic() - STARTED:.0f} s on "
+          f"{torch.get_num_threads()} torch threads; each ratio compares numbers measured in this run.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Row 4: training throughput of a job (through the API, in the embedded worker) against the plain loop."""
+
+import httpx
+
+from bncore.datasets import load_dataset, prepare_data
+from bench import plain_loop
+from bench.jobs import MLP_64_100_100_100_10, job_body, seconds_between, train
+from bench.report import Row, ratio_row
+
+TARGET = 0.9  # the job at least 0.9× the plain loop's samples per second
+BATCH_SIZE = 64
+
+
+def measure(client: httpx.Client, epochs: int, rounds: int) -> Row:
+    data = prepare_data(load_dataset("digits"), (64,), 0.2, 0)
+    samples = epochs * len(data.x_train)
+    job_rates, plain_rates = [], []
+    for _ in range(rounds):
+        job = train(client, job_body(MLP_64_100_100_100_10, "digits", epochs=epochs, batch_size=BATCH_SIZE))
+        job_rates.append(samples / seconds_between(job["started_at"], job["finished_at"]))
+        seconds = plain_loop.train_seconds(data, MLP_64_100_100_100_10["hidden_sizes"], 10, epochs, BATCH_SIZE)
+        plain_rates.append(samples / seconds)
+    return ratio_row(
+        f"4. training, digits MLP 64-100-100-100-10, batch {BATCH_SIZE} (job vs plain loop)",
+        max(job_rates), max(plain_rates), "samples/s", TARGET, higher_is_better=True,
+        note=f"{epochs} epochs, best of {rounds}; the job's time runs from `started_at` to `finished_at`, "
+        "so it includes loading, per-epoch checkpoints and storing the model",
+    )

@@ -1,0 +1,148 @@
+"""Dynamic (micro) batching: concurrent predict requests for one model run as one forward pass.
+
+Requests queue up; one of their own threads, the leader, takes whole requests from the queue
+(a request is never split across answers) up to `max_batch_size` rows, waits at most
+`max_queue_delay_ms` for more to join, runs the forward pass once and hands each caller its own
+rows. Then the request at the head of the queue, if any, leads the next batch. The names are
+Triton's and TorchServe's. This is safe because eval-mode BN normalises with frozen statistics:
+a row's answer does not depend on the rows beside it.
+
+No thread of its own: a caller alone runs its forward pass in its own thread, as without batching,
+and is not kept waiting, since the leader waits for company only when the batch before it had some.
+"""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import torch
+
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class BatchingPolicy:
+    max_batch_size: int = 1  # rows in one forward pass; a single larger request runs alone
+    max_queue_delay_ms: float = 0.0  # the longest a request waits for others to join its batch
+
+    @property
+    def enabled(self) -> bool:
+        """A delay of 0 or batches of 1 row mean no batching: each request is its own forward pass."""
+        return self.max_batch_size > 1 and self.max_queue_delay_ms > 0
+
+
+NO_BATCHING = BatchingPolicy()
+
+
+@dataclass(frozen=True)
+class BatchingStats:
+    requests: int  # predict calls answered
+    rows: int  # rows those calls carried
+    forward_passes: int  # fewer than requests when requests were batched
+    largest_batch_rows: int
+
+
+class _Request(Generic[Result]):
+    def __init__(self, inputs: torch.Tensor) -> None:
+        self.inputs = inputs
+        self.rows = len(inputs)
+        self.answered = threading.Event()  # set once answered, or once it is this request's turn to lead
+        self.leads = False
+        self.result: Result | None = None
+        self.error: BaseException | None = None
+
+
+class DynamicBatcher(Generic[Result]):
+    """Runs `forward` on the rows of several callers at once; `rows(result, start, stop)` cuts a caller's part out."""
+
+    def __init__(
+        self, forward: Callable[[torch.Tensor], Result], rows: Callable[[Result, int, int], Result], policy: BatchingPolicy
+    ) -> None:
+        self.policy = policy
+        self._forward = forward
+        self._rows = rows
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # a leader gathering a batch waits on this
+        self._queue: deque[_Request[Result]] = deque()
+        self._queued_rows = 0
+        self._leader = False  # whether some caller is gathering or running a batch
+        self._company = False  # whether the last batch held more than one request
+        self._requests = self._row_count = self._passes = self._largest = 0
+
+    def run(self, inputs: torch.Tensor) -> Result:
+        """The result for `inputs` alone, computed in one batch with whatever other callers sent meanwhile."""
+        if not self.policy.enabled:
+            result = self._forward(inputs)
+            self._count([len(inputs)])
+            return result
+        request: _Request[Result] = _Request(inputs)
+        with self._lock:
+            self._queue.append(request)
+            self._queued_rows += request.rows
+            follows = self._leader
+            self._leader = True
+            if follows:
+                self._arrived.notify()
+        if follows:
+            request.answered.wait()
+        if request.leads or not follows:
+            self._lead()
+        if request.error is not None:
+            raise request.error
+        return request.result  # type: ignore[return-value]
+
+    def stats(self) -> BatchingStats:
+        with self._lock:
+            return BatchingStats(self._requests, self._row_count, self._passes, self._largest)
+
+    def _lead(self) -> None:
+        """Run one batch, which holds the leader's own request (it heads the queue), then pass the lead on."""
+        batch = self._gather()
+        try:
+            inputs = batch[0].inputs if len(batch) == 1 else torch.cat([request.inputs for request in batch])
+            result = self._forward(inputs)
+            self._count([request.rows for request in batch])
+            start = 0
+            for request in batch:
+                request.result = self._rows(result, start, start + request.rows)
+                start += request.rows
+        except BaseException as error:  # every caller of the batch sees the error
+            for request in batch:
+                request.error = error
+        finally:
+            with self._lock:
+                if self._queue:
+                    self._queue[0].leads = True
+                    self._queue[0].answered.set()
+                else:
+                    self._leader = False
+            for request in batch:
+                request.answered.set()
+
+    def _gather(self) -> list[_Request[Result]]:
+        """Whole requests from the head of the queue, up to max_batch_size rows (a larger one alone)."""
+        limit = self.policy.max_batch_size
+        with self._lock:
+            if self._company:
+                # Callers came in numbers last time: give the batch up to the delay to fill.
+                deadline = time.monotonic() + self.policy.max_queue_delay_ms / 1000
+                while self._queued_rows < limit and (remaining := deadline - time.monotonic()) > 0:
+                    self._arrived.wait(remaining)
+            batch = [self._queue.popleft()]
+            rows = batch[0].rows
+            while self._queue and rows + self._queue[0].rows <= limit:
+                batch.append(self._queue.popleft())
+                rows += batch[-1].rows
+            self._queued_rows -= rows
+            self._company = len(batch) > 1
+        return batch
+
+    def _count(self, request_rows: list[int]) -> None:
+        with self._lock:
+            self._requests += len(request_rows)
+            self._row_count += sum(request_rows)
+            self._passes += 1
+            self._largest = max(self._largest, sum(request_rows))

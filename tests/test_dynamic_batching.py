@@ -1,0 +1,148 @@
+"""Concurrent predict requests share forward passes, and every caller still gets exactly its own rows."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from bncore.batching import BatchingPolicy, DynamicBatcher
+
+
+class RecordingForward:
+    """Doubles its input and remembers each batch; the first call waits until `release` is set."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
+        self.batches.append(inputs.clone())
+        return inputs * 2
+
+
+def cut(result: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    return result[start:stop]
+
+
+def request_rows(request_id: int, rows: int) -> torch.Tensor:
+    """Rows that name their request, so a batch shows whose rows it held."""
+    return torch.full((rows, 3), float(request_id))
+
+
+def test_requests_queued_behind_a_forward_pass_share_the_next_one() -> None:
+    forward = RecordingForward()
+    batcher = DynamicBatcher(forward, cut, BatchingPolicy(max_batch_size=64, max_queue_delay_ms=5))
+    sizes = {request_id: 1 + request_id % 4 for request_id in range(1, 21)}
+    with ThreadPoolExecutor(max_workers=21) as pool:
+        first = pool.submit(batcher.run, request_rows(0, 2))
+        assert forward.entered.wait(10)
+        answers = {i: pool.submit(batcher.run, request_rows(i, rows)) for i, rows in sizes.items()}
+        time.sleep(0.3)  # every request queued behind the first forward pass
+        forward.release.set()
+        torch.testing.assert_close(first.result(10), request_rows(0, 2) * 2)
+        for request_id, answer in answers.items():
+            torch.testing.assert_close(answer.result(10), request_rows(request_id, sizes[request_id]) * 2)
+    assert [len(batch) for batch in forward.batches] == [2, sum(sizes.values())]
+    stats = batcher.stats()
+    assert (stats.requests, stats.rows, stats.forward_passes) == (21, 2 + sum(sizes.values()), 2)
+
+
+def test_a_batch_never_passes_max_batch_size_and_never_splits_a_request() -> None:
+    forward = RecordingForward()
+    forward.entered.set()  # no holding back
+    batcher = DynamicBatcher(forward, cut, BatchingPolicy(max_batch_size=8, max_queue_delay_ms=20))
+    sizes = {request_id: 1 + request_id % 5 for request_id in range(60)} | {60: 11}  # one request above the limit
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        answers = {i: pool.submit(batcher.run, request_rows(i, rows)) for i, rows in sizes.items()}
+        for request_id, answer in answers.items():
+            torch.testing.assert_close(answer.result(10), request_rows(request_id, sizes[request_id]) * 2)
+    for batch in forward.batches:
+        assert len(batch) <= 8 or batch[:, 0].unique().tolist() == [60.0]
+    for request_id, rows in sizes.items():
+        holding = [batch for batch in forward.batches if (batch[:, 0] == request_id).any()]
+        assert len(holding) == 1 and int((holding[0][:, 0] == request_id).sum()) == rows
+
+
+@pytest.mark.parametrize("policy", [BatchingPolicy(64, 0.0), BatchingPolicy(1, 5.0)], ids=["no-delay", "batches-of-1"])
+def test_a_delay_of_zero_or_batches_of_one_mean_one_forward_pass_per_request(policy: BatchingPolicy) -> None:
+    forward = RecordingForward()
+    forward.entered.set()
+    batcher = DynamicBatcher(forward, cut, policy)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda i: batcher.run(request_rows(i, 2)), range(40)))
+    assert all(batch[:, 0].unique().numel() == 1 for batch in forward.batches)
+    assert batcher.stats().forward_passes == 40
+
+
+def test_an_error_in_a_batch_reaches_its_callers_and_the_next_batch_still_runs() -> None:
+    calls = []
+
+    def fails_once(inputs: torch.Tensor) -> torch.Tensor:
+        calls.append(len(inputs))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return inputs
+
+    batcher = DynamicBatcher(fails_once, cut, BatchingPolicy(8, 5))
+    with pytest.raises(RuntimeError, match="boom"):
+        batcher.run(request_rows(1, 1))
+    torch.testing.assert_close(batcher.run(request_rows(2, 1)), request_rows(2, 1))
+
+
+def test_concurrent_clients_each_get_their_own_rows_from_shared_forward_passes(
+    client: httpx.Client, digits_model: dict, service
+) -> None:
+    url = f"/v1/models/{digits_model['id']}/predict"
+    digits = load_digits().data
+    # Client c sends rows [start, start + 1 + c % 3): requests of one to three rows.
+    requests = [digits[5 * c: 5 * c + 1 + c % 3] for c in range(48)]
+    alone = []
+    for rows in requests:
+        response = client.post(url, json={"inputs": rows.tolist()})
+        assert response.status_code == 200
+        alone.append(response.json())
+
+    before_serving = client.get(f"/v1/models/{digits_model['id']}/serving").json()
+    before_drift = client.get(f"/v1/models/{digits_model['id']}/drift").json()
+
+    start = threading.Barrier(len(requests))
+
+    def concurrent_client(index: int) -> list[dict]:
+        with httpx.Client(base_url=service.url, timeout=60) as own:
+            start.wait()
+            answers = []
+            for _ in range(4):
+                response = own.post(url, json={"inputs": requests[index].tolist()})
+                assert response.status_code == 200, response.text
+                answers.append(response.json())
+            return answers
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        together = list(pool.map(concurrent_client, range(len(requests))))
+
+    for index, answers in enumerate(together):
+        for answer in answers:
+            assert len(answer["outputs"]) == len(requests[index])
+            np.testing.assert_allclose(answer["outputs"], alone[index]["outputs"], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(answer["probabilities"], alone[index]["probabilities"], rtol=1e-5, atol=1e-5)
+            assert answer["predictions"] == alone[index]["predictions"]
+
+    serving = client.get(f"/v1/models/{digits_model['id']}/serving")
+    assert serving.status_code == 200
+    after = serving.json()
+    sent_requests, sent_rows = 4 * len(requests), 4 * sum(len(rows) for rows in requests)
+    assert after["batching"] is True
+    assert after["requests"] - before_serving["requests"] == sent_requests
+    assert after["rows"] - before_serving["rows"] == sent_rows
+    assert after["forward_passes"] - before_serving["forward_passes"] < sent_requests
+    # The drift monitor saw every row once: batching neither drops nor repeats rows.
+    drift = client.get(f"/v1/models/{digits_model['id']}/drift").json()
+    assert drift["samples_seen"] - before_drift["samples_seen"] == sent_rows
