@@ -7,7 +7,7 @@ from torch import nn
 
 from bncore.datasets import load_dataset, raw_samples, split_indices
 from bncore.population_statistics import recalibrated
-from tests.support.jobs import job_request, train, wait_for
+from tests.support.jobs import train, wait_for
 from tests.support.trained_models import train_digits
 
 
