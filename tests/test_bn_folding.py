@@ -82,7 +82,7 @@ def test_with_folding_turned_off_the_same_model_serves_the_same_answers(
 ) -> None:
     """A second API process over the same data, started with FOLD_BATCHNORM=0."""
     port = free_port()
-    env = {"DATA_DIR": str(service.data_dir), "PORT": str(port), "EMBEDDED_WORKERS": "0", "FOLD_BATCHNORM": "0"}
+    env = {**service.env, "PORT": str(port), "EMBEDDED_WORKERS": "0", "FOLD_BATCHNORM": "0"}
     log = service.data_dir / "unfolded-service.log"
     process = start("service", env, log)
     try:
