@@ -23,6 +23,7 @@ from service.auth import is_loopback, load_api_keys
 from service.deps import Services
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit, SubmissionRateLimit
+from service.openapi import install_openapi
 from service.routes import datasets, experiments, health, jobs, models, serving
 from worker.app import broker_reachable, enqueue_training, worker_queues
 
@@ -89,4 +90,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (jobs, models, serving, experiments, datasets, health):
         app.include_router(module.router)
+    install_openapi(app)
     return app
