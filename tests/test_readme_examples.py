@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,3 +147,14 @@ def test_the_readme_curl_examples_work_as_written(
             assert example.method == "DELETE" or json.loads(output)  # quiet examples answer JSON; DELETE nothing
     assert {path.suffix for path in tmp_path.iterdir()} >= {".png", ".safetensors", ".onnx"}
 
+
+
+def test_the_readme_python_examples_run_as_written(service: RunningService, tmp_path: Path) -> None:
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    sdk_blocks = [block for block in blocks if "Client(" in block]
+    assert sdk_blocks, "the README lost its SDK example"
+    for block in sdk_blocks:
+        script = tmp_path / "example.py"
+        script.write_text(block.replace(README_URL, service.url))
+        result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{block}\n{result.stdout}\n{result.stderr}"
