@@ -38,11 +38,20 @@ class ModelSpec(StrictModel):
     bn_eps: float = Field(1e-5, gt=0, le=1)
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 class DatasetRef(StrictModel):
     """Exactly one of `name` (a built-in dataset) or `id` (an uploaded one)."""
 
-    name: str | None = Field(None, min_length=1, max_length=100, description="a built-in dataset, see GET /v1/datasets")
-    id: str | None = Field(None, min_length=1, max_length=64, description="an uploaded dataset, see POST /v1/datasets")
+    # Stored specs and answers carry only the key given: {"name": "digits"} or {"id": "ds_..."}.
+    name: str | None = Field(
+        None, min_length=1, max_length=100, exclude_if=_is_none, description="a built-in dataset, see GET /v1/datasets"
+    )
+    id: str | None = Field(
+        None, min_length=1, max_length=64, exclude_if=_is_none, description="an uploaded dataset, see POST /v1/datasets"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "DatasetRef":
