@@ -53,7 +53,7 @@ def parse_upload(content: bytes, filename: str | None, label_column: str | None,
     """The dataset in `content`, validated; the format follows the file name's extension."""
     file_format = detect_format(filename)
     if len(content) > limits.max_bytes:
-        raise PayloadTooLarge("file", f"the file has {len(content):,} bytes; this service takes at most {limits.max_bytes:,}")
+        raise PayloadTooLarge("file", f"the file is larger than this service's limit of {limits.max_bytes:,} bytes")
     if not content:
         raise InvalidField("file", "the file is empty")
     if file_format == "csv":
@@ -78,7 +78,7 @@ def _read_csv(content: bytes, label_column: str | None, limits: UploadLimits) ->
     except UnicodeDecodeError as error:
         raise InvalidField("file", f"not UTF-8 text (byte {error.start}): is it really a CSV file?") from None
     try:
-        rows = [(number, [cell.strip() for cell in row]) for number, row in enumerate(csv.reader(io.StringIO(text)), 1)]
+        rows = [(number, [cell.strip() for cell in row]) for number, row in enumerate(csv.reader(io.StringIO(text), strict=True), 1)]
     except csv.Error as error:
         raise InvalidField("file", f"not a readable CSV file: {error}") from None
     rows = [(number, row) for number, row in rows if any(row)]
