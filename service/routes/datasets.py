@@ -80,13 +80,13 @@ def _default_name(filename: str | None) -> str:
     return printable[:255] or "upload"
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404, 422))
 def read_dataset(dataset_id: str, store: UploadsDep, caller: Caller) -> DatasetOut:
     """An uploaded dataset's record (built-ins are listed by GET /v1/datasets)."""
     return DatasetOut.from_record(store.get(dataset_id, caller.owner_filter))
 
 
-@router.delete("/{dataset_id}", status_code=204, responses=error_responses(403, 404))
+@router.delete("/{dataset_id}", status_code=204, responses=error_responses(403, 404, 422))
 def delete_dataset(dataset_id: str, store: UploadsDep, caller: Trainer) -> Response:
     """Delete an upload. Models trained on it keep serving (they hold their own weights and input
     standardisation); jobs still waiting for it fail as `dataset_unavailable`."""
