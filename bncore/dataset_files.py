@@ -146,7 +146,10 @@ def _first(mask: np.ndarray, data: list[tuple[int, list[str]]]) -> tuple[int, in
 
 def _labels(values: np.ndarray, what: str, data: list[tuple[int, list[str]]] | None = None) -> np.ndarray:
     """Whole numbers 0..K-1 with every class present, as int64."""
-    where = lambda index: f"line {data[index][0]}" if data is not None else f"y[{index}]"  # noqa: E731
+
+    def where(index: int) -> str:
+        return f"line {data[index][0]}" if data is not None else f"y[{index}]"
+
     fractional = np.flatnonzero(values != np.round(values))
     if len(fractional):
         raise InvalidField("file", f"{what}: {where(fractional[0])} has {values[fractional[0]]:g}; labels are whole numbers")
