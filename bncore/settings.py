@@ -29,6 +29,14 @@ class Settings(BaseSettings):
         False, description="serve without API keys on a non-loopback HOST (only behind something that authenticates)"
     )
     max_request_bytes: int = Field(16 * 2**20, ge=1024, description="largest request body (413 beyond)")
+    max_upload_bytes: int = Field(
+        64 * 2**20, ge=1024,
+        description="largest dataset file POST /v1/datasets takes (413 beyond); that one route's body may be this "
+        "plus 1 MiB of form fields, whatever MAX_REQUEST_BYTES says",
+    )
+    max_dataset_features: int = Field(
+        65_536, ge=1, description="most values per sample of an uploaded dataset (and 4096 along any one side)"
+    )
     job_submissions_per_minute: int = Field(60, ge=1, description="per owner; 429 beyond")
     max_sample_epochs: int = Field(
         50_000_000, ge=1, description="largest epochs × training samples a job may ask for (422 beyond)"

@@ -1,6 +1,7 @@
 """An httpx client typed with the API's own pydantic models."""
 
 import time
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -161,3 +162,19 @@ class Datasets:
 
     def list(self) -> list[DatasetOut]:
         return self.client.request("GET", "/v1/datasets", DatasetList).items
+
+    def upload(
+        self, path: str | Path, label_column: str | int | None = None, name: str | None = None,
+        description: str | None = None,
+    ) -> DatasetOut:
+        """Upload a .csv or .npz file; train on it with `dataset={"id": uploaded.id}`."""
+        path = Path(path)
+        fields = {"label_column": label_column, "name": name, "description": description}
+        data = {key: str(value) for key, value in fields.items() if value is not None}
+        with path.open("rb") as file:
+            return self.client.request(
+                "POST", "/v1/datasets", DatasetOut, files={"file": (path.name, file)}, data=data
+            )
+
+    def get(self, dataset_id: str) -> DatasetOut:
+        return self.client.request("GET", f"/v1/datasets/{dataset_id}", DatasetOut)

@@ -12,6 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from bncore.artifacts import ArtifactStore
 from bncore.batching import BatchingPolicy
 from bncore.database import Database
+from bncore.dataset_catalog import DatasetCatalog
+from bncore.dataset_store import DatasetStore
 from bncore.devices import limit_cpu_threads
 from bncore.experiments import ExperimentStore
 from bncore.inference import ModelCache
@@ -57,6 +59,7 @@ def build_services(settings: Settings) -> Services:
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
         api_keys=api_keys, submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
         experiments=ExperimentStore(database),
+        datasets=DatasetCatalog(DatasetStore.in_artifacts(database, settings.resolved_artifacts_dir)),
     )
 
 
@@ -87,7 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Train Batch Normalization networks as jobs; serve them with frozen test-time statistics.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes,
+        larger={datasets.UPLOAD_PATH: settings.max_upload_bytes + datasets.FORM_FIELDS_BYTES},
+    )
     install_error_handlers(app)
     for module in (jobs, models, serving, experiments, datasets, health):
         app.include_router(module.router)

@@ -6,6 +6,8 @@ from celery import Task
 
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
+from bncore.dataset_catalog import DatasetCatalog
+from bncore.dataset_store import DatasetStore
 from bncore.execution import RunLimits, Stores, run_job
 from bncore.job_store import JobStore
 from bncore.model_store import ModelStore
@@ -22,6 +24,7 @@ def _stores() -> Stores:
         models=ModelStore(database),
         artifacts=ArtifactStore(settings.resolved_artifacts_dir),
         checkpoints=ArtifactStore(settings.resolved_artifacts_dir / "checkpoints"),
+        datasets=DatasetCatalog(DatasetStore.in_artifacts(database, settings.resolved_artifacts_dir)),
     )
 
 
