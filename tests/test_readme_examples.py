@@ -1,11 +1,13 @@
-"""The README's curl examples, run as written against the running service, so they never go stale.
+"""The README's curl and SDK examples, run as written against the running service, so they never go stale.
 
-Placeholders (JOB_ID, MODEL_ID, …) become real ids. Commands that change something a later example
-needs (cancel, delete) get a throwaway job or model of their own, and whatever the README starts is
-cancelled afterwards so that it does not hold up the workers.
+Placeholders (JOB_ID, MODEL_ID, …) become real ids; DATASET_ID is the upload the README made just before.
+Commands that change something a later example needs (cancel, delete) get a throwaway job, model or
+dataset of their own, and whatever the README starts is cancelled at once so that it does not hold up
+the workers. The README's `.venv/bin/python -c` commands that make data files run too.
 """
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -21,6 +23,7 @@ from tests.support.jobs import cancel_all, job_request, long_job, submit, train,
 from tests.support.processes import ROOT
 
 README_URL = "http://127.0.0.1:8000"
+README_PYTHON = ".venv/bin/python -c "
 PLACEHOLDER = re.compile(r"\b[A-Z]+_ID\b")
 
 
@@ -51,9 +54,17 @@ def sh_commands(markdown: str) -> Iterator[str]:
                 pending = ""
 
 
+def readme_commands() -> list[str]:
+    """The README's curl commands and the python one-liners that make their data files, in order."""
+    return [
+        command for command in sh_commands((ROOT / "README.md").read_text())
+        if command.startswith(("curl ", README_PYTHON))
+    ]
+
+
 def curl_examples() -> list[CurlExample]:
     examples = []
-    for command in sh_commands((ROOT / "README.md").read_text()):
+    for command in readme_commands():
         words = shlex.split(command, comments=True)
         if words[0] != "curl":
             continue
@@ -104,7 +115,16 @@ class Ids:
             return submit(self.client, long_job())["id"]
         if placeholder == "MODEL_ID":
             return train(self.client, job_request(training={"epochs": 1}))["model_id"]
+        if placeholder == "DATASET_ID":
+            rows = "\n".join(f"{i},{i % 3},{i % 2}" for i in range(20))
+            response = self.client.post("/v1/datasets", files={"file": ("throwaway.csv", rows)})
+            assert response.status_code == 201, response.text
+            return response.json()["id"]
         raise AssertionError(f"no throwaway {placeholder} to make")
+
+    def remember(self, example: CurlExample, output: str) -> None:
+        if example.method == "POST" and example.path == "/v1/datasets":
+            self.shared["DATASET_ID"] = json.loads(output)["id"]
 
     def fill(self, example: CurlExample) -> str:
         def replace(match: re.Match[str]) -> str:
@@ -114,8 +134,9 @@ class Ids:
         return PLACEHOLDER.sub(replace, example.command)
 
 
-def run_example(command: str, service: RunningService, cwd: Path) -> str:
+def run_command(command: str, service: RunningService, cwd: Path) -> str:
     command = command.replace(README_URL, service.url).replace("curl ", "curl --fail-with-body --max-time 120 ", 1)
+    command = command.replace(README_PYTHON, f"{sys.executable} -c ", 1)
     result = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -137,16 +158,20 @@ def started_jobs(output: str) -> list[dict]:
 def test_the_readme_curl_examples_work_as_written(
     service: RunningService, client: httpx.Client, digits_model: dict, tmp_path: Path
 ) -> None:
-    examples = curl_examples()
+    examples = {example.command: example for example in curl_examples()}
     assert len(examples) >= 20, "the README lost its curl examples"
     ids = Ids(client, digits_model)
-    for example in examples:
-        output = run_example(ids.fill(example), service, tmp_path)
+    for command in readme_commands():
+        if command not in examples:
+            run_command(command, service, tmp_path)
+            continue
+        example = examples[command]
+        output = run_command(ids.fill(example), service, tmp_path)
         cancel_all(client, started_jobs(output))  # the README's jobs would hold up the workers
-        if example.command.startswith("curl -s") and not re.search(r" -(o|OJ) ", example.command):
+        ids.remember(example, output)
+        if command.startswith("curl -s") and not re.search(r" -(o|OJ) ", command):
             assert example.method == "DELETE" or json.loads(output)  # quiet examples answer JSON; DELETE nothing
     assert {path.suffix for path in tmp_path.iterdir()} >= {".png", ".safetensors", ".onnx"}
-
 
 
 def test_the_readme_python_examples_run_as_written(service: RunningService, tmp_path: Path) -> None:
@@ -156,5 +181,8 @@ def test_the_readme_python_examples_run_as_written(service: RunningService, tmp_
     for block in sdk_blocks:
         script = tmp_path / "example.py"
         script.write_text(block.replace(README_URL, service.url))
-        result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=300,
+        )
         assert result.returncode == 0, f"{block}\n{result.stdout}\n{result.stderr}"
