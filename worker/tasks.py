@@ -10,6 +10,7 @@ from bncore.execution import RunLimits, Stores, run_job
 from bncore.job_store import JobStore
 from bncore.model_store import ModelStore
 from bncore.settings import get_settings
+from bncore.structured_logs import log_context
 from worker.app import TRAIN_TASK, celery_app
 
 
@@ -33,4 +34,5 @@ def train_job(task: Task, job_id: str) -> None:
         heartbeat_seconds=settings.heartbeat_seconds,
         control_poll_seconds=settings.cancel_poll_seconds,
     )
-    run_job(job_id, _stores(), worker=task.request.hostname or "unknown", limits=limits)
+    with log_context(job_id=job_id):
+        run_job(job_id, _stores(), worker=task.request.hostname or "unknown", limits=limits)
