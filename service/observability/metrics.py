@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 PREDICT_ROUTE = "/v1/models/{model_id}/predict"
 UNMATCHED_ROUTE = "unmatched"  # any path no route serves: one label value, however many paths are probed
+# Clients may send any token as a method; others are counted as one value, so no client can add series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 BATCH_REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -51,11 +53,21 @@ class ServiceMetrics:
             buckets=BATCH_REQUEST_BUCKETS, registry=self.registry,
         )
         self._watched: Collector | None = None
+        # labels() takes a lock and builds its key each call; the children, once looked up, are kept here.
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
+        self._predict_histograms: dict[int, Histogram] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
+        key = (method if method in METHODS else "other", route, status)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self._request_counters[key] = self.http_requests.labels(key[0], route, str(status))
+        counter.inc()
         if route == PREDICT_ROUTE:
-            self.predict_latency.labels(str(status)).observe(seconds)
+            histogram = self._predict_histograms.get(status)
+            if histogram is None:
+                histogram = self._predict_histograms[status] = self.predict_latency.labels(str(status))
+            histogram.observe(seconds)
 
     def observe_batch(self, rows: int, requests: int) -> None:
         self.batch_rows.observe(rows)
