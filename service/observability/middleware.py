@@ -49,4 +49,6 @@ class RequestObserver:
                     extra={"fields": {"method": scope["method"], "path": scope["path"], "status": status,
                                       "duration_ms": round(seconds * 1000, 3)}},
                 )
-            LOG_CONTEXT.reset(token)
+        # Only once the app returned: uvicorn logs an exception that escapes it after us, in this context,
+        # and that traceback should carry the request id. Each request is a task of its own, so nothing leaks.
+        LOG_CONTEXT.reset(token)
