@@ -7,6 +7,7 @@ from functools import partial
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from bncore.artifacts import ArtifactStore
 from bncore.batching import BatchingPolicy
@@ -26,7 +27,8 @@ from service.errors import install_error_handlers
 from service.limits import BodySizeLimit, SubmissionRateLimit
 from service.observability.metrics import ServiceMetrics
 from service.observability.middleware import RequestObserver
-from service.routes import datasets, experiments, health, jobs, metrics, models, serving
+from service.openapi import install_openapi
+from service.routes import dashboard, datasets, experiments, health, jobs, metrics, models, serving
 from worker.app import broker_reachable, enqueue_training, worker_queues
 
 log = logging.getLogger(__name__)
@@ -98,4 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (jobs, models, serving, experiments, datasets, health, metrics):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+    install_openapi(app)
     return app

@@ -16,6 +16,15 @@ from service.observability.request_id import HEADER, request_id_of
 access_log = logging.getLogger("service.access")
 
 
+def route_template(scope: Scope) -> str:
+    """The route that served the request, as declared (`/v1/jobs/{job_id}`), set by the router in the scope."""
+    if (route := scope.get("route")) is not None:
+        return route.path
+    if "endpoint" in scope:  # a mounted app (the static files): its mount path
+        return f"{scope.get('root_path', '')}/*"
+    return UNMATCHED_ROUTE
+
+
 class RequestObserver:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -41,8 +50,7 @@ class RequestObserver:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = scope.get("route")
-            self.metrics.observe_request(scope["method"], getattr(route, "path", UNMATCHED_ROUTE), status, seconds)
+            self.metrics.observe_request(scope["method"], route_template(scope), status, seconds)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s %d", scope["method"], scope["path"], status,

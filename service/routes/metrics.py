@@ -9,7 +9,15 @@ from service.schemas import error_responses
 router = APIRouter(tags=["operations"])
 Operator = require("admin")
 
-METRICS_RESPONSE = {200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text format"}}
+EXAMPLE = """# HELP bnjobs_jobs jobs in each state, all workers (from the database)
+# TYPE bnjobs_jobs gauge
+bnjobs_jobs{state="queued"} 0.0
+bnjobs_jobs{state="running"} 1.0
+bnjobs_jobs{state="succeeded"} 12.0
+"""
+METRICS_RESPONSE = {
+    200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"example": EXAMPLE}}, "description": "Prometheus text format"}
+}
 
 
 @router.get("/metrics", response_class=Response, responses={**METRICS_RESPONSE, **error_responses(401, 403)})
