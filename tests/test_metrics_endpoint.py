@@ -69,12 +69,15 @@ def test_routes_are_counted_by_template_and_status_not_by_path(client: httpx.Cli
     for job_id in ("job_nope1", "job_nope2"):
         assert client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert client.get("/no/such/path").status_code == 404
+    assert client.get("/static/dashboard.css").status_code == 200
     after = scrape(client)
     labels = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": "404"}
     assert value(after, "bnjobs_http_requests_total", **labels) - value(before, "bnjobs_http_requests_total", **labels) == 2
     unmatched = {"method": "GET", "route": "unmatched", "status": "404"}
     assert value(after, "bnjobs_http_requests_total", **unmatched) - value(before, "bnjobs_http_requests_total", **unmatched) == 1
-    assert not any(dict(labels).get("route", "").startswith("/no/") for _, labels in after)
+    static = {"method": "GET", "route": "/static/*", "status": "200"}
+    assert value(after, "bnjobs_http_requests_total", **static) - value(before, "bnjobs_http_requests_total", **static) == 1
+    assert not any(dict(labels).get("route", "").startswith(("/no/", "/v1/jobs/job_")) for _, labels in after)
 
 
 def test_a_running_job_reports_its_training_speed(client: httpx.Client) -> None:
