@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bncore.artifacts import ArtifactStore
-from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, DynamicBatcher
+from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
 from bncore.drift import DriftMonitor
 from bncore.errors import InvalidField, PayloadTooLarge
 from bncore.folding import ServingGraph, serving_graph
@@ -52,10 +52,13 @@ class ServedModel:
     batcher: DynamicBatcher[Prediction]
 
     @classmethod
-    def of(cls, trained: TrainedModel, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING) -> "ServedModel":
+    def of(
+        cls, trained: TrainedModel, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING,
+        on_batch: BatchObserver | None = None,
+    ) -> "ServedModel":
         graph = serving_graph(trained, fold_batchnorm)
         drift = DriftMonitor(graph.batchnorms)
-        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching)
+        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching, on_batch)
         return cls(trained, graph, drift, batcher)
 
     @property
@@ -91,27 +94,39 @@ def _rows(prediction: Prediction, start: int, stop: int) -> Prediction:
     return Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop])
 
 
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int  # lookups answered from memory
+    misses: int  # lookups that loaded the model from its artifact
+    loaded: int  # models held now
+
+
 class ModelCache:
     """Models rebuilt from their artifacts on first use and kept, least recently used evicted first."""
 
     def __init__(
-        self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING
+        self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING,
+        on_batch: BatchObserver | None = None,
     ) -> None:
         self.artifacts = artifacts
         self.capacity = capacity
         self.fold_batchnorm = fold_batchnorm
         self.batching = batching
+        self.on_batch = on_batch
         self._models: OrderedDict[str, ServedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self._hits = self._misses = 0
 
     def get(self, record: ModelRecord) -> ServedModel:
         """The served model, loaded from its verified artifact on first use."""
         with self._lock:
             if record.id in self._models:
+                self._hits += 1
                 self._models.move_to_end(record.id)
                 return self._models[record.id]
+            self._misses += 1
         trained = TrainedModel.from_tensors(record.spec, self.artifacts.load(record.id, record.artifact_sha256))
-        loaded = ServedModel.of(trained, self.fold_batchnorm, self.batching)
+        loaded = ServedModel.of(trained, self.fold_batchnorm, self.batching, self.on_batch)
         with self._lock:
             # Two first requests may race to load: keep one, so no request feeds an orphaned drift monitor.
             model = self._models.setdefault(record.id, loaded)
@@ -123,3 +138,7 @@ class ModelCache:
     def evict(self, model_id: str) -> None:
         with self._lock:
             self._models.pop(model_id, None)
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._hits, self._misses, len(self._models))

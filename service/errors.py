@@ -20,6 +20,7 @@ from bncore.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from service.observability.request_id import current_request_id
 from service.schemas import ErrorDetail, ErrorOut, FieldError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 def error_response(status: int, code: str, message: str, fields: list[FieldError] | None = None) -> JSONResponse:
-    body = ErrorOut(error=ErrorDetail(code=code, message=message, fields=fields or []))
+    body = ErrorOut(
+        error=ErrorDetail(code=code, message=message, fields=fields or [], request_id=current_request_id())
+    )
     return JSONResponse(status_code=status, content=body.model_dump())
 
 

@@ -25,6 +25,7 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     fields: list[FieldError] = []
+    request_id: str | None = Field(None, description="the `X-Request-ID` of the request, as in the service's log")
 
 
 class ErrorOut(BaseModel):

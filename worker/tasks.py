@@ -1,5 +1,7 @@
 """Celery tasks: thin wrappers that hand a job id to the domain."""
 
+import logging
+import time
 from functools import lru_cache
 
 from celery import Task
@@ -12,7 +14,10 @@ from bncore.execution import RunLimits, Stores, run_job
 from bncore.job_store import JobStore
 from bncore.model_store import ModelStore
 from bncore.settings import get_settings
+from bncore.structured_logs import log_context
 from worker.app import TRAIN_TASK, celery_app
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -36,4 +41,8 @@ def train_job(task: Task, job_id: str) -> None:
         heartbeat_seconds=settings.heartbeat_seconds,
         control_poll_seconds=settings.cancel_poll_seconds,
     )
-    run_job(job_id, _stores(), worker=task.request.hostname or "unknown", limits=limits)
+    started = time.monotonic()
+    with log_context(job_id=job_id):
+        log.info("job %s: taken by this worker", job_id)
+        run_job(job_id, _stores(), worker=task.request.hostname or "unknown", limits=limits)
+        log.info("job %s: worker done after %.1f s", job_id, time.monotonic() - started)
