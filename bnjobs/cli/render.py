@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from bncore.specs import ModelSpec
 from service.schemas import BatchNormLayerOut, EpochMetricsOut, ExperimentOut, JobOut, ModelOut
@@ -31,7 +31,12 @@ def print_json(value: BaseModel | list[BaseModel] | list[dict[str, Any]] | dict[
 
 
 def when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+    """In the reader's time zone; the API answers in UTC."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def numeric(*headers: str) -> list[Column]:
+    return [Column(header, justify="right") for header in headers]
 
 
 def number(value: float | None, digits: int = 4) -> str:
@@ -39,14 +44,14 @@ def number(value: float | None, digits: int = 4) -> str:
 
 
 def metrics_table(metrics: list[EpochMetricsOut]) -> Table:
-    table = Table("epoch", "train loss", "train acc", "val loss", "val acc", title="metrics per epoch")
+    table = Table(*numeric("epoch", "train loss", "train acc", "val loss", "val acc"), title="metrics per epoch")
     for m in metrics:
         table.add_row(str(m.epoch), *map(number, (m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy)))
     return table
 
 
 def jobs_table(jobs: list[JobOut]) -> Table:
-    table = Table("id", "status", "epoch", "val acc", "created")
+    table = Table("id", "status", *numeric("epoch", "val acc"), "created")
     for job in jobs:
         accuracy = job.metrics[-1].val_accuracy if job.metrics else None
         progress = f"{job.progress.epoch}/{job.progress.epochs}"
@@ -82,7 +87,7 @@ def architecture(model: ModelSpec) -> str:
 
 
 def models_table(models: list[ModelOut]) -> Table:
-    table = Table("id", "dataset", "model", "parameters", "val acc", "created")
+    table = Table("id", "dataset", "model", *numeric("parameters", "val acc"), "created")
     for model in models:
         table.add_row(
             model.id, model.dataset, architecture(model.spec.model), f"{model.parameter_count:,}",
@@ -125,7 +130,8 @@ BN_COLUMNS = {
 
 
 def bn_table(model_id: str, summaries: list[dict[str, Any]]) -> Table:
-    table = Table(*BN_COLUMNS, title=f"{model_id}: BN layers (μ, σ²: running mean and variance)")
+    headers = list(BN_COLUMNS)
+    table = Table(headers[0], *numeric(*headers[1:]), title=f"{model_id}: BN layers (μ, σ²: running mean and variance)")
     for summary in summaries:
         table.add_row(summary["name"], str(summary["features"]), *(number(summary[key]) for key in list(BN_COLUMNS.values())[2:]))
     return table
@@ -134,7 +140,7 @@ def bn_table(model_id: str, summaries: list[dict[str, Any]]) -> Table:
 def experiment_table(experiment: ExperimentOut) -> Table:
     target = f", target val acc {experiment.target_accuracy}" if experiment.target_accuracy is not None else ""
     table = Table(
-        "variant", "job", "status", "final val acc", "best val acc", "epochs to target", "diverged",
+        "variant", "job", "status", *numeric("final val acc", "best val acc", "epochs to target"), "diverged",
         title=f"{experiment.name} ({experiment.status}{target})",
     )
     for v in experiment.variants:
