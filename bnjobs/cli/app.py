@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import httpx
-import numpy as np
 import typer
 
 from bnjobs.cli import render
