@@ -14,10 +14,10 @@ from service.app import create_app
 from service.embedded_workers import EmbeddedWorkers
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
-    command = parser.parse_args().command
+    command = parser.parse_args(argv).command
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
