@@ -1,19 +1,22 @@
 """Response bodies of the API. Request bodies are the domain's specs (bncore.specs)."""
 
+from __future__ import annotations
+
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bncore.batchnorm import BatchNormLayer
-from bncore.dataset_store import DatasetRecord
-from bncore.datasets import DatasetInfo
-from bncore.drift import DriftReport, DriftThresholds, LayerDrift
-from bncore.folding import folded_layer_names
-from bncore.job_store import JobRecord
-from bncore.model_store import ModelRecord
 from bncore.specs import JobSpec, Recalibration
-from bncore.metrics import EpochMetrics
+
+if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load without torch or a database
+    from bncore.batchnorm import BatchNormLayer
+    from bncore.dataset_store import DatasetRecord
+    from bncore.datasets import DatasetInfo
+    from bncore.drift import DriftReport, DriftThresholds, LayerDrift
+    from bncore.job_store import JobRecord
+    from bncore.metrics import EpochMetrics
+    from bncore.model_store import ModelRecord
 
 
 class FieldError(BaseModel):
@@ -173,6 +176,8 @@ class ModelOut(BaseModel):
 
     @classmethod
     def from_record(cls, model: ModelRecord, fold_batchnorm: bool) -> "ModelOut":
+        from bncore.folding import folded_layer_names  # imports torch, which API clients need not load
+
         folded = folded_layer_names(model.spec.model, fold_batchnorm)
         return cls(
             id=model.id, job_id=model.job_id, created_at=model.created_at, spec=model.spec,
