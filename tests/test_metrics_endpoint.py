@@ -35,7 +35,16 @@ def digits_rows(count: int) -> list[list[float]]:
     return [[float(i % 16)] * 64 for i in range(count)]
 
 
+def wait_until_no_job_runs(client: httpx.Client, timeout: float = 120) -> None:
+    """Jobs other tests left behind would finish between the two scrapes and blur the difference."""
+    deadline = time.monotonic() + timeout
+    while any(job["status"] in {"queued", "running"} for job in client.get("/v1/jobs", params={"limit": 100}).json()["items"]):
+        assert time.monotonic() < deadline, "jobs of other tests still run"
+        time.sleep(0.2)
+
+
 def test_metrics_move_with_the_jobs_and_predictions_a_user_makes(client: httpx.Client) -> None:
+    wait_until_no_job_runs(client)
     before = scrape(client)
     job = train(client, job_request(training={"epochs": 1, "seed": 7}))
     for rows in (1, 2, 3):
