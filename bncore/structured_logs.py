@@ -77,3 +77,14 @@ def configure_logging(log_format: LogFormat, level: str) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)  # warnings.warn goes through the formatter too, not raw to stderr
+    _send_library_loggers_to_root()
+
+
+def _send_library_loggers_to_root() -> None:
+    """Libraries that print on their own (torch gives `torch` and `torch.onnx` stderr handlers and stops
+    propagation when it is imported) log through the root handler instead, as one JSON line each."""
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and logger.handlers and not logger.propagate:
+            for old in logger.handlers[:]:
+                logger.removeHandler(old)
+            logger.propagate = True

@@ -9,11 +9,13 @@ from typing import Any
 JOB_ID = "job_05acec991d6c48529fd394049e15fcb0"
 MODEL_ID = "model_cffbd732a92a44ce91ed66c62ceba964"
 EXPERIMENT_ID = "exp_daaeb090d0bb4175be35bc0655779658"
+DATASET_ID = "ds_5b0e8a3cf1d24c6f9e7a21b4c8d0f3a2"
 
 PARAMETERS: dict[str, Any] = {
     "job_id": JOB_ID,
     "model_id": MODEL_ID,
     "experiment_id": EXPERIMENT_ID,
+    "dataset_id": DATASET_ID,
     "limit": 20,
     "cursor": "MjAyNi0xMS0yNVQxNDozNzo1NS43MjMwNTd8am9iXzA1YWNlYzk5",
     "format": "onnx",
@@ -102,7 +104,24 @@ EVENTS = "".join(
 )
 
 # POST /v1/jobs has its examples on the route (service.schemas.JOB_EXAMPLES).
+IRIS_CSV = (
+    "sepal_length,sepal_width,petal_length,petal_width,species\n5.1,3.5,1.4,0.2,0\n4.9,3,1.4,0.2,0\n"
+    "4.7,3.2,1.3,0.2,0\n4.6,3.1,1.5,0.2,0\n7,3.2,4.7,1.4,1\n6.4,3.2,4.5,1.5,1\n6.9,3.1,4.9,1.5,1\n"
+    "5.5,2.3,4,1.3,1\n6.3,3.3,6,2.5,2\n5.8,2.7,5.1,1.9,2\n7.1,3,5.9,2.1,2\n6.3,2.9,5.6,1.8,2\n"
+)
+BUILTIN_DATASET = {
+    "name": "iris", "description": "Iris flowers: 4 measurements, 3 species (scikit-learn)", "input_shape": [4],
+    "num_classes": 3, "num_samples": 150, "source": "builtin", "id": None, "sha256": None, "format": None,
+    "created_at": None,
+}
+UPLOADED_DATASET = {
+    "name": "my iris", "description": "", "input_shape": [4], "num_classes": 3, "num_samples": 12,
+    "source": "upload", "id": DATASET_ID, "sha256": "4c1f0b8e2d7a9c3e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6",
+    "format": "csv", "created_at": "2026-11-25T15:02:41.118204Z",
+}
+
 REQUESTS: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/datasets"): {"file": IRIS_CSV, "label_column": "species", "name": "my iris"},
     ("POST", "/v1/models/{model_id}/predict"): {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
     ("POST", "/v1/models/{model_id}/recalibrate"): {"max_samples": 100},
     ("POST", "/v1/experiments"): EXPERIMENT_REQUEST,
@@ -131,10 +150,9 @@ RESPONSES: dict[tuple[str, str], Any] = {
         for variant in EXPERIMENT["variants"]
     ]},
     ("GET", "/v1/experiments/{experiment_id}"): EXPERIMENT,
-    ("GET", "/v1/datasets"): {"items": [{
-        "name": "iris", "description": "Iris flowers: 4 measurements, 3 species (scikit-learn)", "input_shape": [4],
-        "num_classes": 3, "num_samples": 150,
-    }]},
+    ("GET", "/v1/datasets"): {"items": [BUILTIN_DATASET, UPLOADED_DATASET]},
+    ("POST", "/v1/datasets"): UPLOADED_DATASET,
+    ("GET", "/v1/datasets/{dataset_id}"): UPLOADED_DATASET,
     ("GET", "/healthz"): {"status": "ok"},
     ("GET", "/readyz"): {"status": "ready", "checks": {"database": True, "broker": True, "artifacts": True}},
 }

@@ -274,7 +274,7 @@ class PredictIn(BaseModel):
 
     inputs: list[Any] = Field(
         description="samples, each shaped as the model's input_shape, in raw (unstandardised) units",
-        examples=[[[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8]],
+        examples=[[[5.1, 3.5, 1.4, 0.2]]],
     )
 
 

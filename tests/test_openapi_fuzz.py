@@ -81,9 +81,11 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
     try:
         wait_ready(url, process, data_dir / "service.log")
         with httpx.Client(base_url=url, timeout=60) as client:
-            small = {"hidden_sizes": [16]}
-            job = train(client, job_request(model=small, training={"epochs": 1}))
-            doomed = train(client, job_request(model=small, training={"epochs": 1, "seed": 1}))
+            # Iris, as the OpenAPI examples: the predict example's rows then fit the model.
+            small = {"hidden_sizes": [16], "num_classes": 3}
+            iris = {"name": "iris"}
+            job = train(client, job_request(model=small, dataset=iris, training={"epochs": 1}))
+            doomed = train(client, job_request(model=small, dataset=iris, training={"epochs": 1, "seed": 1}))
             yield FuzzTarget(url, job["model_id"], doomed["model_id"], job["id"])
             _cancel_unfinished(client)
     finally:
