@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, description="workers a job may lose before it fails as `worker_lost`")
     job_time_limit_seconds: float = Field(3600.0, gt=0, description="a job running longer fails as `timeout`")
+    checkpoint_seconds: float = Field(
+        30.0, ge=0, description="the least time between two checkpoints of a running job; 0: after every epoch"
+    )
 
     @model_validator(mode="after")
     def _stale_after_several_heartbeats(self) -> "Settings":
