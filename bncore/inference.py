@@ -1,6 +1,7 @@
 """Serving: checking raw prediction inputs, the served form of a model, and an LRU cache of them."""
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
@@ -12,7 +13,7 @@ import torch
 from bncore.artifacts import ArtifactStore
 from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, DynamicBatcher
 from bncore.drift import DriftMonitor
-from bncore.errors import InvalidField, PayloadTooLarge
+from bncore.errors import InvalidField, ModelNotFound, PayloadTooLarge
 from bncore.folding import ServingGraph, serving_graph
 from bncore.model_store import ModelRecord
 from bncore.trained_model import Prediction, TrainedModel
@@ -67,15 +68,24 @@ class ServedModel:
 
         InvalidField when finite inputs still overflow the network: an answer of NaNs is no answer.
         """
-        prediction = self.batcher.run(raw_inputs)
-        overflowed = (~torch.isfinite(prediction.logits)).any(dim=1).nonzero()
-        if len(overflowed):
-            raise InvalidField(f"inputs[{int(overflowed[0])}]", "values so large the network overflows float32")
-        return prediction
+        return _finite(self.batcher.run(raw_inputs))
+
+    async def predict_async(self, raw_inputs: torch.Tensor) -> Prediction:
+        """As `predict`, awaited: no thread waits for the batch, and the forward pass runs off the event loop."""
+        return _finite(await self.batcher.run_async(raw_inputs))
 
     def serving_stats(self) -> BatchingStats:
         """Requests, rows and forward passes since this process loaded the model."""
         return self.batcher.stats()
+
+
+def _finite(prediction: Prediction) -> Prediction:
+    if torch.isfinite(prediction.logits).all():
+        return prediction
+    overflowed = (~torch.isfinite(prediction.logits)).any(dim=1).nonzero()
+    if len(overflowed):
+        raise InvalidField(f"inputs[{int(overflowed[0])}]", "values so large the network overflows float32")
+    return prediction
 
 
 @torch.inference_mode()
@@ -91,35 +101,76 @@ def _rows(prediction: Prediction, start: int, stop: int) -> Prediction:
     return Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop])
 
 
+@dataclass
+class _Cached:
+    model: ServedModel
+    record: ModelRecord
+    checked_at: float  # time.monotonic() when the record was last read from the database
+
+
 class ModelCache:
-    """Models rebuilt from their artifacts on first use and kept, least recently used evicted first."""
+    """Models rebuilt from their artifacts on first use and kept, least recently used evicted first.
+
+    Each keeps its model record, so a request for a cached model needs no database read: records
+    never change, only deletion ends them. A model deleted through this process is evicted and never
+    served again here. One deleted through another API process is noticed when its record is read
+    again, at most `recheck_seconds` after the last read; until then this process still serves it.
+    """
 
     def __init__(
-        self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING
+        self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING,
+        recheck_seconds: float = 5.0,
     ) -> None:
         self.artifacts = artifacts
         self.capacity = capacity
         self.fold_batchnorm = fold_batchnorm
         self.batching = batching
-        self._models: OrderedDict[str, ServedModel] = OrderedDict()
+        self.recheck_seconds = recheck_seconds
+        self._models: OrderedDict[str, _Cached] = OrderedDict()
+        self._deleted: set[str] = set()  # model ids are never reused
         self._lock = threading.Lock()
 
+    def lookup(self, model_id: str, owner: str | None) -> ServedModel | None:
+        """The cached model, if its record was read recently; None: read the record and call `get`.
+
+        With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers.
+        """
+        with self._lock:
+            cached = self._models.get(model_id)
+            if cached is None or time.monotonic() - cached.checked_at > self.recheck_seconds:
+                return None
+            self._models.move_to_end(model_id)
+        if owner is not None and cached.record.owner != owner:
+            raise ModelNotFound(model_id)
+        return cached.model
+
     def get(self, record: ModelRecord) -> ServedModel:
-        """The served model, loaded from its verified artifact on first use."""
+        """The served model of a record just read from the database, loaded from its verified artifact on first use."""
         with self._lock:
+            self._refuse_deleted(record.id)
             if record.id in self._models:
+                cached = self._models[record.id]
+                cached.checked_at = time.monotonic()
                 self._models.move_to_end(record.id)
-                return self._models[record.id]
+                return cached.model
         trained = TrainedModel.from_tensors(record.spec, self.artifacts.load(record.id, record.artifact_sha256))
-        loaded = ServedModel.of(trained, self.fold_batchnorm, self.batching)
+        loaded = _Cached(ServedModel.of(trained, self.fold_batchnorm, self.batching), record, time.monotonic())
         with self._lock:
+            # A deletion may have come while the artifact loaded: a deleted model never enters the cache.
+            self._refuse_deleted(record.id)
             # Two first requests may race to load: keep one, so no request feeds an orphaned drift monitor.
-            model = self._models.setdefault(record.id, loaded)
+            cached = self._models.setdefault(record.id, loaded)
             self._models.move_to_end(record.id)
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
-        return model
+        return cached.model
 
     def evict(self, model_id: str) -> None:
+        """Forget a deleted model for good: a request that read its record before the deletion cannot bring it back."""
         with self._lock:
             self._models.pop(model_id, None)
+            self._deleted.add(model_id)
+
+    def _refuse_deleted(self, model_id: str) -> None:
+        if model_id in self._deleted:
+            raise ModelNotFound(model_id)

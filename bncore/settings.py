@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     )
     max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")
     model_cache_size: int = Field(32, ge=1, description="models kept loaded for inference")
+    model_recheck_seconds: float = Field(
+        5.0, ge=0, description="how long an API process serves a cached model without reading its record again; "
+        "a model deleted through another API process is served by this one for at most this long",
+    )
     cancel_poll_seconds: float = Field(1.0, gt=0, description="how often a running job looks for a cancel request")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often a running job's worker reports it is alive")
     job_stale_seconds: float = Field(

@@ -48,7 +48,7 @@ def build_services(settings: Settings) -> Services:
         artifacts=artifacts,
         cache=ModelCache(
             artifacts, settings.model_cache_size, settings.fold_batchnorm,
-            BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
+            BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms), settings.model_recheck_seconds,
         ),
         enqueue=enqueue_training, broker_reachable=broker_reachable,
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
