@@ -53,13 +53,14 @@ class _Request(Generic[Result]):
         self.inputs = inputs
         self.rows = len(inputs)
         self.future = future  # a coroutine's request is answered through its future, on its event loop
-        self.answered = threading.Event()  # a thread's: set once answered, or once it is its turn to lead
+        # A thread's request: set once answered, or once it is its turn to lead.
+        self.answered = threading.Event() if future is None else None
         self.leads = False
         self.result: Result | None = None
         self.error: BaseException | None = None
 
     def answer(self) -> None:
-        if self.future is None:
+        if self.answered is not None:
             self.answered.set()
         else:
             try:
@@ -103,7 +104,7 @@ class DynamicBatcher(Generic[Result]):
         request: _Request[Result] = _Request(inputs)
         follows = self._enqueue(request)
         if follows:
-            request.answered.wait()
+            request.answered.wait()  # type: ignore[union-attr]
         if request.leads or not follows:
             self._lead()
         if request.error is not None:
@@ -166,7 +167,7 @@ class DynamicBatcher(Generic[Result]):
                     request.answer()
             if successor is None:
                 return
-            if successor.future is None:
+            if successor.answered is not None:
                 successor.answered.set()
                 return
 

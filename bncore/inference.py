@@ -19,6 +19,9 @@ from bncore.model_store import ModelRecord
 from bncore.trained_model import Prediction, TrainedModel
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch.Tensor:
     """Rows shaped (N, *input_shape) of finite numbers as float32; InvalidField('inputs') otherwise."""
     expected = f"[N, {', '.join(map(str, input_shape))}]"
@@ -34,11 +37,11 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
         raise InvalidField("inputs", "a number too large for a 64-bit float") from None
     if array.shape[1:] != input_shape:
         raise InvalidField("inputs", f"expected shape {expected}, got {list(array.shape)}")
-    bad = np.argwhere(~np.isfinite(array))
-    if len(bad):
+    if not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))
         raise InvalidField(f"inputs[{bad[0][0]}]", "NaN or infinite values; every input must be a finite number")
-    too_large = np.argwhere(np.abs(array) > np.finfo(np.float32).max)
-    if len(too_large):
+    if np.abs(array).max() > FLOAT32_MAX:
+        too_large = np.argwhere(np.abs(array) > FLOAT32_MAX)
         raise InvalidField(f"inputs[{too_large[0][0]}]", "values beyond the float32 range the model computes in")
     return torch.from_numpy(array.astype(np.float32))
 
@@ -50,7 +53,7 @@ class ServedModel:
     trained: TrainedModel  # the training form, as stored
     graph: ServingGraph
     drift: DriftMonitor
-    batcher: DynamicBatcher[Prediction]
+    batcher: DynamicBatcher["_Answer"]
 
     @classmethod
     def of(cls, trained: TrainedModel, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING) -> "ServedModel":
@@ -68,37 +71,46 @@ class ServedModel:
 
         InvalidField when finite inputs still overflow the network: an answer of NaNs is no answer.
         """
-        return _finite(self.batcher.run(raw_inputs))
+        return _checked(self.batcher.run(raw_inputs))
 
     async def predict_async(self, raw_inputs: torch.Tensor) -> Prediction:
         """As `predict`, awaited: no thread waits for the batch, and the forward pass runs off the event loop."""
-        return _finite(await self.batcher.run_async(raw_inputs))
+        return _checked(await self.batcher.run_async(raw_inputs))
 
     def serving_stats(self) -> BatchingStats:
         """Requests, rows and forward passes since this process loaded the model."""
         return self.batcher.stats()
 
 
-def _finite(prediction: Prediction) -> Prediction:
-    if torch.isfinite(prediction.logits).all():
-        return prediction
-    overflowed = (~torch.isfinite(prediction.logits)).any(dim=1).nonzero()
-    if len(overflowed):
-        raise InvalidField(f"inputs[{int(overflowed[0])}]", "values so large the network overflows float32")
-    return prediction
+@dataclass(frozen=True)
+class _Answer:
+    prediction: Prediction
+    overflowed: list[int]  # rows whose logits are not all finite, usually none
+
+
+def _checked(answer: _Answer) -> Prediction:
+    if answer.overflowed:
+        raise InvalidField(f"inputs[{answer.overflowed[0]}]", "values so large the network overflows float32")
+    return answer.prediction
 
 
 @torch.inference_mode()
-def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> Prediction:
+def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> _Answer:
     """One forward pass; the BN inputs seen add to the drift monitor's moments."""
     activations: dict[str, torch.Tensor] = {}
     logits = graph.forward(raw_inputs, observe=activations.__setitem__)
     drift.record(len(raw_inputs), activations)
-    return Prediction.from_logits(logits)
+    finite = torch.isfinite(logits).all(dim=1)
+    overflowed = [] if finite.all() else (~finite).nonzero().flatten().tolist()
+    return _Answer(Prediction.from_logits(logits), overflowed)
 
 
-def _rows(prediction: Prediction, start: int, stop: int) -> Prediction:
-    return Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop])
+def _rows(answer: _Answer, start: int, stop: int) -> _Answer:
+    prediction = answer.prediction
+    return _Answer(
+        Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop]),
+        [row - start for row in answer.overflowed if start <= row < stop],
+    )
 
 
 @dataclass
