@@ -126,10 +126,18 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
             layers.append((name, fold_into(module, children[absorbed[name]])))
         else:
             served = copy.deepcopy(module)
+            if getattr(served, "inplace", None) is False:
+                # An activation overwrites its input, which nothing reads again: no new tensor to allocate and fill.
+                served.inplace = True
             layers.append((name, served))
             if isinstance(served, BatchNorm):
                 batchnorms.append(ServedBatchNorm(name, served, folded_into=None))
-    return ServingGraph(nn.Sequential(OrderedDict(layers)).eval(), tuple(batchnorms))
+    network = nn.Sequential(OrderedDict(layers)).eval()
+    if any(isinstance(module, nn.Conv2d) for module in network.modules()):
+        # NHWC weights make every layer after the first convolution NHWC too, where CPU convolutions and
+        # max-pooling vectorise over channels: in NCHW, pooling 8×8 images costs more than the convolutions.
+        network.to(memory_format=torch.channels_last)
+    return ServingGraph(network, tuple(batchnorms))
 
 
 def folded_layer_names(spec: ModelSpec, fold: bool) -> list[str]:
