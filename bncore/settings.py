@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     )
     api_threads: int = Field(
         64, ge=1, le=1024,
-        description="threads the API runs blocking route handlers in (anyio's default is 40); a predict request "
-        "holds one while it waits for its batch, so fewer than MAX_BATCH_SIZE caps the batches",
+        description="threads the API runs blocking route handlers in (anyio's default is 40); predict holds none "
+        "while it waits for its batch",
     )
     max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")
     model_cache_size: int = Field(32, ge=1, description="models kept loaded for inference")

@@ -65,8 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        # Sync routes (predict among them) run in anyio's default thread pool; a predict request holds
-        # its thread while it waits for its batch, so the pool bounds how many can share one.
+        # Sync routes run in anyio's default thread pool; predict is async and holds no thread while it waits.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         recovery = RecoveryLoop(
             partial(
