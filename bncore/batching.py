@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 import torch
 
 Result = TypeVar("Result")
+BatchObserver = Callable[[int, int], None]  # (rows, requests) of each forward pass, e.g. for a metrics histogram
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,11 @@ class DynamicBatcher(Generic[Result]):
     """Runs `forward` on the rows of several callers at once; `rows(result, start, stop)` cuts a caller's part out."""
 
     def __init__(
-        self, forward: Callable[[torch.Tensor], Result], rows: Callable[[Result, int, int], Result], policy: BatchingPolicy
+        self, forward: Callable[[torch.Tensor], Result], rows: Callable[[Result, int, int], Result], policy: BatchingPolicy,
+        on_batch: BatchObserver | None = None,
     ) -> None:
         self.policy = policy
+        self._on_batch = on_batch
         self._forward = forward
         self._rows = rows
         self._lock = threading.Lock()
@@ -195,3 +198,5 @@ class DynamicBatcher(Generic[Result]):
             self._row_count += sum(request_rows)
             self._passes += 1
             self._largest = max(self._largest, sum(request_rows))
+        if self._on_batch is not None:
+            self._on_batch(sum(request_rows), len(request_rows))

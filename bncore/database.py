@@ -104,6 +104,23 @@ class ExperimentRow(Base):
     variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
 
+class DatasetRow(Base):
+    """An uploaded dataset; its samples live in the artifact store as `datasets/<id>.safetensors`."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(8))
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    num_samples: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the API read while a worker writes; both wait (busy_timeout) instead of failing.
     cursor = dbapi_connection.cursor()

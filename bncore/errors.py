@@ -28,6 +28,13 @@ class ModelNotFound(NotFound):
         super().__init__(f"no model with id '{model_id}'")
 
 
+class DatasetNotFound(NotFound):
+    code = "dataset_not_found"
+
+    def __init__(self, dataset_id: str) -> None:
+        super().__init__(f"no uploaded dataset with id '{dataset_id}'")
+
+
 class InvalidField(DomainError):
     """A request that parsed but asks for something impossible, pinned to the field at fault."""
 
@@ -59,6 +66,12 @@ class ArtifactUnavailable(ServiceUnavailable):
     """The stored weights of a model are missing or damaged; the model cannot be served."""
 
     code = "artifact_unavailable"
+
+
+class DatasetUnavailable(ServiceUnavailable):
+    """An uploaded dataset a job needs was deleted, or its stored file is missing or damaged."""
+
+    code = "dataset_unavailable"
 
 
 class QueueUnavailable(ServiceUnavailable):

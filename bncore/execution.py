@@ -10,15 +10,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from bncore.artifacts import ArtifactStore
 from bncore.checkpoints import Checkpoint
-from bncore.datasets import load_dataset, prepare_data
+from bncore.dataset_catalog import BUILT_INS, DatasetCatalog
+from bncore.datasets import prepare_data
 from bncore.devices import training_device
-from bncore.errors import ArtifactUnavailable
+from bncore.errors import ArtifactUnavailable, DatasetUnavailable
 from bncore.job_store import JobRecord, JobStore, Lease, LeaseLost
 from bncore.metrics import EpochMetrics
 from bncore.model_store import ModelStore, new_model_id
@@ -53,11 +54,14 @@ class Stores:
     models: ModelStore
     artifacts: ArtifactStore
     checkpoints: ArtifactStore
+    datasets: DatasetCatalog = field(default_factory=DatasetCatalog)
 
 
-def train_model(spec: JobSpec, device: torch.device, **callbacks: Callable) -> tuple[TrainedModel, list[EpochMetrics]]:
+def train_model(
+    spec: JobSpec, device: torch.device, datasets: DatasetCatalog = BUILT_INS, **callbacks: Callable
+) -> tuple[TrainedModel, list[EpochMetrics]]:
     """Seeded end to end: the same spec on the same device gives the same weights."""
-    dataset = load_dataset(spec.dataset.name)
+    dataset = datasets.load(spec.dataset)
     input_shape = tuple(spec.model.input_shape or dataset.info.input_shape)
     data = prepare_data(dataset, input_shape, spec.training.validation_fraction, spec.training.seed).to(device)
     torch.manual_seed(spec.training.seed)
@@ -214,7 +218,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
         with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost, \
                 EpochRecorder(lambda metrics: jobs.record_epoch(lease, metrics), lost) as recorder:
             trained, history = train_model(
-                spec, device, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost), resume=checkpoint
+                spec, device, stores.datasets, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost), resume=checkpoint
             )
             recorder.flush()
             _store_model(lease, job.owner, trained, history[-1].__dict__, stores)
@@ -228,6 +232,8 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
         jobs.fail(job_id, "timeout", f"the job ran past its time limit of {limits.time_limit_seconds:g} s", lease)
     except TrainingDiverged as error:
         jobs.fail(job_id, "diverged", str(error), lease)
+    except DatasetUnavailable as error:
+        jobs.fail(job_id, error.code, error.message, lease)
     except Exception as error:
         log.exception("job %s failed", job_id)
         jobs.fail(job_id, "internal_error", f"{type(error).__name__}: {error}", lease)
@@ -241,10 +247,12 @@ def _run_recalibration(lease: Lease, job: JobRecord, stores: Stores) -> None:
     try:
         parent = stores.models.get(recalibration.parent_model_id)
         trained = TrainedModel.from_tensors(parent.spec, stores.artifacts.load(parent.id, parent.artifact_sha256))
-        model, validation = recalibrate(trained, recalibration)
+        model, validation = recalibrate(trained, recalibration, stores.datasets)
         _store_model(lease, job.owner, model, parent.final_metrics | validation, stores, parent_id=parent.id)
     except LeaseLost:
         log.warning("recalibration job %s was queued again while this worker ran it; stopping", job.id)
+    except DatasetUnavailable as error:
+        stores.jobs.fail(job.id, error.code, error.message, lease)
     except Exception as error:
         log.exception("recalibration job %s failed", job.id)
         stores.jobs.fail(job.id, "internal_error", f"{type(error).__name__}: {error}", lease)

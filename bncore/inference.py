@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from bncore.artifacts import ArtifactStore
-from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, DynamicBatcher
+from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
 from bncore.drift import DriftMonitor
 from bncore.errors import InvalidField, ModelNotFound, PayloadTooLarge
 from bncore.folding import ServingGraph, serving_graph
@@ -56,10 +56,13 @@ class ServedModel:
     batcher: DynamicBatcher["_Answer"]
 
     @classmethod
-    def of(cls, trained: TrainedModel, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING) -> "ServedModel":
+    def of(
+        cls, trained: TrainedModel, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING,
+        on_batch: BatchObserver | None = None,
+    ) -> "ServedModel":
         graph = serving_graph(trained, fold_batchnorm)
         drift = DriftMonitor(graph.batchnorms)
-        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching)
+        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching, on_batch)
         return cls(trained, graph, drift, batcher)
 
     @property
@@ -120,6 +123,13 @@ class _Cached:
     checked_at: float  # time.monotonic() when the record was last read from the database
 
 
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int  # lookups answered from memory
+    misses: int  # lookups that loaded the model from its artifact
+    loaded: int  # models held now
+
+
 class ModelCache:
     """Models rebuilt from their artifacts on first use and kept, least recently used evicted first.
 
@@ -131,16 +141,18 @@ class ModelCache:
 
     def __init__(
         self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING,
-        recheck_seconds: float = 5.0,
+        on_batch: BatchObserver | None = None, recheck_seconds: float = 5.0,
     ) -> None:
         self.artifacts = artifacts
         self.capacity = capacity
         self.fold_batchnorm = fold_batchnorm
         self.batching = batching
+        self.on_batch = on_batch
         self.recheck_seconds = recheck_seconds
         self._models: OrderedDict[str, _Cached] = OrderedDict()
         self._deleted: set[str] = set()  # model ids are never reused
         self._lock = threading.Lock()
+        self._hits = self._misses = 0
 
     def lookup(self, model_id: str, owner: str | None) -> ServedModel | None:
         """The cached model, if its record was read recently; None: read the record and call `get`.
@@ -151,6 +163,7 @@ class ModelCache:
             cached = self._models.get(model_id)
             if cached is None or time.monotonic() - cached.checked_at > self.recheck_seconds:
                 return None
+            self._hits += 1
             self._models.move_to_end(model_id)
         if owner is not None and cached.record.owner != owner:
             raise ModelNotFound(model_id)
@@ -161,12 +174,15 @@ class ModelCache:
         with self._lock:
             self._refuse_deleted(record.id)
             if record.id in self._models:
+                self._hits += 1
                 cached = self._models[record.id]
                 cached.checked_at = time.monotonic()
                 self._models.move_to_end(record.id)
                 return cached.model
+            self._misses += 1
         trained = TrainedModel.from_tensors(record.spec, self.artifacts.load(record.id, record.artifact_sha256))
-        loaded = _Cached(ServedModel.of(trained, self.fold_batchnorm, self.batching), record, time.monotonic())
+        served = ServedModel.of(trained, self.fold_batchnorm, self.batching, self.on_batch)
+        loaded = _Cached(served, record, time.monotonic())
         with self._lock:
             # A deletion may have come while the artifact loaded: a deleted model never enters the cache.
             self._refuse_deleted(record.id)
@@ -182,6 +198,10 @@ class ModelCache:
         with self._lock:
             self._models.pop(model_id, None)
             self._deleted.add(model_id)
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._hits, self._misses, len(self._models))
 
     def _refuse_deleted(self, model_id: str) -> None:
         if model_id in self._deleted:

@@ -2,7 +2,8 @@
 
 import math
 
-from bncore.datasets import load_dataset, split_indices
+from bncore.dataset_catalog import BUILT_INS, DatasetCatalog
+from bncore.datasets import split_indices
 from bncore.errors import InvalidField
 from bncore.networks import parameter_count
 from bncore.specs import JobSpec, num_features
@@ -13,9 +14,12 @@ def _cnn_shape_hint(features: int) -> str:
     return f", e.g. [1, {side}, {side}]" if side * side == features else ""
 
 
-def plan_job(spec: JobSpec, max_parameters: int, max_sample_epochs: int, max_seconds: float = math.inf) -> JobSpec:
+def plan_job(
+    spec: JobSpec, max_parameters: int, max_sample_epochs: int, max_seconds: float = math.inf,
+    datasets: DatasetCatalog = BUILT_INS,
+) -> JobSpec:
     """The spec with `model.input_shape` filled in from the dataset; InvalidField names what is wrong."""
-    info = load_dataset(spec.dataset.name).info
+    info = datasets.info(spec.dataset)
     features = num_features(info.input_shape)
     shape = spec.model.input_shape or list(info.input_shape)
     if spec.model.architecture == "cnn" and len(shape) != 3:

@@ -2,7 +2,8 @@
 
 import torch
 
-from bncore.datasets import load_dataset, prepare_data, raw_samples, split_indices
+from bncore.dataset_catalog import BUILT_INS, DatasetCatalog
+from bncore.datasets import prepare_data, raw_samples, split_indices
 from bncore.errors import InvalidField
 from bncore.population_statistics import recalibrated
 from bncore.specs import JobSpec, Recalibration, RecalibrationRequest, num_features
@@ -10,40 +11,52 @@ from bncore.trained_model import TrainedModel
 from bncore.training import evaluate
 
 
-def check_recalibration(model_spec: JobSpec, request: RecalibrationRequest) -> None:
-    """InvalidField when the data cannot feed the model."""
+def check_recalibration(model_spec: JobSpec, request: RecalibrationRequest, datasets: DatasetCatalog = BUILT_INS) -> None:
+    """InvalidField when the data cannot feed the model, or the model's own data (its validation split) is gone."""
+    try:
+        datasets.info(model_spec.dataset)
+    except InvalidField:
+        raise InvalidField(
+            "model_id",
+            f"the model was trained on dataset '{model_spec.dataset.id}', which was deleted: its validation split, "
+            "which scores the recalibrated model, is gone",
+        ) from None
     if request.dataset is None:
         return
-    info = load_dataset(request.dataset.name).info
+    info = datasets.info(request.dataset)
     expected = num_features(model_spec.model.input_shape or [])
     if num_features(info.input_shape) != expected:
         raise InvalidField(
-            "dataset.name",
+            request.dataset.field,
             f"dataset '{info.name}' has {num_features(info.input_shape)} features per sample; the model takes {expected}",
         )
 
 
-def recalibration_inputs(spec: JobSpec, recalibration: Recalibration) -> torch.Tensor:
+def recalibration_inputs(
+    spec: JobSpec, recalibration: Recalibration, datasets: DatasetCatalog = BUILT_INS
+) -> torch.Tensor:
     """Raw samples to measure: the model's training split, or all of another dataset; a seeded subset if asked."""
     input_shape = tuple(spec.model.input_shape or ())
     if recalibration.dataset is None:
-        dataset = load_dataset(spec.dataset.name)
+        dataset = datasets.load(spec.dataset)
         train, _ = split_indices(dataset.info.num_samples, spec.training.validation_fraction, spec.training.seed)
         inputs = raw_samples(dataset, input_shape, train)
     else:
-        inputs = raw_samples(load_dataset(recalibration.dataset.name), input_shape)
+        inputs = raw_samples(datasets.load(recalibration.dataset), input_shape)
     if recalibration.max_samples is not None and recalibration.max_samples < len(inputs):
         subset = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(spec.training.seed))
         inputs = inputs[subset[:recalibration.max_samples]]
     return inputs
 
 
-def recalibrate(parent: TrainedModel, recalibration: Recalibration) -> tuple[TrainedModel, dict[str, float]]:
+def recalibrate(
+    parent: TrainedModel, recalibration: Recalibration, datasets: DatasetCatalog = BUILT_INS
+) -> tuple[TrainedModel, dict[str, float]]:
     """The recalibrated model, and its loss and accuracy on the parent's validation split."""
-    model = recalibrated(parent, recalibration_inputs(parent.spec, recalibration))
+    model = recalibrated(parent, recalibration_inputs(parent.spec, recalibration, datasets))
     spec = parent.spec
     data = prepare_data(
-        load_dataset(spec.dataset.name), parent.input_shape, spec.training.validation_fraction, spec.training.seed
+        datasets.load(spec.dataset), parent.input_shape, spec.training.validation_fraction, spec.training.seed
     )
     val_loss, val_accuracy = evaluate(model.network, data.x_val, data.y_val)
     return model, {"val_loss": val_loss, "val_accuracy": val_accuracy}

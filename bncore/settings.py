@@ -2,8 +2,9 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +30,14 @@ class Settings(BaseSettings):
         False, description="serve without API keys on a non-loopback HOST (only behind something that authenticates)"
     )
     max_request_bytes: int = Field(16 * 2**20, ge=1024, description="largest request body (413 beyond)")
+    max_upload_bytes: int = Field(
+        64 * 2**20, ge=1024,
+        description="largest dataset file POST /v1/datasets takes (413 beyond); that one route's body may be this "
+        "plus 1 MiB of form fields, whatever MAX_REQUEST_BYTES says",
+    )
+    max_dataset_features: int = Field(
+        65_536, ge=1, description="most values per sample of an uploaded dataset (and 4096 along any one side)"
+    )
     job_submissions_per_minute: int = Field(60, ge=1, description="per owner; 429 beyond")
     max_sample_epochs: int = Field(
         50_000_000, ge=1, description="largest epochs × training samples a job may ask for (422 beyond)"
@@ -84,6 +93,21 @@ class Settings(BaseSettings):
     drift_variance_ratio_min: float = Field(0.5, gt=0, lt=1, description="...or their variances shrink below this ratio")
     drift_variance_ratio_max: float = Field(2.0, gt=1, description="...or grow beyond this ratio")
     drift_min_samples: int = Field(100, ge=1, description="samples a model serves before any layer can be flagged")
+
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json`: one JSON object per log line (API and workers); `text`: one plain line"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="least severe level logged")
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @property
     def resolved_inference_threads(self) -> int:

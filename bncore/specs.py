@@ -7,7 +7,7 @@ These pydantic models are the contract shared by the API (request bodies) and th
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Activation = Literal["relu", "sigmoid", "tanh", "gelu", "elu", "selu"]
 Width = Annotated[int, Field(ge=1, le=8192)]
@@ -38,8 +38,31 @@ class ModelSpec(StrictModel):
     bn_eps: float = Field(1e-5, gt=0, le=1)
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 class DatasetRef(StrictModel):
-    name: str = Field(min_length=1, max_length=100, description="a built-in dataset, see GET /v1/datasets")
+    """Exactly one of `name` (a built-in dataset) or `id` (an uploaded one)."""
+
+    # Stored specs and answers carry only the key given: {"name": "digits"} or {"id": "ds_..."}.
+    name: str | None = Field(
+        None, min_length=1, max_length=100, exclude_if=_is_none, description="a built-in dataset, see GET /v1/datasets"
+    )
+    id: str | None = Field(
+        None, min_length=1, max_length=64, exclude_if=_is_none, description="an uploaded dataset, see POST /v1/datasets"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "DatasetRef":
+        if (self.name is None) == (self.id is None):
+            raise ValueError("give exactly one of `name` (a built-in dataset) or `id` (an uploaded dataset)")
+        return self
+
+    @property
+    def field(self) -> str:
+        """The request field that names this dataset, for errors about it."""
+        return "dataset.id" if self.id is not None else "dataset.name"
 
 
 class TrainingSpec(StrictModel):

@@ -8,6 +8,6 @@
     model.predict(x)            # class indices, a numpy array
 """
 
-from bnjobs.client import ApiError, Client, Job, JobFailed, Model
+from bnjobs.client import ApiError, Client, Experiment, Job, JobFailed, Model
 
-__all__ = ["ApiError", "Client", "Job", "JobFailed", "Model"]
+__all__ = ["ApiError", "Client", "Experiment", "Job", "JobFailed", "Model"]

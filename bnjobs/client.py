@@ -1,6 +1,8 @@
 """An httpx client typed with the API's own pydantic models."""
 
 import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -8,10 +10,13 @@ import numpy as np
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from service.schemas import BatchNormOut, DatasetList, DatasetOut, JobOut, ModelOut, PredictOut
+from service.schemas import (
+    BatchNormOut, DatasetList, DatasetOut, ExperimentOut, JobOut, JobPage, ModelOut, ModelPage, PredictOut,
+)
 
 Response = TypeVar("Response", bound=BaseModel)
 FINISHED = {"succeeded", "failed", "cancelled"}
+PAGE_LIMIT = 100  # the most items the API returns in one page
 
 
 class ApiError(Exception):
@@ -36,6 +41,7 @@ class Client:
         self.jobs = Jobs(self)
         self.models = Models(self)
         self.datasets = Datasets(self)
+        self.experiments = Experiments(self)
 
     def request(self, method: str, path: str, answer: type[Response], **kwargs: Any) -> Response:
         response = self.http.request(method, path, **kwargs)
@@ -46,6 +52,21 @@ class Client:
                 error = {"code": "http_error", "message": response.text, "fields": []}
             raise ApiError(response.status_code, error["code"], error["message"], error.get("fields", []))
         return answer.model_validate_json(response.content)
+
+    def paged(self, path: str, answer: type[JobPage] | type[ModelPage], limit: int | None) -> Iterator[Any]:
+        """The items of a newest-first listing, following its cursors; at most `limit` of them (None: all)."""
+        cursor, left = None, limit
+        while left is None or left > 0:
+            params: dict[str, Any] = {"limit": PAGE_LIMIT if left is None else min(left, PAGE_LIMIT)}
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = self.request("GET", path, answer, params=params)
+            yield from page.items
+            if left is not None:
+                left -= len(page.items)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def close(self) -> None:
         self.http.close()
@@ -67,11 +88,19 @@ class Jobs:
     ) -> "Job":
         body: dict[str, Any] = {"model": model, "dataset": dataset}
         body |= {k: v for k, v in (("training", training), ("resources", resources)) if v is not None}
+        return self.submit(body, idempotency_key)
+
+    def submit(self, spec: Mapping[str, Any], idempotency_key: str | None = None) -> "Job":
+        """Queue a job from a whole request body as POST /v1/jobs takes it (e.g. read from a spec file)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return Job(self.client, self.client.request("POST", "/v1/jobs", JobOut, json=body, headers=headers))
+        return Job(self.client, self.client.request("POST", "/v1/jobs", JobOut, json=dict(spec), headers=headers))
 
     def get(self, job_id: str) -> "Job":
         return Job(self.client, self.client.request("GET", f"/v1/jobs/{job_id}", JobOut))
+
+    def list(self, limit: int | None = 20) -> list[JobOut]:
+        """The caller's jobs, newest first; `limit=None` for all of them."""
+        return list(self.client.paged("/v1/jobs", JobPage, limit))
 
 
 class Job:
@@ -131,6 +160,10 @@ class Models:
     def get(self, model_id: str) -> "Model":
         return Model(self.client, self.client.request("GET", f"/v1/models/{model_id}", ModelOut))
 
+    def list(self, limit: int | None = 20) -> list[ModelOut]:
+        """The models the caller may read, newest first; `limit=None` for all of them."""
+        return list(self.client.paged("/v1/models", ModelPage, limit))
+
 
 class Model:
     def __init__(self, client: Client, info: ModelOut) -> None:
@@ -151,6 +184,10 @@ class Model:
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(inputs).probabilities)
 
+    def predict_all(self, inputs: np.ndarray) -> PredictOut:
+        """The service's whole answer in one request: logits, probabilities and the most probable classes."""
+        return self._predict(inputs)
+
     def batchnorm(self) -> BatchNormOut:
         return self.client.request("GET", f"/v1/models/{self.id}/batchnorm", BatchNormOut)
 
@@ -161,3 +198,63 @@ class Datasets:
 
     def list(self) -> list[DatasetOut]:
         return self.client.request("GET", "/v1/datasets", DatasetList).items
+
+    def upload(
+        self, path: str | Path, label_column: str | int | None = None, name: str | None = None,
+        description: str | None = None,
+    ) -> DatasetOut:
+        """Upload a .csv or .npz file; train on it with `dataset={"id": uploaded.id}`."""
+        path = Path(path)
+        fields = {"label_column": label_column, "name": name, "description": description}
+        data = {key: str(value) for key, value in fields.items() if value is not None}
+        with path.open("rb") as file:
+            return self.client.request(
+                "POST", "/v1/datasets", DatasetOut, files={"file": (path.name, file)}, data=data
+            )
+
+    def get(self, dataset_id: str) -> DatasetOut:
+        return self.client.request("GET", f"/v1/datasets/{dataset_id}", DatasetOut)
+
+class Experiments:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def create(
+        self, name: str, base: Mapping[str, Any], variants: list[Mapping[str, Any]], target_accuracy: float | None = None
+    ) -> "Experiment":
+        """Run each variant (`{"name", "overrides"}`, deep-merged into the job request `base`) as a job."""
+        body: dict[str, Any] = {"name": name, "base": dict(base), "variants": [dict(v) for v in variants]}
+        if target_accuracy is not None:
+            body["target_accuracy"] = target_accuracy
+        return self.submit(body)
+
+    def submit(self, request: Mapping[str, Any]) -> "Experiment":
+        """Start an experiment from a whole request body as POST /v1/experiments takes it."""
+        return Experiment(self.client, self.client.request("POST", "/v1/experiments", ExperimentOut, json=dict(request)))
+
+    def get(self, experiment_id: str) -> "Experiment":
+        return Experiment(self.client, self.client.request("GET", f"/v1/experiments/{experiment_id}", ExperimentOut))
+
+
+class Experiment:
+    """An experiment handle; `info` is its results table as last read."""
+
+    def __init__(self, client: Client, info: ExperimentOut) -> None:
+        self.client, self.info = client, info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    def refresh(self) -> ExperimentOut:
+        self.info = self.client.request("GET", f"/v1/experiments/{self.id}", ExperimentOut)
+        return self.info
+
+    def wait(self, timeout: float | None = None, poll_seconds: float = 0.5) -> ExperimentOut:
+        """Poll until every variant's job ended; a failed or diverged variant is a result, not an error."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.refresh().status != "finished":
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"experiment {self.id} still {self.info.status} after {timeout} s")
+            time.sleep(poll_seconds)
+        return self.info

@@ -4,28 +4,29 @@
 """
 
 import argparse
-import logging
 
 import uvicorn
 
 from bncore.migrations import upgrade_database
 from bncore.settings import get_settings
+from bncore.structured_logs import configure_logging
 from service.app import create_app
 from service.embedded_workers import EmbeddedWorkers
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
-    command = parser.parse_args().command
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = parser.parse_args(argv).command
     settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if command == "migrate":
         upgrade_database(settings.resolved_database_url)
         return
     with EmbeddedWorkers(settings.embedded_workers):
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+        # Uvicorn's loggers reach the root handler as they are (log_config=None); RequestObserver writes the access lines.
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,17 @@ from functools import partial
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from bncore.artifacts import ArtifactStore
 from bncore.batching import BatchingPolicy
 from bncore.database import Database
+from bncore.dataset_catalog import DatasetCatalog
+from bncore.dataset_store import DatasetStore
 from bncore.devices import limit_cpu_threads
 from bncore.experiments import ExperimentStore
 from bncore.inference import ModelCache
+from bncore.job_stats import JobStats
 from bncore.job_store import JobStore
 from bncore.migrations import upgrade_database
 from bncore.model_store import ModelStore
@@ -23,13 +27,16 @@ from service.auth import is_loopback, load_api_keys
 from service.deps import Services
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit, SubmissionRateLimit
-from service.routes import datasets, experiments, health, jobs, models, serving
+from service.observability.metrics import ServiceMetrics
+from service.observability.middleware import RequestObserver
+from service.openapi import install_openapi
+from service.routes import dashboard, datasets, experiments, health, jobs, metrics, models, serving
 from worker.app import broker_reachable, enqueue_training, worker_queues
 
 log = logging.getLogger(__name__)
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: ServiceMetrics | None = None) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     limit_cpu_threads(settings.resolved_inference_threads)
     api_keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else []
@@ -48,23 +55,27 @@ def build_services(settings: Settings) -> Services:
         artifacts=artifacts,
         cache=ModelCache(
             artifacts, settings.model_cache_size, settings.fold_batchnorm,
-            BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms), settings.model_recheck_seconds,
+            BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
+            on_batch=metrics.observe_batch if metrics else None, recheck_seconds=settings.model_recheck_seconds,
         ),
         enqueue=enqueue_training, broker_reachable=broker_reachable,
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
         api_keys=api_keys, submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
         experiments=ExperimentStore(database),
+        datasets=DatasetCatalog(DatasetStore.in_artifacts(database, settings.resolved_artifacts_dir)),
     )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    service_metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        services = build_services(settings, service_metrics)
         app.state.services = services
+        service_metrics.watch(JobStats(services.database), services.cache)
         # Sync routes run in anyio's default thread pool; predict is async and holds no thread while it waits.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         recovery = RecoveryLoop(
@@ -76,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recovery.start()
         yield
         recovery.stop()
+        service_metrics.unwatch()
         services.database.engine.dispose()
 
     app = FastAPI(
@@ -84,8 +96,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Train Batch Normalization networks as jobs; serve them with frozen test-time statistics.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.state.metrics = service_metrics
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes,
+        larger={datasets.UPLOAD_PATH: settings.max_upload_bytes + datasets.FORM_FIELDS_BYTES},
+    )
+    app.add_middleware(RequestObserver, metrics=service_metrics)  # outermost: it sees even the 413s
     install_error_handlers(app)
-    for module in (jobs, models, serving, experiments, datasets, health):
+    for module in (jobs, models, serving, experiments, datasets, health, metrics):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+    install_openapi(app)
     return app

@@ -5,13 +5,14 @@ Async although they never await: FastAPI would run a sync dependency in a thread
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
+from bncore.dataset_catalog import DatasetCatalog
 from bncore.errors import QueueUnavailable, UnsupportedMediaType
 from bncore.experiments import ExperimentStore
 from bncore.inference import ModelCache
@@ -38,6 +39,7 @@ class Services:
     api_keys: list[ApiKeyEntry]
     submissions: SubmissionRateLimit
     experiments: ExperimentStore
+    datasets: DatasetCatalog = field(default_factory=DatasetCatalog)
 
 
 def enqueue_or_fail(services: Services, job_id: str, device: str) -> None:

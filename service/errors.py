@@ -20,6 +20,7 @@ from bncore.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from service.observability.request_id import current_request_id
 from service.schemas import ErrorDetail, ErrorOut, FieldError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 def error_response(status: int, code: str, message: str, fields: list[FieldError] | None = None) -> JSONResponse:
-    body = ErrorOut(error=ErrorDetail(code=code, message=message, fields=fields or []))
+    body = ErrorOut(
+        error=ErrorDetail(code=code, message=message, fields=fields or [], request_id=current_request_id())
+    )
     return JSONResponse(status_code=status, content=body.model_dump())
 
 
@@ -98,6 +101,13 @@ def _allowed_methods(request: Request) -> str | None:
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc.__cause__, DomainError):
+        # Raised while FastAPI read the body (the size limit, as an upload streams in), which it wraps in a 400.
+        return await _domain_error(request, exc.__cause__)
+    if exc.status_code == 400 and _is_multipart(request):
+        # Starlette's answer to a multipart body it cannot parse.
+        field = FieldError(field="body", message=f"invalid multipart/form-data: {exc.detail}")
+        return error_response(422, "invalid_request", f"body: {field.message}", [field])
     if exc.status_code == 400 and exc.__cause__ is not None:
         # FastAPI's answer to a JSON body it cannot decode (not UTF-8, nested too deeply): malformed JSON, as any other.
         field = _unreadable_body(exc.__cause__)
@@ -108,6 +118,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     if exc.status_code == 405 and (allowed := _allowed_methods(request)):
         response.headers["Allow"] = allowed
     return response
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith(("multipart/", "application/x-www-form-urlencoded"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

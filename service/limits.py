@@ -35,19 +35,24 @@ class SubmissionRateLimit:
 
 
 class BodySizeLimit:
-    """Refuse request bodies over `max_bytes` with 413, by Content-Length or while they stream in."""
+    """Refuse request bodies over `max_bytes` with 413, by Content-Length or while they stream in.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `larger` gives paths their own limit (dataset uploads take files larger than any JSON body).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, max_bytes)
             return
         received = 0
 
@@ -55,13 +60,13 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise PayloadTooLarge("body", f"the request body exceeds {self.max_bytes} bytes")
+            if received > max_bytes:
+                raise PayloadTooLarge("body", f"the request body exceeds {max_bytes} bytes")
             return message
 
         await self.app(scope, counting_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        response = error_response(413, PayloadTooLarge.code, f"body: the request body exceeds {self.max_bytes} bytes")
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
+        response = error_response(413, PayloadTooLarge.code, f"body: the request body exceeds {max_bytes} bytes")
         await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})

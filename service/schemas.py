@@ -1,18 +1,22 @@
 """Response bodies of the API. Request bodies are the domain's specs (bncore.specs)."""
 
+from __future__ import annotations
+
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bncore.batchnorm import BatchNormLayer
-from bncore.datasets import DatasetInfo
-from bncore.drift import DriftReport, DriftThresholds, LayerDrift
-from bncore.folding import folded_layer_names
-from bncore.job_store import JobRecord
-from bncore.model_store import ModelRecord
 from bncore.specs import JobSpec, Recalibration
-from bncore.metrics import EpochMetrics
+
+if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load without torch or a database
+    from bncore.batchnorm import BatchNormLayer
+    from bncore.dataset_store import DatasetRecord
+    from bncore.datasets import DatasetInfo
+    from bncore.drift import DriftReport, DriftThresholds, LayerDrift
+    from bncore.job_store import JobRecord
+    from bncore.metrics import EpochMetrics
+    from bncore.model_store import ModelRecord
 
 
 class FieldError(BaseModel):
@@ -24,6 +28,7 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     fields: list[FieldError] = []
+    request_id: str | None = Field(None, description="the `X-Request-ID` of the request, as in the service's log")
 
 
 class ErrorOut(BaseModel):
@@ -33,10 +38,10 @@ class ErrorOut(BaseModel):
 ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "no API key, or an unknown one (API keys are configured)",
     403: "the API key lacks the scope this needs",
-    404: "no such job or model, or not the caller's",
+    404: "no such job, model or dataset, or not the caller's",
     409: "the request conflicts with the job's state, or reuses an Idempotency-Key for another body",
-    413: "the request body, or the rows in it, exceed this service's limit",
-    415: "the body is not application/json",
+    413: "the request body, the rows in it, or the uploaded file, exceed this service's limit",
+    415: "the body is not application/json (multipart/form-data for an upload)",
     422: "a value this request may not have; `fields` names the ones at fault",
     429: "too many job submissions a minute; retry after Retry-After seconds",
     503: "the job queue, or the model's stored weights, are unavailable",
@@ -122,15 +127,28 @@ class JobPage(BaseModel):
 
 
 class DatasetOut(BaseModel):
-    name: str
+    name: str = Field(description="a built-in's name (jobs name it as `dataset.name`), or an upload's label")
     description: str
     input_shape: list[int]
     num_classes: int
     num_samples: int
+    source: Literal["builtin", "upload"]
+    id: str | None = Field(None, description="an upload's id (jobs name it as `dataset.id`); null for built-ins")
+    sha256: str | None = Field(None, description="an upload: sha256 of its stored samples, checked on every load")
+    format: Literal["csv", "npz"] | None = Field(None, description="an upload: the format it was uploaded in")
+    created_at: datetime | None = None
 
     @classmethod
     def from_info(cls, info: DatasetInfo) -> "DatasetOut":
-        return cls(**{**info.__dict__, "input_shape": list(info.input_shape)})
+        return cls(**{**info.__dict__, "input_shape": list(info.input_shape)}, source="builtin")
+
+    @classmethod
+    def from_record(cls, record: DatasetRecord) -> "DatasetOut":
+        return cls(
+            name=record.name, description=record.description, input_shape=list(record.input_shape),
+            num_classes=record.num_classes, num_samples=record.num_samples, source="upload", id=record.id,
+            sha256=record.sha256, format=record.format, created_at=record.created_at,  # type: ignore[arg-type]
+        )
 
 
 class DatasetList(BaseModel):
@@ -147,7 +165,7 @@ class ModelOut(BaseModel):
     job_id: str
     created_at: datetime
     spec: JobSpec
-    dataset: str
+    dataset: str = Field(description="the built-in dataset's name, or the uploaded dataset's id")
     input_shape: list[int]
     num_classes: int
     final_metrics: EpochMetricsOut
@@ -158,10 +176,12 @@ class ModelOut(BaseModel):
 
     @classmethod
     def from_record(cls, model: ModelRecord, fold_batchnorm: bool) -> "ModelOut":
+        from bncore.folding import folded_layer_names  # imports torch, which API clients need not load
+
         folded = folded_layer_names(model.spec.model, fold_batchnorm)
         return cls(
             id=model.id, job_id=model.job_id, created_at=model.created_at, spec=model.spec,
-            dataset=model.spec.dataset.name, input_shape=model.spec.model.input_shape or [],
+            dataset=model.spec.dataset.name or str(model.spec.dataset.id), input_shape=model.spec.model.input_shape or [],
             num_classes=model.spec.model.num_classes, final_metrics=EpochMetricsOut(**model.final_metrics),
             parameter_count=model.parameter_count, artifact_sha256=model.artifact_sha256, parent_id=model.parent_id,
             serving=ServingOut(folded=bool(folded), folded_layers=folded),

@@ -100,7 +100,8 @@ def test_datasets_are_listed_with_their_shapes(client: httpx.Client) -> None:
     datasets = {d["name"]: d for d in response.json()["items"]}
     assert {"digits", "iris", "wine", "breast_cancer", "two_moons"} <= set(datasets)
     assert datasets["digits"] | {"description": ""} == {
-        "name": "digits", "description": "", "input_shape": [64], "num_classes": 10, "num_samples": 1797
+        "name": "digits", "description": "", "input_shape": [64], "num_classes": 10, "num_samples": 1797,
+        "source": "builtin", "id": None, "sha256": None, "format": None, "created_at": None,
     }
 
 

@@ -3,17 +3,22 @@
 `python -m worker healthcheck` exits 0 while a worker on this host is alive (for container health checks).
 """
 
-import logging
+import json
 import os
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
+
+import celery.apps.worker
+from celery.signals import setup_logging
 
 from bncore.devices import limit_cpu_threads
 from bncore.settings import get_settings
+from bncore.structured_logs import configure_logging
 from worker.app import PARENT_PID_VARIABLE, celery_app, worker_queues
 
 ALIVE_FILE = Path(tempfile.gettempdir()) / "bnjobs-worker.alive"
@@ -51,23 +56,39 @@ def healthcheck() -> int:
     return 0
 
 
+def say_as_json(message: str, stream: object = None) -> None:
+    """Celery's notices from its signal handlers ("Warm shutdown"), as JSON lines.
+
+    They bypass logging on purpose: a handler taking the logging lock could deadlock. os.write does not.
+    """
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    line = {"time": now, "level": "INFO", "logger": "celery.apps.worker",
+            "message": message.strip(), "pid": os.getpid()}
+    os.write(2, (json.dumps(line) + "\n").encode())
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["healthcheck"]:
         sys.exit(healthcheck())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    # A receiver of this signal tells Celery that logging is set up: it leaves the root logger and stdout alone.
+    setup_logging.connect(lambda **_: None, weak=False)
+    if settings.log_format == "json":
+        celery.apps.worker.safe_say = say_as_json
     if parent := os.environ.get(PARENT_PID_VARIABLE):
         in_background(lambda: exit_with_parent(int(parent)), "parent-watch")
     in_background(keep_alive_file, "alive-file")
-    settings = get_settings()
     limit_cpu_threads(settings.torch_threads)
     celery_app.worker_main([
+        "--quiet",  # no banner: every line the worker writes is a log line
         "worker",
         "--pool=solo",  # torch trains with its own threads; one job per process
         "--concurrency=1",
         f"--queues={','.join(worker_queues(settings))}",
         "--without-gossip",
         "--without-mingle",
-        "--loglevel=INFO",
+        f"--loglevel={settings.log_level}",
         *argv,
     ])
 

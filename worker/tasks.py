@@ -1,16 +1,23 @@
 """Celery tasks: thin wrappers that hand a job id to the domain."""
 
+import logging
+import time
 from functools import lru_cache
 
 from celery import Task
 
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
+from bncore.dataset_catalog import DatasetCatalog
+from bncore.dataset_store import DatasetStore
 from bncore.execution import RunLimits, Stores, run_job
 from bncore.job_store import JobStore
 from bncore.model_store import ModelStore
 from bncore.settings import get_settings
+from bncore.structured_logs import log_context
 from worker.app import TRAIN_TASK, celery_app
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -22,6 +29,7 @@ def _stores() -> Stores:
         models=ModelStore(database),
         artifacts=ArtifactStore(settings.resolved_artifacts_dir),
         checkpoints=ArtifactStore(settings.resolved_artifacts_dir / "checkpoints"),
+        datasets=DatasetCatalog(DatasetStore.in_artifacts(database, settings.resolved_artifacts_dir)),
     )
 
 
@@ -34,4 +42,8 @@ def train_job(task: Task, job_id: str) -> None:
         control_poll_seconds=settings.cancel_poll_seconds,
         checkpoint_seconds=settings.checkpoint_seconds,
     )
-    run_job(job_id, _stores(), worker=task.request.hostname or "unknown", limits=limits)
+    started = time.monotonic()
+    with log_context(job_id=job_id):
+        log.info("job %s: taken by this worker", job_id)
+        run_job(job_id, _stores(), worker=task.request.hostname or "unknown", limits=limits)
+        log.info("job %s: worker done after %.1f s", job_id, time.monotonic() - started)

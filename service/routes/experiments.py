@@ -25,7 +25,10 @@ def create_experiment(
     settings = services.settings
 
     def plan(spec: JobSpec) -> JobSpec:
-        planned = plan_job(spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds)
+        planned = plan_job(
+            spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds,
+            services.datasets.visible_to(caller.owner_filter),
+        )
         check_a_worker_can_take(planned, services.known_queues)
         return planned
 

@@ -46,7 +46,10 @@ def submit_job(
     request made instead of starting another.
     """
     settings = services.settings
-    planned = plan_job(spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds)
+    planned = plan_job(
+        spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds,
+        services.datasets.visible_to(caller.owner_filter),
+    )
     check_a_worker_can_take(planned, services.known_queues)
     services.submissions.take(caller.owner)
     job, created = services.jobs.create(planned.model_dump(mode="json"), caller.owner, idempotency_key)

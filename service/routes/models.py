@@ -146,7 +146,7 @@ def recalibrate_model(
     statistics); the result is a new model whose `parent_id` is this one. Omit `dataset` for the model's
     own training split; another dataset with the same features adapts the model to it (AdaBN)."""
     parent = services.models.get(model_id, caller.owner_filter)
-    check_recalibration(parent.spec, body)
+    check_recalibration(parent.spec, body, services.datasets.visible_to(caller.owner_filter))
     recalibration = Recalibration(parent_model_id=model_id, **body.model_dump())
     job, _ = services.jobs.create(
         parent.spec.model_dump(mode="json"), caller.owner, recalibration=recalibration.model_dump(mode="json")

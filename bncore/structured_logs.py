@@ -1,0 +1,79 @@
+"""Log lines as one JSON object each (or plain text), carrying the context of the work at hand.
+
+The context (`request_id` in the API, `job_id` in a worker) lives in a ContextVar, so it follows a
+request into the thread its route runs in, and it costs nothing to lines that are never emitted.
+"""
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Literal
+
+LogFormat = Literal["json", "text"]
+
+LOG_CONTEXT: ContextVar[Mapping[str, str]] = ContextVar("log_context", default={})
+
+
+@contextmanager
+def log_context(**fields: str) -> Iterator[None]:
+    """Every line logged inside the block, in this thread or task, carries `fields`."""
+    token = LOG_CONTEXT.set({**LOG_CONTEXT.get(), **fields})
+    try:
+        yield
+    finally:
+        LOG_CONTEXT.reset(token)
+
+
+def _extra_fields(record: logging.LogRecord) -> Mapping[str, object]:
+    """Fields a caller passed as `log.info(..., extra={"fields": {...}})`."""
+    return getattr(record, "fields", None) or {}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+            **LOG_CONTEXT.get(),
+            **_extra_fields(record),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """The classic one-line format, with the context appended as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = {**LOG_CONTEXT.get(), **_extra_fields(record)}
+        if not context:
+            return line
+        suffix = " ".join(f"{key}={value}" for key, value in context.items())
+        first, newline, rest = line.partition("\n")  # keep a traceback below the fields
+        return f"{first} [{suffix}]{newline}{rest}"
+
+
+def configure_logging(log_format: LogFormat, level: str) -> None:
+    """One handler on the root logger, on stderr; every library's logger (uvicorn, Celery) ends up there."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)  # warnings.warn goes through the formatter too, not raw to stderr

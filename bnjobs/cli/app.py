@@ -1,0 +1,260 @@
+"""The `bnjobs` commands: each reads its input, makes a few SDK calls and prints a table (or `--json`)."""
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import httpx
+import typer
+
+from bnjobs.cli import render
+from bnjobs.cli.files import UnreadableFile, read_request, read_rows
+from bnjobs.cli.watch import watch_experiment, watch_job
+from bnjobs.client import ApiError, Client, Job
+from service.schemas import JobOut, PredictOut
+
+app = typer.Typer(
+    name="bnjobs", help="Train Batch-Normalization networks as jobs on the BatchNorm job service, and use them.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(help="Training jobs: list, show, cancel.", no_args_is_help=True)
+models_app = typer.Typer(help="Trained models: list, show.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
+WatchFlag = Annotated[bool, typer.Option("--watch", "-w", help="follow it until it ends, then print the results")]
+RequestFile = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a request body as .json, or YAML")
+]
+
+
+class Failed(Exception):
+    """What the command waited for did not succeed; the message says what happened."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    api_key: str | None
+
+
+@app.callback()
+def connect(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option(envvar="BNJOBS_URL", help="the service's base URL")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(envvar="BNJOBS_API_KEY", help="sent as a Bearer token")] = None,
+) -> None:
+    ctx.obj = Connection(url, api_key)
+
+
+def sdk(ctx: typer.Context) -> Client:
+    connection: Connection = ctx.obj
+    client = Client(connection.url, connection.api_key)
+    ctx.call_on_close(client.close)
+    return client
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="HOST: the address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="PORT")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="DATA_DIR: database, artifacts and broker files")] = None,
+) -> None:
+    """Start the API with its embedded Celery worker(s), as `python -m service` does."""
+    for variable, value in (("HOST", host), ("PORT", port), ("DATA_DIR", data_dir)):
+        if value is not None:
+            os.environ[variable] = str(value)  # read by the settings here and by the worker children
+    from service.__main__ import main as run_service  # uvicorn and the app load for this command only
+
+    run_service(["serve"])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Run one Celery worker process, as `python -m worker` does; further arguments go to it
+    (e.g. `--hostname gpu-1@%h`, or `healthcheck`)."""
+    from worker.__main__ import main as run_worker
+
+    run_worker(ctx.args)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    spec: RequestFile,
+    watch: WatchFlag = False,
+    as_json: JsonFlag = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="a retry with the same key returns the same job")] = None,
+) -> None:
+    """Submit a training job (the body of POST /v1/jobs) and print its id."""
+    job = sdk(ctx).jobs.submit(read_request(spec), idempotency_key)
+    if as_json and not watch:
+        render.print_json(job.info)
+        return
+    if not as_json:
+        print(job.id, flush=True)
+    if not watch:
+        return
+    info = follow(job)
+    if as_json:
+        render.print_json(info)
+    else:
+        if info.metrics:
+            render.console().print(render.metrics_table(info.metrics))
+        if info.model_id:
+            print(f"model: {info.model_id}")
+    if info.status != "succeeded":
+        error = f": {info.error.code}: {info.error.message}" if info.error else ""
+        raise Failed(f"job {info.id} {info.status}{error}")
+
+
+def follow(job: Job) -> JobOut:
+    try:
+        return watch_job(job)
+    except KeyboardInterrupt:
+        stop(f"stopped watching; job {job.id} goes on (bnjobs jobs show {job.id}, bnjobs jobs cancel {job.id})", 130)
+
+
+@jobs_app.command("ls")
+def list_jobs(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many, newest first")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Jobs, newest first."""
+    jobs = sdk(ctx).jobs.list(limit)
+    if as_json:
+        render.print_json(jobs)
+    else:
+        render.console().print(render.jobs_table(jobs))
+
+
+@jobs_app.command("show")
+def show_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
+    """A job's details and its metrics per epoch."""
+    info = sdk(ctx).jobs.get(job_id).info
+    if as_json:
+        render.print_json(info)
+        return
+    out = render.console()
+    out.print(render.job_details(info))
+    if info.metrics:
+        out.print(render.metrics_table(info.metrics))
+
+
+@jobs_app.command("cancel")
+def cancel_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
+    """Cancel a queued job, or ask a running one to stop (within a second)."""
+    info = sdk(ctx).jobs.get(job_id).cancel()
+    if as_json:
+        render.print_json(info)
+    else:
+        print(f"{info.id} {info.status}" + (" (cancel requested)" if info.status == "running" else ""))
+
+
+@models_app.command("ls")
+def list_models(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many, newest first")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Trained models, newest first."""
+    models = sdk(ctx).models.list(limit)
+    if as_json:
+        render.print_json(models)
+    else:
+        render.console().print(render.models_table(models))
+
+
+@models_app.command("show")
+def show_model(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
+    """A model's spec, final metrics, size and how it is served."""
+    info = sdk(ctx).models.get(model_id).info
+    if as_json:
+        render.print_json(info)
+    else:
+        render.console().print(render.model_details(info))
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    model_id: str,
+    inputs: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, readable=True, help="raw features: a .npy array, or a CSV of one sample per row",
+    )],
+    proba: Annotated[bool, typer.Option("--proba", help="print each row's class probabilities")] = False,
+    as_json: JsonFlag = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="rows per request")] = 1000,
+) -> None:
+    """The most probable class of each row, one per line."""
+    model = sdk(ctx).models.get(model_id)
+    rows = read_rows(inputs)
+    shape = tuple(model.info.input_shape)
+    if rows.shape[1:] != shape and rows[0].size == math.prod(shape):
+        rows = rows.reshape(len(rows), *shape)  # flat rows of a CSV for an image model
+    answers = [model.predict_all(rows[start:start + batch_size]) for start in range(0, len(rows), batch_size)]
+    answer = PredictOut(
+        model_id=model.id, outputs=[row for a in answers for row in a.outputs],
+        probabilities=[row for a in answers for row in a.probabilities],
+        predictions=[label for a in answers for label in a.predictions],
+    )
+    if as_json:
+        render.print_json(answer)
+    elif proba:
+        print("\n".join(",".join(f"{p:.8g}" for p in row) for row in answer.probabilities))
+    else:
+        print("\n".join(map(str, answer.predictions)))
+
+
+@app.command()
+def bn(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
+    """Each BN layer's γ, β and frozen running statistics, summarised over its features."""
+    layers = sdk(ctx).models.get(model_id).batchnorm().layers
+    summaries = [render.layer_summary(layer) for layer in layers]
+    if as_json:
+        render.print_json(summaries)
+    elif not summaries:
+        print(f"{model_id} has no BN layers (trained with normalization: none)", file=sys.stderr)
+    else:
+        render.console().print(render.bn_table(model_id, summaries))
+
+
+@app.command()
+def experiment(ctx: typer.Context, spec: RequestFile, watch: WatchFlag = False, as_json: JsonFlag = False) -> None:
+    """Run variants of one job side by side (the body of POST /v1/experiments) and print the results table."""
+    handle = sdk(ctx).experiments.submit(read_request(spec))
+    if not as_json:
+        print(handle.id, flush=True)
+    if watch:
+        try:
+            watch_experiment(handle)
+        except KeyboardInterrupt:
+            stop(f"stopped watching; experiment {handle.id} goes on", 130)
+    if as_json:
+        render.print_json(handle.info)
+    else:
+        render.console().print(render.experiment_table(handle.info))
+
+
+def stop(message: str, code: int = 1) -> NoReturn:
+    print(f"error: {message}" if code == 1 else message, file=sys.stderr)
+    sys.exit(code)
+
+
+def main() -> None:
+    """The console script: the commands, with the service's refusals and unreachable URLs as one-line errors."""
+    try:
+        app(prog_name="bnjobs")
+    except ApiError as error:
+        fields = "".join(f"\n  {field['field']}: {field['message']}" for field in error.fields)
+        stop(f"{error.status} {error.code}: {error.message}{fields}")
+    except httpx.TransportError as error:
+        url = error.request.url
+        stop(f"could not reach the service at {url.scheme}://{url.netloc.decode()} ({type(error).__name__}: {error})")
+    except (UnreadableFile, Failed) as error:
+        stop(str(error))

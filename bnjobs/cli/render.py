@@ -1,0 +1,151 @@
+"""Rich tables of jobs, models, BN layers and experiments, and the JSON the `--json` flags print."""
+
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Column, Table
+
+from bncore.specs import ModelSpec
+from service.schemas import BatchNormLayerOut, EpochMetricsOut, ExperimentOut, JobOut, ModelOut
+
+
+def console(stderr: bool = False) -> Console:
+    # Piped output goes to scripts and logs: no id is cut to fit 80 columns there.
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=200 if wide else None)
+
+
+def print_json(value: BaseModel | list[BaseModel] | list[dict[str, Any]] | dict[str, Any]) -> None:
+    def plain(item: Any) -> Any:
+        return item.model_dump(mode="json") if isinstance(item, BaseModel) else item
+
+    data = [plain(item) for item in value] if isinstance(value, list) else plain(value)
+    print(json.dumps(data, indent=2))
+
+
+def when(moment: datetime | None) -> str:
+    """In the reader's time zone; the API answers in UTC."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def numeric(*headers: str) -> list[Column]:
+    return [Column(header, justify="right") for header in headers]
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def metrics_table(metrics: list[EpochMetricsOut]) -> Table:
+    table = Table(*numeric("epoch", "train loss", "train acc", "val loss", "val acc"), title="metrics per epoch")
+    for m in metrics:
+        table.add_row(str(m.epoch), *map(number, (m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy)))
+    return table
+
+
+def jobs_table(jobs: list[JobOut]) -> Table:
+    table = Table("id", "status", *numeric("epoch", "val acc"), "created")
+    for job in jobs:
+        accuracy = job.metrics[-1].val_accuracy if job.metrics else None
+        progress = f"{job.progress.epoch}/{job.progress.epochs}"
+        table.add_row(job.id, job.status, progress, number(accuracy), when(job.created_at))
+    return table
+
+
+def details(rows: dict[str, Any]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    for key, value in rows.items():
+        table.add_row(key, "-" if value is None else str(value))
+    return table
+
+
+def job_details(job: JobOut) -> Table:
+    spec = job.spec
+    return details({
+        "id": job.id, "status": job.status,
+        "progress": f"epoch {job.progress.epoch}/{job.progress.epochs}",
+        "dataset": spec.dataset.name, "model": architecture(spec.model),
+        "training": f"{spec.training.optimizer} lr={spec.training.learning_rate} batch={spec.training.batch_size} "
+                    f"seed={spec.training.seed}",
+        "created": when(job.created_at), "started": when(job.started_at), "finished": when(job.finished_at),
+        "device": job.device, "worker": job.worker, "attempts": job.attempts, "model id": job.model_id,
+        "error": f"{job.error.code}: {job.error.message}" if job.error else None,
+    })
+
+
+def architecture(model: ModelSpec) -> str:
+    """e.g. `mlp [100, 100, 100] relu batchnorm`."""
+    sizes = model.hidden_sizes if model.architecture == "mlp" else model.channels
+    return f"{model.architecture} {sizes} {model.activation} {model.normalization}"
+
+
+def models_table(models: list[ModelOut]) -> Table:
+    table = Table("id", "dataset", "model", *numeric("parameters", "val acc"), "created")
+    for model in models:
+        table.add_row(
+            model.id, model.dataset, architecture(model.spec.model), f"{model.parameter_count:,}",
+            number(model.final_metrics.val_accuracy), when(model.created_at),
+        )
+    return table
+
+
+def model_details(model: ModelOut) -> Table:
+    final = model.final_metrics
+    return details({
+        "id": model.id, "job": model.job_id, "created": when(model.created_at), "dataset": model.dataset,
+        "model": architecture(model.spec.model), "input shape": model.input_shape,
+        "classes": model.num_classes, "parameters": f"{model.parameter_count:,}",
+        "final metrics": f"epoch {final.epoch}: val acc {number(final.val_accuracy)}, val loss {number(final.val_loss)}",
+        "served": f"BN folded into {', '.join(model.serving.folded_layers)}" if model.serving.folded else "BN unfolded",
+        "parent": model.parent_id, "sha256": model.artifact_sha256,
+    })
+
+
+def layer_summary(layer: BatchNormLayerOut) -> dict[str, Any]:
+    """One BN layer in a line: how far γ, β and the running statistics are from their initial 1, 0, 0, 1."""
+    gamma, beta = np.asarray(layer.gamma), np.asarray(layer.beta)
+    mean, var = np.asarray(layer.running_mean), np.asarray(layer.running_var)
+    return {
+        "name": layer.name, "features": layer.num_features,
+        "gamma_mean": float(gamma.mean()), "gamma_min": float(gamma.min()), "gamma_max": float(gamma.max()),
+        "beta_mean": float(beta.mean()), "beta_min": float(beta.min()), "beta_max": float(beta.max()),
+        "running_mean_mean": float(mean.mean()), "running_mean_std": float(mean.std()),
+        "running_var_mean": float(var.mean()), "running_var_min": float(var.min()), "running_var_max": float(var.max()),
+    }
+
+
+BN_COLUMNS = {
+    "layer": "name", "features": "features", "γ mean": "gamma_mean", "γ min": "gamma_min", "γ max": "gamma_max",
+    "β mean": "beta_mean", "β min": "beta_min", "β max": "beta_max",
+    "μ mean": "running_mean_mean", "μ std": "running_mean_std",
+    "σ² mean": "running_var_mean", "σ² min": "running_var_min", "σ² max": "running_var_max",
+}
+
+
+def bn_table(model_id: str, summaries: list[dict[str, Any]]) -> Table:
+    headers = list(BN_COLUMNS)
+    table = Table(headers[0], *numeric(*headers[1:]), title=f"{model_id}: BN layers (μ, σ²: running mean and variance)")
+    for summary in summaries:
+        table.add_row(summary["name"], str(summary["features"]), *(number(summary[key]) for key in list(BN_COLUMNS.values())[2:]))
+    return table
+
+
+def experiment_table(experiment: ExperimentOut) -> Table:
+    target = f", target val acc {experiment.target_accuracy}" if experiment.target_accuracy is not None else ""
+    table = Table(
+        "variant", "job", "status", *numeric("final val acc", "best val acc", "epochs to target"), "diverged",
+        title=f"{experiment.name} ({experiment.status}{target})",
+    )
+    for v in experiment.variants:
+        table.add_row(
+            v.name, v.job_id, v.status, number(v.final_val_accuracy), number(v.best_val_accuracy),
+            "-" if v.epochs_to_target is None else str(v.epochs_to_target), "yes" if v.diverged else "no",
+        )
+    return table

@@ -1,0 +1,452 @@
+// The dashboard's behaviour: everything it shows comes from the public API (/v1/...), fetched with the
+// API key kept in this tab's sessionStorage when the service has keys. Data is put in the page with
+// textContent only, never as markup.
+"use strict";
+
+const KEY_ITEM = "bnjobs.apiKey";
+const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+const JOBS_REFRESH_MS = 2000;
+const SVG = "http://www.w3.org/2000/svg";
+
+const openAccess = document.body.dataset.openAccess === "true";
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  jobId: null, job: null, metrics: [], stream: null,
+  modelId: null, plotUrl: null, datasets: [], timer: null,
+};
+
+class ApiError extends Error {
+  constructor(status, error) {
+    super(error.message);
+    this.status = status;
+    this.code = error.code;
+    this.fields = error.fields || [];
+  }
+}
+
+// --- API ----------------------------------------------------------------------------------------
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+async function request(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+  if (response.ok) return response;
+  let error = { code: "http_error", message: `${response.status} ${response.statusText}` };
+  try {
+    error = (await response.json()).error || error;
+  } catch (_) { /* not the API's error shape */ }
+  if (response.status === 401 && !openAccess) forgetKey(error.message);
+  throw new ApiError(response.status, error);
+}
+
+const getJson = async (path) => (await request(path)).json();
+
+// --- API keys -----------------------------------------------------------------------------------
+
+function setupKeyForm() {
+  const form = $("#key-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = $("#key-input").value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY_ITEM, key);
+    $("#key-input").value = "";
+    try {
+      await request("/v1/datasets");  // any valid key may read it: proves the key before anything else
+    } catch (error) {
+      $("#key-message").textContent = error.message;
+      return;
+    }
+    start();
+  });
+  $("#key-forget").addEventListener("click", () => forgetKey("key forgotten"));
+}
+
+function forgetKey(reason) {
+  sessionStorage.removeItem(KEY_ITEM);
+  stop();
+  for (const id of ["#job-rows", "#model-rows", "#bn-rows", "#dataset-select"]) $(id).replaceChildren();
+  $("#job-detail").hidden = true;
+  $("#model-detail").hidden = true;
+  $("#key-forget").hidden = true;
+  $("#key-message").textContent = `${reason}: enter an API key to see jobs and models`;
+}
+
+// --- Jobs -----------------------------------------------------------------------------------------
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+const formatTime = (iso) => iso.replace("T", " ").slice(0, 19);
+const formatAccuracy = (value) => (value === undefined || value === null ? "" : value.toFixed(3));
+
+function jobRow(job) {
+  const row = document.createElement("tr");
+  row.dataset.jobId = job.id;
+  const last = job.metrics[job.metrics.length - 1];
+  row.append(
+    cell(job.id, "id"), cell(job.status, `status status-${job.status}`), cell(job.spec.dataset.name),
+    cell(`${job.spec.model.architecture} ${job.spec.model.normalization}`),
+    cell(`${job.progress.epoch}/${job.progress.epochs}`), cell(formatAccuracy(last && last.val_accuracy)),
+    cell(formatTime(job.created_at)),
+  );
+  row.classList.toggle("selected", job.id === state.jobId);
+  return row;
+}
+
+async function refreshJobs() {
+  try {
+    const page = await getJson("/v1/jobs?limit=20");
+    $("#job-rows").replaceChildren(...page.items.map(jobRow));
+    $("#jobs-error").textContent = "";
+  } catch (error) {
+    $("#jobs-error").textContent = error.message;
+  }
+}
+
+function selectJob(jobId) {
+  if (state.stream) state.stream.abort();
+  state.jobId = jobId;
+  state.job = null;
+  state.metrics = [];
+  for (const row of document.querySelectorAll("#job-rows tr")) row.classList.toggle("selected", row.dataset.jobId === jobId);
+  $("#job-detail").hidden = false;
+  $("#job-title").textContent = jobId;
+  $("#job-status").textContent = "…";
+  $("#job-info").textContent = "";
+  $("#job-model").hidden = true;
+  $("#job-cancel").hidden = true;
+  drawChart();
+  followJob(jobId);
+}
+
+async function followJob(jobId) {
+  const controller = new AbortController();
+  state.stream = controller;
+  try {
+    state.job = await getJson(`/v1/jobs/${encodeURIComponent(jobId)}`);
+    showJob(state.job);
+    // The stream replays every finished epoch, then sends each new one: the chart starts from it alone.
+    const response = await request(`/v1/jobs/${encodeURIComponent(jobId)}/events`, { signal: controller.signal });
+    await readEvents(response, (kind, data) => onJobEvent(jobId, kind, data));
+  } catch (error) {
+    if (controller.signal.aborted) return;
+    $("#job-info").textContent = error.message;
+    // A dropped stream (a restarted API, say) is picked up again while the job is still the one shown.
+    if (!(error instanceof ApiError)) setTimeout(() => state.jobId === jobId && !FINISHED.has(state.job?.status) && selectJob(jobId), 2000);
+  }
+}
+
+async function readEvents(response, onEvent) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let kind = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) kind = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).trim());
+      }
+      if (data.length) onEvent(kind, JSON.parse(data.join("\n")));
+    }
+  }
+}
+
+function onJobEvent(jobId, kind, data) {
+  if (jobId !== state.jobId) return;
+  if (kind === "status") {
+    state.job = { ...state.job, status: data.status, attempts: data.attempts };
+    showJob(state.job);
+  } else if (kind === "epoch") {
+    state.metrics = [...state.metrics.filter((m) => m.epoch !== data.epoch), data];
+    drawChart();
+  } else if (kind === "end") {
+    state.job = data;
+    state.metrics = data.metrics;
+    showJob(data);
+    drawChart();
+    refreshJobs();
+    refreshModels();
+  }
+}
+
+function showJob(job) {
+  $("#job-status").textContent = job.status;
+  $("#job-status").className = `status-${job.status}`;
+  const parts = [`${job.spec.dataset.name}, ${job.spec.model.architecture} ${JSON.stringify(job.spec.model.hidden_sizes)}`,
+    `${job.spec.training.optimizer} lr ${job.spec.training.learning_rate}, batch ${job.spec.training.batch_size}`];
+  if (job.worker) parts.push(`worker ${job.worker}`);
+  if (job.error) parts.push(`${job.error.code}: ${job.error.message}`);
+  $("#job-info").textContent = parts.join(" · ");
+  $("#job-model").hidden = !job.model_id;
+  $("#job-cancel").hidden = FINISHED.has(job.status);
+}
+
+// --- Chart --------------------------------------------------------------------------------------
+
+function svg(tag, attributes, text) {
+  const element = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+const CHART_PANELS = [
+  { title: "loss", series: ["train_loss", "val_loss"], fixedMax: null },
+  { title: "accuracy", series: ["train_accuracy", "val_accuracy"], fixedMax: 1 },
+];
+
+function drawChart() {
+  const chart = $("#job-chart");
+  const epochs = Math.max(state.job ? state.job.progress.epochs : 1, state.metrics.length, 1);
+  const metrics = [...state.metrics].sort((a, b) => a.epoch - b.epoch);
+  const panelWidth = 360, height = 260, margin = { left: 44, right: 12, top: 22, bottom: 30 };
+  const nodes = [];
+  CHART_PANELS.forEach((panel, index) => {
+    const x0 = index * panelWidth + margin.left, x1 = (index + 1) * panelWidth - margin.right;
+    const y0 = height - margin.bottom, y1 = margin.top;
+    const values = metrics.flatMap((m) => panel.series.map((name) => m[name]));
+    const top = panel.fixedMax ?? Math.max(...values, 1e-9) * 1.05;
+    const x = (epoch) => x0 + (epochs === 1 ? 0 : ((epoch - 1) / (epochs - 1)) * (x1 - x0));
+    const y = (value) => y0 - (Math.min(value, top) / top) * (y0 - y1);
+    nodes.push(svg("text", { x: x0, y: 14, class: "panel-title" }, panel.title));
+    for (const fraction of [0, 0.5, 1]) {
+      const value = top * fraction;
+      nodes.push(svg("line", { x1: x0, x2: x1, y1: y(value), y2: y(value), class: fraction ? "grid" : "axis" }));
+      nodes.push(svg("text", { x: x0 - 4, y: y(value) + 4, "text-anchor": "end" }, value.toFixed(2)));
+    }
+    nodes.push(svg("line", { x1: x0, x2: x0, y1: y0, y2: y1, class: "axis" }));
+    nodes.push(svg("text", { x: x0, y: y0 + 16 }, "epoch 1"));
+    nodes.push(svg("text", { x: x1, y: y0 + 16, "text-anchor": "end" }, `${epochs}`));
+    for (const name of panel.series) {
+      const kind = name.startsWith("train") ? "train" : "val";
+      const points = metrics.map((m) => `${x(m.epoch).toFixed(1)},${y(m[name]).toFixed(1)}`);
+      nodes.push(svg("polyline", { points: points.join(" "), class: kind, "data-series": name }));
+      // A single epoch is a point, not a line: a dot shows it.
+      for (const m of metrics) nodes.push(svg("circle", { cx: x(m.epoch), cy: y(m[name]), r: 2.5, class: kind }));
+    }
+    nodes.push(svg("text", { x: x1 - 90, y: 14, class: "train" }, "— train"));
+    nodes.push(svg("text", { x: x1 - 40, y: 14, class: "val" }, "— val"));
+  });
+  chart.replaceChildren(...nodes);
+}
+
+// --- Models -------------------------------------------------------------------------------------
+
+function modelRow(model) {
+  const row = document.createElement("tr");
+  row.dataset.modelId = model.id;
+  row.append(
+    cell(model.id, "id"), cell(model.dataset), cell(`${model.spec.model.architecture} ${model.spec.model.normalization}`),
+    cell(String(model.parameter_count)), cell(formatAccuracy(model.final_metrics.val_accuracy)),
+    cell(formatTime(model.created_at)),
+  );
+  row.classList.toggle("selected", model.id === state.modelId);
+  return row;
+}
+
+async function refreshModels() {
+  try {
+    const page = await getJson("/v1/models?limit=20");
+    $("#model-rows").replaceChildren(...page.items.map(modelRow));
+    $("#models-error").textContent = "";
+  } catch (error) {
+    $("#models-error").textContent = error.message;
+  }
+}
+
+async function selectModel(modelId) {
+  state.modelId = modelId;
+  for (const row of document.querySelectorAll("#model-rows tr")) row.classList.toggle("selected", row.dataset.modelId === modelId);
+  $("#model-detail").hidden = false;
+  $("#model-title").textContent = modelId;
+  $("#model-error").textContent = "";
+  $("#bn-rows").replaceChildren();
+  const plot = $("#bn-plot");
+  plot.removeAttribute("src");
+  if (state.plotUrl) URL.revokeObjectURL(state.plotUrl);
+  state.plotUrl = null;
+  const base = `/v1/models/${encodeURIComponent(modelId)}`;
+  try {
+    const batchnorm = await getJson(`${base}/batchnorm`);
+    const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : NaN).toFixed(3);
+    $("#bn-rows").replaceChildren(...batchnorm.layers.map((layer) => {
+      const row = document.createElement("tr");
+      row.append(cell(layer.name), cell(String(layer.num_features)), cell(mean(layer.gamma)), cell(mean(layer.beta)),
+        cell(mean(layer.running_mean)), cell(mean(layer.running_var)));
+      return row;
+    }));
+    // An <img src> cannot carry the API key: the PNG is fetched with it and shown from a blob URL.
+    const png = await (await request(`${base}/batchnorm/plot.png`)).blob();
+    if (state.modelId !== modelId) return;
+    state.plotUrl = URL.createObjectURL(png);
+    plot.src = state.plotUrl;
+  } catch (error) {
+    $("#model-error").textContent = error.message;
+  }
+}
+
+// --- The form -------------------------------------------------------------------------------------
+
+function setPath(target, path, value) {
+  const names = path.split(".");
+  const last = names.pop();
+  for (const name of names) target = target[name] ??= {};
+  target[last] = value;
+}
+
+// Values the browser cannot read as numbers are sent as typed: the API names the field that is wrong.
+function parseNumber(text) {
+  const number = Number(text);
+  return text !== "" && Number.isFinite(number) ? number : text;
+}
+
+function jobBody(form) {
+  const body = {};
+  for (const input of form.querySelectorAll("[name][data-kind]")) {
+    const text = input.value.trim();
+    if (text === "") continue;  // left empty: the service's default
+    const kind = input.dataset.kind;
+    const value = kind === "number" ? parseNumber(text)
+      : kind === "list" ? text.split(/[\s,]+/).filter(Boolean).map(parseNumber) : text;
+    setPath(body, input.name, value);
+  }
+  return body;
+}
+
+function clearFieldErrors(form) {
+  for (const span of form.querySelectorAll(".field-error")) span.textContent = "";
+  for (const field of form.querySelectorAll(".field.invalid")) field.classList.remove("invalid");
+  $("#form-error").textContent = "";
+}
+
+// The API names `model.hidden_sizes.1` or `model`: each error goes to the form field it is about.
+function fieldFor(form, path) {
+  const spans = [...form.querySelectorAll(".field-error")];
+  const exact = spans.find((span) => path === span.dataset.for || path.startsWith(`${span.dataset.for}.`));
+  return exact || null;
+}
+
+function showFieldErrors(form, error) {
+  const unplaced = [];
+  for (const { field, message } of error.fields) {
+    const span = fieldFor(form, field);
+    if (span) {
+      span.textContent = span.textContent ? `${span.textContent}; ${message}` : message;
+      span.closest(".field").classList.add("invalid");
+    } else {
+      unplaced.push(`${field}: ${message}`);
+    }
+  }
+  $("#form-error").textContent = error.fields.length && !unplaced.length ? "the service refused the job" : [error.message, ...unplaced].join("; ");
+}
+
+function setupJobForm() {
+  const form = $("#job-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearFieldErrors(form);
+    $("#job-submit").disabled = true;
+    try {
+      const response = await request("/v1/jobs", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(jobBody(form)),
+      });
+      const job = await response.json();
+      await refreshJobs();
+      selectJob(job.id);
+    } catch (error) {
+      if (error instanceof ApiError) showFieldErrors(form, error);
+      else $("#form-error").textContent = error.message;
+    } finally {
+      $("#job-submit").disabled = false;
+    }
+  });
+  $("#dataset-select").addEventListener("change", (event) => {
+    const option = event.target.selectedOptions[0];
+    if (option && option.dataset.numClasses) form.querySelector("[name='model.num_classes']").value = option.dataset.numClasses;
+  });
+}
+
+async function refreshDatasets() {
+  const select = $("#dataset-select");
+  try {
+    const { items } = await getJson("/v1/datasets");
+    const shown = [...select.options].map((option) => option.value);
+    if (shown.join("\n") === items.map((dataset) => dataset.name).join("\n")) return;  // as rendered: leave the form be
+    const chosen = select.value;
+    select.replaceChildren(...items.map((dataset) => {
+      const option = document.createElement("option");
+      option.value = option.textContent = dataset.name;
+      option.dataset.numClasses = dataset.num_classes;
+      return option;
+    }));
+    if (items.some((dataset) => dataset.name === chosen)) select.value = chosen;
+    if (select.value !== chosen) select.dispatchEvent(new Event("change"));
+  } catch (error) {
+    $("#form-error").textContent = error.message;
+  }
+}
+
+// --- Start ----------------------------------------------------------------------------------------
+
+function stop() {
+  clearInterval(state.timer);
+  state.timer = null;
+  if (state.stream) state.stream.abort();
+  state.jobId = state.modelId = null;
+}
+
+function start() {
+  stop();
+  if (!openAccess) {
+    $("#key-forget").hidden = false;
+    $("#key-message").textContent = "using the key of this tab";
+  }
+  refreshDatasets();
+  refreshJobs();
+  refreshModels();
+  state.timer = setInterval(refreshJobs, JOBS_REFRESH_MS);
+}
+
+function setup() {
+  $("#job-rows").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-job-id]");
+    if (row) selectJob(row.dataset.jobId);
+  });
+  $("#model-rows").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-model-id]");
+    if (row) selectModel(row.dataset.modelId);
+  });
+  $("#job-model").addEventListener("click", () => state.job && state.job.model_id && selectModel(state.job.model_id));
+  $("#job-cancel").addEventListener("click", async () => {
+    try {
+      showJob(await (await request(`/v1/jobs/${encodeURIComponent(state.jobId)}/cancel`, { method: "POST" })).json());
+    } catch (error) {
+      $("#job-info").textContent = error.message;
+    }
+  });
+  setupJobForm();
+  if (openAccess || sessionStorage.getItem(KEY_ITEM)) {
+    start();
+  } else {
+    $("#key-message").textContent = "enter an API key to see jobs and models";
+  }
+  if (!openAccess) setupKeyForm();
+}
+
+document.addEventListener("DOMContentLoaded", setup);

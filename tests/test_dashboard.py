@@ -1,0 +1,184 @@
+"""The dashboard at / in a real headless browser: start a job from its form, watch it train, look at its model."""
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.conftest import RunningService
+from tests.support.browser import headless_chromium
+from tests.support.jobs import job_request, submit, wait_for
+from tests.support.processes import free_port, start, stop, wait_ready
+
+TRAINING_TIMEOUT = 180
+SERIES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    with headless_chromium() as driver:
+        yield driver
+
+
+def wait_until(browser: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 30) -> Any:
+    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
+
+
+def fill(form: WebElement, name: str, value: str) -> None:
+    field = form.find_element(By.NAME, name)
+    if field.tag_name == "select":
+        Select(field).select_by_value(value)
+    else:
+        field.clear()
+        field.send_keys(value)
+
+
+def field_error(browser: WebDriver, name: str) -> str:
+    return browser.find_element(By.CSS_SELECTOR, f".field-error[data-for='{name}']").text
+
+
+def chart_points(browser: WebDriver) -> dict[str, int]:
+    lines = browser.find_elements(By.CSS_SELECTOR, "#job-chart polyline")
+    return {line.get_attribute("data-series"): len(line.get_attribute("points").split()) for line in lines}
+
+
+def plot_width(browser: WebDriver) -> int:
+    return browser.execute_script("return document.getElementById('bn-plot').naturalWidth")
+
+
+def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_layers(
+    service: RunningService, client: httpx.Client, browser: WebDriver
+) -> None:
+    browser.get(f"{service.url}/")
+    form = browser.find_element(By.ID, "job-form")
+    fill(form, "dataset.name", "iris")
+    assert form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"  # from the dataset
+    for name, value in {"model.hidden_sizes": "16, 8", "model.activation": "tanh", "training.epochs": "3",
+                        "training.batch_size": "16", "training.learning_rate": "0.05", "training.optimizer": "adam"}.items():
+        fill(form, name, value)
+    browser.find_element(By.ID, "job-submit").click()
+
+    job_id = wait_until(browser, lambda b: b.find_element(By.ID, "job-title").text)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["spec"]["dataset"]["name"] == "iris"
+    assert job["spec"]["model"] | {"hidden_sizes": [16, 8], "activation": "tanh", "num_classes": 3} == job["spec"]["model"]
+    assert job["spec"]["training"] | {"epochs": 3, "batch_size": 16, "learning_rate": 0.05, "optimizer": "adam"} \
+        == job["spec"]["training"]
+
+    wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
+    assert chart_points(browser) == {name: 3 for name in SERIES}
+    row = browser.find_element(By.CSS_SELECTOR, f"#job-rows tr[data-job-id='{job_id}']")
+    wait_until(browser, lambda b: "succeeded" in row.text)  # the list refreshes by itself
+    assert browser.find_element(By.CSS_SELECTOR, "#job-rows tr").get_attribute("data-job-id") == job_id  # newest first
+
+    model_id = client.get(f"/v1/jobs/{job_id}").json()["model_id"]
+    browser.find_element(By.ID, "job-model").click()
+    assert browser.find_element(By.ID, "model-title").text == model_id
+    wait_until(browser, lambda b: plot_width(b) > 0, 60)
+    layers = [row.text.split()[:2] for row in browser.find_elements(By.CSS_SELECTOR, "#bn-rows tr")]
+    assert layers == [["bn1", "16"], ["bn2", "8"]]
+    assert browser.find_element(By.CSS_SELECTOR, f"#model-rows tr[data-model-id='{model_id}']")
+
+
+def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(
+    service: RunningService, client: httpx.Client, browser: WebDriver
+) -> None:
+    newest_before = client.get("/v1/jobs?limit=1").json()["items"]
+    browser.get(f"{service.url}/")
+    form = browser.find_element(By.ID, "job-form")
+    fill(form, "dataset.name", "digits")
+    fill(form, "model.hidden_sizes", "64, wide")
+    fill(form, "training.epochs", "0")
+    browser.find_element(By.ID, "job-submit").click()
+
+    wait_until(browser, lambda b: field_error(b, "training.epochs"))
+    refused = client.post("/v1/jobs", json=job_request(model={"hidden_sizes": [64, "wide"]}, training={"epochs": 0}))
+    assert refused.status_code == 422
+    messages = {error["field"]: error["message"] for error in refused.json()["error"]["fields"]}
+    assert field_error(browser, "training.epochs") == messages["training.epochs"]
+    assert field_error(browser, "model.hidden_sizes") == messages["model.hidden_sizes.1"]
+    assert field_error(browser, "model.num_classes") == ""
+
+    # Checked against the dataset only once the values are valid: the earlier errors go, this one comes.
+    fill(form, "model.hidden_sizes", "64")
+    fill(form, "training.epochs", "2")
+    fill(form, "model.num_classes", "3")
+    browser.find_element(By.ID, "job-submit").click()
+    wait_until(browser, lambda b: field_error(b, "model.num_classes"))
+    assert field_error(browser, "model.num_classes") == "dataset 'digits' has 10 classes, got 3"
+    assert field_error(browser, "training.epochs") == field_error(browser, "model.hidden_sizes") == ""
+    assert client.get("/v1/jobs?limit=1").json()["items"] == newest_before
+
+
+KEYS = {
+    "alice": {"key": "alice-key-0123456789", "owner": "alice", "scopes": ["train", "infer"]},
+    "bob": {"key": "bob-key-0123456789abc", "owner": "bob", "scopes": ["train", "infer"]},
+}
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir: Path = tmp_path_factory.mktemp("dashboard-keys")
+    keys_file = data_dir / "keys.json"
+    keys_file.write_text(json.dumps(list(KEYS.values())))
+    env = {"DATA_DIR": str(data_dir), "PORT": str(free_port()), "API_KEYS_FILE": str(keys_file), "EMBEDDED_WORKERS": "1"}
+    process = start("service", env, data_dir / "service.log")
+    url = f"http://127.0.0.1:{env['PORT']}"
+    try:
+        wait_ready(url, process, data_dir / "service.log")
+        yield url
+    finally:
+        stop(process)
+
+
+def as_(url: str, who: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEYS[who]['key']}"}, timeout=60)
+
+
+def enter_key(browser: WebDriver, key: str) -> None:
+    field = browser.find_element(By.ID, "key-input")
+    field.clear()
+    field.send_keys(key)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+
+
+def job_ids(browser: WebDriver) -> list[str]:
+    return [row.get_attribute("data-job-id") for row in browser.find_elements(By.CSS_SELECTOR, "#job-rows tr")]
+
+
+def test_with_api_keys_the_page_shows_nothing_until_a_key_is_given_and_then_only_its_owners(
+    secured: str, browser: WebDriver
+) -> None:
+    with as_(secured, "alice") as alice, as_(secured, "bob") as bob:
+        alices = wait_for(alice, submit(alice, job_request(training={"epochs": 1}))["id"])
+        assert alices["status"] == "succeeded"
+        bobs = submit(bob, job_request(training={"epochs": 1}))
+
+    page = httpx.get(f"{secured}/")
+    assert page.status_code == 200
+    for secret in (alices["id"], alices["model_id"], bobs["id"], "data-num-classes"):  # no job, model or dataset
+        assert secret not in page.text
+
+    browser.get(f"{secured}/")
+    assert "enter an API key" in browser.find_element(By.ID, "key-message").text
+    assert job_ids(browser) == []
+    enter_key(browser, "not-a-key-0123456789")
+    wait_until(browser, lambda b: "unknown API key" in b.find_element(By.ID, "key-message").text)
+    assert browser.execute_script("return sessionStorage.length") == 0
+
+    enter_key(browser, KEYS["alice"]["key"])
+    wait_until(browser, lambda b: job_ids(b) == [alices["id"]])
+    browser.find_element(By.CSS_SELECTOR, f"#model-rows tr[data-model-id='{alices['model_id']}']").click()
+    wait_until(browser, lambda b: plot_width(b) > 0, 60)  # fetched with the key, shown from a blob
+
+    browser.find_element(By.ID, "key-forget").click()
+    assert job_ids(browser) == [] and browser.find_element(By.ID, "model-detail").get_attribute("hidden")
+    enter_key(browser, KEYS["bob"]["key"])
+    wait_until(browser, lambda b: job_ids(b) == [bobs["id"]])

@@ -1,0 +1,93 @@
+"""An operator reads the logs: one JSON object per line, each request's line findable by its X-Request-ID."""
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import RunningService
+
+GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def log_files(service: RunningService) -> list[Path]:
+    """The API's log, and in distributed mode each worker's (embedded workers write into the API's)."""
+    return [service.log, *(service.data_dir / f"{name}.log" for name in service.workers)]
+
+
+def entries(path: Path) -> list[dict[str, Any]]:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    parsed = []
+    for number, line in enumerate(lines, 1):
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise AssertionError(f"{path.name} line {number} is not JSON: {line!r}") from None
+    return parsed
+
+
+def access_line(service: RunningService, request_id: str, timeout: float = 10) -> dict[str, Any]:
+    """The access line of the request with this id; it is written just after the response is sent."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in entries(service.log):
+            if entry.get("request_id") == request_id and entry["logger"] == "service.access":
+                return entry
+        time.sleep(0.05)
+    raise AssertionError(f"no access line with request_id {request_id} in {service.log}")
+
+
+def test_every_log_line_of_the_api_and_workers_is_a_json_object(service: RunningService, digits_model: dict) -> None:
+    lines = [entry for path in log_files(service) for entry in entries(path)]
+    assert lines
+    for entry in lines:
+        assert {"time", "level", "logger", "message"} <= entry.keys(), entry
+        assert entry["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+    loggers = {entry["logger"] for entry in lines}
+    assert {"uvicorn.error", "service.access"} <= loggers  # uvicorn's own lines go through the same formatter
+    assert "uvicorn.access" not in loggers  # replaced by service.access
+
+
+def test_a_workers_lines_carry_the_job_it_runs(service: RunningService, digits_model: dict) -> None:
+    job_id = digits_model["job_id"]
+    lines = [entry for path in log_files(service) for entry in entries(path)]
+    of_job = [entry for entry in lines if entry.get("job_id") == job_id]
+    assert any("taken by this worker" in entry["message"] for entry in of_job), of_job
+    assert all("request_id" not in entry for entry in of_job)
+
+
+def test_a_request_id_sent_comes_back_and_names_the_access_line(service: RunningService, client: httpx.Client) -> None:
+    request_id = f"test-{uuid.uuid4()}"
+    response = client.get("/v1/jobs", params={"limit": 1}, headers={"X-Request-ID": request_id})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == request_id
+    line = access_line(service, request_id)
+    assert line["method"] == "GET" and line["path"] == "/v1/jobs" and line["status"] == 200
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+
+
+def test_a_request_without_an_id_gets_one(service: RunningService, client: httpx.Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
+    assert GENERATED_ID.fullmatch(request_id)
+    assert access_line(service, request_id)["path"] == "/healthz"
+    assert client.get("/healthz").headers["x-request-id"] != request_id
+
+
+def test_an_unsafe_request_id_is_replaced_not_echoed(service: RunningService, client: httpx.Client) -> None:
+    for unsafe in ("x" * 129, "two words", '"quoted"', "a/b"):
+        response = client.get("/healthz", headers={"X-Request-ID": unsafe})
+        assert response.status_code == 200
+        assert GENERATED_ID.fullmatch(response.headers["x-request-id"]), unsafe
+
+
+def test_an_error_response_names_its_request_id(service: RunningService, client: httpx.Client) -> None:
+    response = client.get("/v1/jobs/job_missing", headers={"X-Request-ID": "trace-404"})
+    assert response.status_code == 404
+    assert response.json()["error"]["request_id"] == "trace-404"
+    assert access_line(service, "trace-404")["status"] == 404
