@@ -30,7 +30,9 @@ class CountingStore(ArtifactStore):
 
 
 @pytest.mark.parametrize(("seconds", "expected"), [(0.0, list(range(1, EPOCHS))), (3600.0, [])], ids=["0s", "1h"])
-def test_checkpoints_follow_the_interval_and_metrics_every_epoch(tmp_path: Path, seconds: float, expected: list[int]) -> None:
+def test_checkpoints_follow_the_interval_and_metrics_every_epoch(
+    tmp_path: Path, seconds: float, expected: list[int]
+) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
     upgrade_database(url)
     database = Database(url)
