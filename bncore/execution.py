@@ -218,7 +218,8 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
         with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost, \
                 EpochRecorder(lambda metrics: jobs.record_epoch(lease, metrics), lost) as recorder:
             trained, history = train_model(
-                spec, device, stores.datasets, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost), resume=checkpoint
+                spec, device, stores.datasets, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost),
+                resume=checkpoint,
             )
             recorder.flush()
             _store_model(lease, job.owner, trained, history[-1].__dict__, stores)
