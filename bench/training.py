@@ -24,5 +24,5 @@ def measure(client: httpx.Client, epochs: int, rounds: int) -> Row:
         f"4. training, digits MLP 64-100-100-100-10, batch {BATCH_SIZE} (job vs plain loop)",
         max(job_rates), max(plain_rates), "samples/s", TARGET, higher_is_better=True,
         note=f"{epochs} epochs, best of {rounds}; the job's time runs from `started_at` to `finished_at`, "
-        "so it includes loading, per-epoch checkpoints and storing the model",
+        "so it includes loading, checkpoints (every CHECKPOINT_SECONDS), per-epoch metrics and storing the model",
     )

@@ -1,16 +1,19 @@
 """Dynamic (micro) batching: concurrent predict requests for one model run as one forward pass.
 
-Requests queue up; one of their own threads, the leader, takes whole requests from the queue
-(a request is never split across answers) up to `max_batch_size` rows, waits at most
-`max_queue_delay_ms` for more to join, runs the forward pass once and hands each caller its own
-rows. Then the request at the head of the queue, if any, leads the next batch. The names are
-Triton's and TorchServe's. This is safe because eval-mode BN normalises with frozen statistics:
-a row's answer does not depend on the rows beside it.
+Requests queue up; a leader takes whole requests from the queue (a request is never split across
+answers) up to `max_batch_size` rows, waits at most `max_queue_delay_ms` for more to join, runs the
+forward pass once and hands each caller its own rows. Then the request at the head of the queue,
+if any, leads the next batch. The names are Triton's and TorchServe's. This is safe because
+eval-mode BN normalises with frozen statistics: a row's answer does not depend on the rows beside it.
 
-No thread of its own: a caller alone runs its forward pass in its own thread, as without batching,
-and is not kept waiting, since the leader waits for company only when the batch before it had some.
+Two kinds of callers share one queue. A thread calling `run` leads in its own thread. A coroutine
+awaiting `run_async` holds no thread while it waits: when it has to lead, an executor thread leads
+for it and goes on leading while the queue's head is another coroutine, so the forward pass never
+runs on the event loop. A caller alone is not kept waiting, since the leader waits for company
+only when the batch before it had some.
 """
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -47,13 +50,33 @@ class BatchingStats:
 
 
 class _Request(Generic[Result]):
-    def __init__(self, inputs: torch.Tensor) -> None:
+    def __init__(self, inputs: torch.Tensor, future: "asyncio.Future[Result] | None" = None) -> None:
         self.inputs = inputs
         self.rows = len(inputs)
-        self.answered = threading.Event()  # set once answered, or once it is this request's turn to lead
+        self.future = future  # a coroutine's request is answered through its future, on its event loop
+        # A thread's request: set once answered, or once it is its turn to lead.
+        self.answered = threading.Event() if future is None else None
         self.leads = False
         self.result: Result | None = None
         self.error: BaseException | None = None
+
+    def answer(self) -> None:
+        if self.answered is not None:
+            self.answered.set()
+        else:
+            try:
+                self.future.get_loop().call_soon_threadsafe(_settle, self.future, self.result, self.error)
+            except RuntimeError:  # its event loop is closed: nobody waits for the answer
+                pass
+
+
+def _settle(future: "asyncio.Future[Result]", result: Result, error: BaseException | None) -> None:
+    if future.cancelled():  # its client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class DynamicBatcher(Generic[Result]):
@@ -82,6 +105,29 @@ class DynamicBatcher(Generic[Result]):
             self._count([len(inputs)])
             return result
         request: _Request[Result] = _Request(inputs)
+        follows = self._enqueue(request)
+        if follows:
+            request.answered.wait()  # type: ignore[union-attr]
+        if request.leads or not follows:
+            self._lead()
+        if request.error is not None:
+            raise request.error
+        return request.result  # type: ignore[return-value]
+
+    async def run_async(self, inputs: torch.Tensor) -> Result:
+        """As `run`, awaited on an event loop; the forward pass runs in the loop's default executor."""
+        loop = asyncio.get_running_loop()
+        if not self.policy.enabled:
+            result = await loop.run_in_executor(None, self._forward, inputs)
+            self._count([len(inputs)])
+            return result
+        request: _Request[Result] = _Request(inputs, loop.create_future())
+        if not self._enqueue(request):
+            loop.run_in_executor(None, self._lead)
+        return await request.future  # type: ignore[misc]
+
+    def _enqueue(self, request: _Request[Result]) -> bool:
+        """Queue the request; whether a leader is already at work (else the caller must lead)."""
         with self._lock:
             self._queue.append(request)
             self._queued_rows += request.rows
@@ -89,41 +135,44 @@ class DynamicBatcher(Generic[Result]):
             self._leader = True
             if follows:
                 self._arrived.notify()
-        if follows:
-            request.answered.wait()
-        if request.leads or not follows:
-            self._lead()
-        if request.error is not None:
-            raise request.error
-        return request.result  # type: ignore[return-value]
+        return follows
 
     def stats(self) -> BatchingStats:
         with self._lock:
             return BatchingStats(self._requests, self._row_count, self._passes, self._largest)
 
     def _lead(self) -> None:
-        """Run one batch, which holds the leader's own request (it heads the queue), then pass the lead on."""
-        batch = self._gather()
-        try:
-            inputs = batch[0].inputs if len(batch) == 1 else torch.cat([request.inputs for request in batch])
-            result = self._forward(inputs)
-            self._count([request.rows for request in batch])
-            start = 0
-            for request in batch:
-                request.result = self._rows(result, start, start + request.rows)
-                start += request.rows
-        except BaseException as error:  # every caller of the batch sees the error
-            for request in batch:
-                request.error = error
-        finally:
-            with self._lock:
-                if self._queue:
-                    self._queue[0].leads = True
-                    self._queue[0].answered.set()
-                else:
-                    self._leader = False
-            for request in batch:
-                request.answered.set()
+        """Run batches, the first holding the leader's own request (it heads the queue), then pass the lead on.
+
+        A thread's request at the head of the queue takes the lead over; a coroutine's is led on by this thread.
+        """
+        while True:
+            batch = self._gather()
+            try:
+                inputs = batch[0].inputs if len(batch) == 1 else torch.cat([request.inputs for request in batch])
+                result = self._forward(inputs)
+                self._count([request.rows for request in batch])
+                start = 0
+                for request in batch:
+                    request.result = self._rows(result, start, start + request.rows)
+                    start += request.rows
+            except BaseException as error:  # every caller of the batch sees the error
+                for request in batch:
+                    request.error = error
+            finally:
+                with self._lock:
+                    successor = self._queue[0] if self._queue else None
+                    if successor is None:
+                        self._leader = False
+                    elif successor.future is None:
+                        successor.leads = True
+                for request in batch:
+                    request.answer()
+            if successor is None:
+                return
+            if successor.answered is not None:
+                successor.answered.set()
+                return
 
     def _gather(self) -> list[_Request[Result]]:
         """Whole requests from the head of the queue, up to max_batch_size rows (a larger one alone)."""

@@ -5,6 +5,7 @@ epoch checkpoint, so the model is the one an uninterrupted run would have produc
 """
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ class RunLimits:
     time_limit_seconds: float = 3600.0
     heartbeat_seconds: float = 5.0
     control_poll_seconds: float = 1.0  # how often a running job looks for a cancel request
+    checkpoint_seconds: float = 30.0  # the least time between two checkpoints; 0: after every epoch
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,54 @@ def heartbeat(beat: Callable[[], bool], every_seconds: float) -> Iterator[thread
     finally:
         stop.set()
         thread.join()
+
+
+class EpochRecorder:
+    """Writes each epoch's metrics from a thread of its own, so training does not wait for the database.
+
+    Epochs queued while a write is under way go in order after it. A write that finds the lease
+    lost sets `lost`, which stops training at its next step as the heartbeat's would.
+    """
+
+    def __init__(self, write: Callable[[EpochMetrics], None], lost: threading.Event) -> None:
+        self._write = write
+        self._lost = lost
+        self._pending: queue.SimpleQueue[EpochMetrics | threading.Event | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="job-metrics", daemon=True)
+
+    def __enter__(self) -> "EpochRecorder":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pending.put(None)
+        self._thread.join()
+
+    def record(self, metrics: EpochMetrics) -> None:
+        self._pending.put(metrics)
+
+    def flush(self) -> None:
+        """Wait until every epoch recorded so far is written; raise what a write raised."""
+        done = threading.Event()
+        self._pending.put(done)
+        done.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (item := self._pending.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()
+            elif self._error is None:
+                try:
+                    self._write(item)
+                except BaseException as error:
+                    self._error = error
+                    if isinstance(error, LeaseLost):
+                        self._lost.set()
+                    else:
+                        log.exception("could not record an epoch's metrics")
 
 
 def _interrupt(lease: Lease, jobs: JobStore, limits: RunLimits, lost: threading.Event) -> Callable[[], None]:
@@ -152,15 +202,26 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
     if checkpoint is not None:
         jobs.mark_resumed(lease, checkpoint.epoch)
 
-    def after_epoch(metrics: EpochMetrics, checkpoint: Checkpoint) -> None:
-        stores.checkpoints.save(job_id, checkpoint.tensors, checkpoint.metadata)
-        jobs.record_epoch(lease, metrics)
+    last_checkpoint = time.monotonic()
+
+    def after_epoch(metrics: EpochMetrics, capture: Callable[[], Checkpoint]) -> None:
+        nonlocal last_checkpoint
+        # None after the last epoch: the model is stored next. Saved before the epoch's metrics are
+        # recorded, so with CHECKPOINT_SECONDS=0 the progress shown is always an epoch it can resume from.
+        if metrics.epoch < spec.training.epochs and time.monotonic() - last_checkpoint >= limits.checkpoint_seconds:
+            saved = capture()
+            stores.checkpoints.save(job_id, saved.tensors, saved.metadata)
+            last_checkpoint = time.monotonic()
+        recorder.record(metrics)
 
     try:
-        with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost:
+        with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost, \
+                EpochRecorder(lambda metrics: jobs.record_epoch(lease, metrics), lost) as recorder:
             trained, history = train_model(
-                spec, device, stores.datasets, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost), resume=checkpoint
+                spec, device, stores.datasets, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost),
+                resume=checkpoint,
             )
+            recorder.flush()
             _store_model(lease, job.owner, trained, history[-1].__dict__, stores)
     except LeaseLost:
         # Another worker has the job now and goes on from the checkpoint: leave both alone.

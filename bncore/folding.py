@@ -9,6 +9,7 @@ import copy
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -25,12 +26,38 @@ GAMMA_FLOOR = 1e-5
 
 
 @dataclass(frozen=True)
+class PreBatchNorm:
+    """Eval-mode BN undone on features along dim 1, in float64: z = (y − β)·sqrt(σ² + ε)/γ + μ.
+
+    Computed as y·scale + shift with both worked out once per layer, not once per request.
+    Features with |γ| ≤ GAMMA_FLOOR come back as μ: their BN output says nothing about z.
+    """
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, bn: BatchNorm) -> "PreBatchNorm":
+        gamma, mean = bn.weight.double(), bn.running_mean.double()
+        observable = gamma.abs() > GAMMA_FLOOR
+        spread = torch.sqrt(bn.running_var.double() + bn.eps) / torch.where(observable, gamma, torch.ones_like(gamma))
+        scale = torch.where(observable, spread, torch.zeros_like(spread))
+        return cls(scale, torch.where(observable, mean - bn.bias.double() * spread, mean))
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (output.dim() - 2)
+        return torch.addcmul(self.shift.view(shape), output.double(), self.scale.view(shape))
+
+
+@dataclass(frozen=True)
 class ServedBatchNorm:
     """A BN layer of the trained network; `folded_into` names the layer that absorbed it, if one did."""
 
     name: str
     module: BatchNorm
     folded_into: str | None
+    unfold: PreBatchNorm | None = None  # for a folded layer: its input z from the folded layer's output
 
 
 @dataclass(frozen=True)
@@ -42,17 +69,20 @@ class ServingGraph:
     def folded_layers(self) -> list[str]:
         return [bn.name for bn in self.batchnorms if bn.folded_into is not None]
 
+    @cached_property
+    def _taps(self) -> dict[str, ServedBatchNorm]:
+        return {bn.folded_into or bn.name: bn for bn in self.batchnorms}
+
     def forward(self, inputs: torch.Tensor, observe: Callable[[str, torch.Tensor], None]) -> torch.Tensor:
         """The logits; `observe(bn_name, z)` sees each BN layer's input z on the way, folded or not."""
-        taps = {bn.folded_into or bn.name: bn for bn in self.batchnorms}
         x = inputs
         for name, module in self.network.named_children():
-            tap = taps.get(name)
+            tap = self._taps.get(name)
             if tap is not None and tap.folded_into is None:
                 observe(tap.name, x)
             x = module(x)
             if tap is not None and tap.folded_into is not None:
-                observe(tap.name, pre_batchnorm(tap.module, x))
+                observe(tap.name, tap.unfold(x))  # type: ignore[misc]
         return x
 
 
@@ -91,15 +121,23 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
     batchnorms: list[ServedBatchNorm] = []
     for name, module in children.items():
         if name in pairs:
-            batchnorms.append(ServedBatchNorm(name, copy.deepcopy(module), folded_into=pairs[name]))
+            batchnorms.append(ServedBatchNorm(name, copy.deepcopy(module), pairs[name], PreBatchNorm.of(module)))
         elif name in absorbed:
             layers.append((name, fold_into(module, children[absorbed[name]])))
         else:
             served = copy.deepcopy(module)
+            if getattr(served, "inplace", None) is False:
+                # An activation overwrites its input, which nothing reads again: no new tensor to allocate and fill.
+                served.inplace = True
             layers.append((name, served))
             if isinstance(served, BatchNorm):
                 batchnorms.append(ServedBatchNorm(name, served, folded_into=None))
-    return ServingGraph(nn.Sequential(OrderedDict(layers)).eval(), tuple(batchnorms))
+    network = nn.Sequential(OrderedDict(layers)).eval()
+    if any(isinstance(module, nn.Conv2d) for module in network.modules()):
+        # NHWC weights make every layer after the first convolution NHWC too, where CPU convolutions and
+        # max-pooling vectorise over channels: in NCHW, pooling 8×8 images costs more than the convolutions.
+        network.to(memory_format=torch.channels_last)
+    return ServingGraph(network, tuple(batchnorms))
 
 
 def folded_layer_names(spec: ModelSpec, fold: bool) -> list[str]:
@@ -109,16 +147,3 @@ def folded_layer_names(spec: ModelSpec, fold: bool) -> list[str]:
     with torch.device("meta"):
         network = build_network(spec, tuple(spec.input_shape or ()))
     return list(fold_pairs(network))
-
-
-def pre_batchnorm(bn: BatchNorm, output: torch.Tensor) -> torch.Tensor:
-    """Undo eval-mode BN on features along dim 1, in float64: z = (y − β)·sqrt(σ² + ε)/γ + μ.
-
-    Features with |γ| ≤ GAMMA_FLOOR come back as μ: their BN output says nothing about z.
-    """
-    shape = (1, -1) + (1,) * (output.dim() - 2)
-    gamma = bn.weight.double()
-    observable = gamma.abs() > GAMMA_FLOOR
-    spread = torch.sqrt(bn.running_var.double() + bn.eps) / torch.where(observable, gamma, torch.ones_like(gamma))
-    z = (output.double() - bn.bias.double().view(shape)) * spread.view(shape) + bn.running_mean.double().view(shape)
-    return torch.where(observable.view(shape), z, bn.running_mean.double().view(shape))

@@ -1,6 +1,7 @@
 """Serving: checking raw prediction inputs, the served form of a model, and an LRU cache of them."""
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
@@ -12,10 +13,13 @@ import torch
 from bncore.artifacts import ArtifactStore
 from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
 from bncore.drift import DriftMonitor
-from bncore.errors import InvalidField, PayloadTooLarge
+from bncore.errors import InvalidField, ModelNotFound, PayloadTooLarge
 from bncore.folding import ServingGraph, serving_graph
 from bncore.model_store import ModelRecord
 from bncore.trained_model import Prediction, TrainedModel
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch.Tensor:
@@ -33,11 +37,11 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
         raise InvalidField("inputs", "a number too large for a 64-bit float") from None
     if array.shape[1:] != input_shape:
         raise InvalidField("inputs", f"expected shape {expected}, got {list(array.shape)}")
-    bad = np.argwhere(~np.isfinite(array))
-    if len(bad):
+    if not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))
         raise InvalidField(f"inputs[{bad[0][0]}]", "NaN or infinite values; every input must be a finite number")
-    too_large = np.argwhere(np.abs(array) > np.finfo(np.float32).max)
-    if len(too_large):
+    if np.abs(array).max() > FLOAT32_MAX:
+        too_large = np.argwhere(np.abs(array) > FLOAT32_MAX)
         raise InvalidField(f"inputs[{too_large[0][0]}]", "values beyond the float32 range the model computes in")
     return torch.from_numpy(array.astype(np.float32))
 
@@ -49,7 +53,7 @@ class ServedModel:
     trained: TrainedModel  # the training form, as stored
     graph: ServingGraph
     drift: DriftMonitor
-    batcher: DynamicBatcher[Prediction]
+    batcher: DynamicBatcher["_Answer"]
 
     @classmethod
     def of(
@@ -70,28 +74,53 @@ class ServedModel:
 
         InvalidField when finite inputs still overflow the network: an answer of NaNs is no answer.
         """
-        prediction = self.batcher.run(raw_inputs)
-        overflowed = (~torch.isfinite(prediction.logits)).any(dim=1).nonzero()
-        if len(overflowed):
-            raise InvalidField(f"inputs[{int(overflowed[0])}]", "values so large the network overflows float32")
-        return prediction
+        return _checked(self.batcher.run(raw_inputs))
+
+    async def predict_async(self, raw_inputs: torch.Tensor) -> Prediction:
+        """As `predict`, awaited: no thread waits for the batch, and the forward pass runs off the event loop."""
+        return _checked(await self.batcher.run_async(raw_inputs))
 
     def serving_stats(self) -> BatchingStats:
         """Requests, rows and forward passes since this process loaded the model."""
         return self.batcher.stats()
 
 
+@dataclass(frozen=True)
+class _Answer:
+    prediction: Prediction
+    overflowed: list[int]  # rows whose logits are not all finite, usually none
+
+
+def _checked(answer: _Answer) -> Prediction:
+    if answer.overflowed:
+        raise InvalidField(f"inputs[{answer.overflowed[0]}]", "values so large the network overflows float32")
+    return answer.prediction
+
+
 @torch.inference_mode()
-def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> Prediction:
+def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> _Answer:
     """One forward pass; the BN inputs seen add to the drift monitor's moments."""
     activations: dict[str, torch.Tensor] = {}
     logits = graph.forward(raw_inputs, observe=activations.__setitem__)
     drift.record(len(raw_inputs), activations)
-    return Prediction.from_logits(logits)
+    finite = torch.isfinite(logits).all(dim=1)
+    overflowed = [] if finite.all() else (~finite).nonzero().flatten().tolist()
+    return _Answer(Prediction.from_logits(logits), overflowed)
 
 
-def _rows(prediction: Prediction, start: int, stop: int) -> Prediction:
-    return Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop])
+def _rows(answer: _Answer, start: int, stop: int) -> _Answer:
+    prediction = answer.prediction
+    return _Answer(
+        Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop]),
+        [row - start for row in answer.overflowed if start <= row < stop],
+    )
+
+
+@dataclass
+class _Cached:
+    model: ServedModel
+    record: ModelRecord
+    checked_at: float  # time.monotonic() when the record was last read from the database
 
 
 @dataclass(frozen=True)
@@ -102,43 +131,78 @@ class CacheStats:
 
 
 class ModelCache:
-    """Models rebuilt from their artifacts on first use and kept, least recently used evicted first."""
+    """Models rebuilt from their artifacts on first use and kept, least recently used evicted first.
+
+    Each keeps its model record, so a request for a cached model needs no database read: records
+    never change, only deletion ends them. A model deleted through this process is evicted and never
+    served again here. One deleted through another API process is noticed when its record is read
+    again, at most `recheck_seconds` after the last read; until then this process still serves it.
+    """
 
     def __init__(
         self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING,
-        on_batch: BatchObserver | None = None,
+        on_batch: BatchObserver | None = None, recheck_seconds: float = 5.0,
     ) -> None:
         self.artifacts = artifacts
         self.capacity = capacity
         self.fold_batchnorm = fold_batchnorm
         self.batching = batching
         self.on_batch = on_batch
-        self._models: OrderedDict[str, ServedModel] = OrderedDict()
+        self.recheck_seconds = recheck_seconds
+        self._models: OrderedDict[str, _Cached] = OrderedDict()
+        self._deleted: set[str] = set()  # model ids are never reused
         self._lock = threading.Lock()
         self._hits = self._misses = 0
 
-    def get(self, record: ModelRecord) -> ServedModel:
-        """The served model, loaded from its verified artifact on first use."""
+    def lookup(self, model_id: str, owner: str | None) -> ServedModel | None:
+        """The cached model, if its record was read recently; None: read the record and call `get`.
+
+        With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers.
+        """
         with self._lock:
+            cached = self._models.get(model_id)
+            if cached is None or time.monotonic() - cached.checked_at > self.recheck_seconds:
+                return None
+            self._hits += 1
+            self._models.move_to_end(model_id)
+        if owner is not None and cached.record.owner != owner:
+            raise ModelNotFound(model_id)
+        return cached.model
+
+    def get(self, record: ModelRecord) -> ServedModel:
+        """The served model of a record just read from the database, loaded from its verified artifact on first use."""
+        with self._lock:
+            self._refuse_deleted(record.id)
             if record.id in self._models:
                 self._hits += 1
+                cached = self._models[record.id]
+                cached.checked_at = time.monotonic()
                 self._models.move_to_end(record.id)
-                return self._models[record.id]
+                return cached.model
             self._misses += 1
         trained = TrainedModel.from_tensors(record.spec, self.artifacts.load(record.id, record.artifact_sha256))
-        loaded = ServedModel.of(trained, self.fold_batchnorm, self.batching, self.on_batch)
+        served = ServedModel.of(trained, self.fold_batchnorm, self.batching, self.on_batch)
+        loaded = _Cached(served, record, time.monotonic())
         with self._lock:
+            # A deletion may have come while the artifact loaded: a deleted model never enters the cache.
+            self._refuse_deleted(record.id)
             # Two first requests may race to load: keep one, so no request feeds an orphaned drift monitor.
-            model = self._models.setdefault(record.id, loaded)
+            cached = self._models.setdefault(record.id, loaded)
             self._models.move_to_end(record.id)
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
-        return model
+        return cached.model
 
     def evict(self, model_id: str) -> None:
+        """Forget a deleted model for good: a request that read its record before the deletion cannot bring it back."""
         with self._lock:
             self._models.pop(model_id, None)
+            self._deleted.add(model_id)
 
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(self._hits, self._misses, len(self._models))
+
+    def _refuse_deleted(self, model_id: str) -> None:
+        if model_id in self._deleted:
+            raise ModelNotFound(model_id)

@@ -60,11 +60,15 @@ class Settings(BaseSettings):
     )
     api_threads: int = Field(
         64, ge=1, le=1024,
-        description="threads the API runs blocking route handlers in (anyio's default is 40); a predict request "
-        "holds one while it waits for its batch, so fewer than MAX_BATCH_SIZE caps the batches",
+        description="threads the API runs blocking route handlers in (anyio's default is 40); predict holds none "
+        "while it waits for its batch",
     )
     max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")
     model_cache_size: int = Field(32, ge=1, description="models kept loaded for inference")
+    model_recheck_seconds: float = Field(
+        5.0, ge=0, description="how long an API process serves a cached model without reading its record again; "
+        "a model deleted through another API process is served by this one for at most this long",
+    )
     cancel_poll_seconds: float = Field(1.0, gt=0, description="how often a running job looks for a cancel request")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often a running job's worker reports it is alive")
     job_stale_seconds: float = Field(
@@ -72,6 +76,9 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, description="workers a job may lose before it fails as `worker_lost`")
     job_time_limit_seconds: float = Field(3600.0, gt=0, description="a job running longer fails as `timeout`")
+    checkpoint_seconds: float = Field(
+        30.0, ge=0, description="the least time between two checkpoints of a running job; 0: after every epoch"
+    )
 
     @model_validator(mode="after")
     def _stale_after_several_heartbeats(self) -> "Settings":

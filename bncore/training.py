@@ -3,6 +3,7 @@
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -130,13 +131,14 @@ def train(
     network: nn.Module,
     data: PreparedData,
     spec: TrainingSpec,
-    on_epoch: Callable[[EpochMetrics, Checkpoint], None] = lambda metrics, checkpoint: None,
+    on_epoch: Callable[[EpochMetrics, Callable[[], Checkpoint]], None] = lambda metrics, checkpoint: None,
     interrupt: Callable[[], None] = lambda: None,
     resume: Checkpoint | None = None,
 ) -> list[EpochMetrics]:
     """Train in place on `data` (already on the network's device); one EpochMetrics per epoch.
 
-    After each epoch `on_epoch` gets its metrics and a checkpoint; `resume` goes on from one.
+    After each epoch `on_epoch` gets its metrics and a function that captures a checkpoint, so that a
+    caller who checkpoints now and then pays for it only then; `resume` goes on from one.
     """
     optimizer = make_optimizer(network, spec)
     shuffle = torch.Generator().manual_seed(spec.seed)
@@ -158,5 +160,5 @@ def train(
                     raise TrainingDiverged(epoch, None, loss)
             metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy)
             history.append(metrics)
-            on_epoch(metrics, Checkpoint.capture(epoch, history, network, optimizer, shuffle))
+            on_epoch(metrics, partial(Checkpoint.capture, epoch, list(history), network, optimizer, shuffle))
     return history

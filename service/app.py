@@ -56,7 +56,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
         cache=ModelCache(
             artifacts, settings.model_cache_size, settings.fold_batchnorm,
             BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
-            on_batch=metrics.observe_batch if metrics else None,
+            on_batch=metrics.observe_batch if metrics else None, recheck_seconds=settings.model_recheck_seconds,
         ),
         enqueue=enqueue_training, broker_reachable=broker_reachable,
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
@@ -76,8 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = build_services(settings, service_metrics)
         app.state.services = services
         service_metrics.watch(JobStats(services.database), services.cache)
-        # Sync routes (predict among them) run in anyio's default thread pool; a predict request holds
-        # its thread while it waits for its batch, so the pool bounds how many can share one.
+        # Sync routes run in anyio's default thread pool; predict is async and holds no thread while it waits.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         recovery = RecoveryLoop(
             partial(

@@ -60,7 +60,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     keys: list[ApiKeyEntry] = request.app.state.services.api_keys
     if not keys:
         return OPEN_ACCESS
@@ -75,9 +75,12 @@ def authenticate(request: Request) -> Principal:
 
 
 def require(*scopes: Scope) -> type[Principal]:
-    """A dependency: the caller, who must hold one of `scopes` (or `admin`)."""
+    """A dependency: the caller, who must hold one of `scopes` (or `admin`).
 
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    Dependencies here are async although they never await: FastAPI runs a sync one in a thread.
+    """
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not principal.scopes & {*scopes, "admin"}:
             raise Forbidden(f"this API key lacks the scope this needs: one of {sorted(scopes)}")
         return principal

@@ -1,4 +1,7 @@
-"""Typed dependencies: the stores and services a route needs, built once in the app's lifespan."""
+"""Typed dependencies: the stores and services a route needs, built once in the app's lifespan.
+
+Async although they never await: FastAPI would run a sync dependency in a thread, a hop per dependency.
+"""
 
 import logging
 from collections.abc import Callable
@@ -49,27 +52,27 @@ def enqueue_or_fail(services: Services, job_id: str, device: str) -> None:
         raise QueueUnavailable("the job queue is unreachable; the job was not started, try again later") from error
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Bodies are JSON; anything else is refused before it is parsed."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType(f"expected Content-Type: application/json, got '{media_type or 'none'}'")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.services.settings
 
 
-def get_jobs(request: Request) -> JobStore:
-    return get_services(request).jobs
+async def get_jobs(request: Request) -> JobStore:
+    return request.app.state.services.jobs
 
 
-def get_models(request: Request) -> ModelStore:
-    return get_services(request).models
+async def get_models(request: Request) -> ModelStore:
+    return request.app.state.services.models
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

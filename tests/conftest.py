@@ -25,6 +25,8 @@ MODE = os.environ.get("BN_TEST_MODE", "embedded")
 WORKER_NAMES = ("worker-a", "worker-b") if MODE == "distributed" else ()
 # Quick heartbeats, so that a lost worker is noticed within seconds rather than half a minute.
 FAST_RECOVERY = {"HEARTBEAT_SECONDS": "0.5", "JOB_STALE_SECONDS": "3", "CANCEL_POLL_SECONDS": "0.2"}
+# A checkpoint after every epoch, so that a job killed at epoch k resumes from k (test_job_survives_faults).
+EVERY_EPOCH_CHECKPOINTS = {"CHECKPOINT_SECONDS": "0"}
 # A cap on epochs × samples low enough for a test to pass it with a built-in dataset.
 SAMPLE_EPOCH_CAP = {"MAX_SAMPLE_EPOCHS": "1500000"}
 # Two workers and the API share this machine's cores: one torch thread each keeps them from thrashing.
@@ -103,7 +105,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     data_dir = tmp_path_factory.mktemp("data")
-    env = {"DATA_DIR": str(data_dir), "PORT": str(free_port()), "HOST": "127.0.0.1", **FAST_RECOVERY, **SAMPLE_EPOCH_CAP, **ONE_THREAD_EACH}
+    env = {"DATA_DIR": str(data_dir), "PORT": str(free_port()), "HOST": "127.0.0.1", **FAST_RECOVERY, **EVERY_EPOCH_CHECKPOINTS, **SAMPLE_EPOCH_CAP, **ONE_THREAD_EACH}
     running = RunningService(data_dir=data_dir, env=env)
     with ExitStack() as stack:
         stack.callback(running.stop)

@@ -88,6 +88,17 @@ def test_a_key_sees_and_uses_only_its_owners_jobs_and_models(secured: str, alice
         assert model_id in {model["id"] for model in admin.get("/v1/models").json()["items"]}
 
 
+def test_a_model_served_from_the_cache_still_answers_only_its_owner(secured: str, alices_model: dict) -> None:
+    url = f"/v1/models/{alices_model['model_id']}/predict"
+    with as_(secured, "alice") as alice:
+        assert alice.post(url, json={"inputs": [[0.0] * 64]}).status_code == 200  # loaded into the cache
+    with as_(secured, "bob") as bob:
+        for _ in range(2):
+            assert bob.post(url, json={"inputs": [[0.0] * 64]}).status_code == 404
+    with as_(secured, "admin") as admin:
+        assert admin.post(url, json={"inputs": [[0.0] * 64]}).status_code == 200
+
+
 def test_scopes_limit_what_a_key_may_do(secured: str, alices_model: dict) -> None:
     model_id = alices_model["model_id"]
     with as_(secured, "alice_app") as app:

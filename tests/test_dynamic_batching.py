@@ -1,5 +1,6 @@
 """Concurrent predict requests share forward passes, and every caller still gets exactly its own rows."""
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +96,58 @@ def test_an_error_in_a_batch_reaches_its_callers_and_the_next_batch_still_runs()
     with pytest.raises(RuntimeError, match="boom"):
         batcher.run(request_rows(1, 1))
     torch.testing.assert_close(batcher.run(request_rows(2, 1)), request_rows(2, 1))
+
+
+def test_awaiting_callers_share_forward_passes_that_run_off_the_event_loop() -> None:
+    forward = RecordingForward()
+    threads: list[int] = []
+
+    def recording(inputs: torch.Tensor) -> torch.Tensor:
+        threads.append(threading.get_ident())
+        return forward(inputs)
+
+    batcher = DynamicBatcher(recording, cut, BatchingPolicy(max_batch_size=64, max_queue_delay_ms=5))
+    sizes = {request_id: 1 + request_id % 4 for request_id in range(1, 21)}
+
+    async def scenario() -> tuple[int, list[torch.Tensor], torch.Tensor]:
+        first = asyncio.ensure_future(batcher.run_async(request_rows(0, 2)))
+        while not forward.entered.is_set():
+            await asyncio.sleep(0.01)  # the loop stays free while the first forward pass runs
+        rest = [asyncio.ensure_future(batcher.run_async(request_rows(i, rows))) for i, rows in sizes.items()]
+        await asyncio.sleep(0.3)
+        forward.release.set()
+        return threading.get_ident(), await asyncio.gather(*rest), await first
+
+    loop_thread, answers, first = asyncio.run(scenario())
+    torch.testing.assert_close(first, request_rows(0, 2) * 2)
+    for (request_id, rows), answer in zip(sizes.items(), answers, strict=True):
+        torch.testing.assert_close(answer, request_rows(request_id, rows) * 2)
+    assert [len(batch) for batch in forward.batches] == [2, sum(sizes.values())]
+    assert loop_thread not in threads
+    assert batcher.stats().requests == 21
+
+
+def test_threads_and_coroutines_share_one_queue() -> None:
+    forward = RecordingForward()
+    batcher = DynamicBatcher(forward, cut, BatchingPolicy(max_batch_size=64, max_queue_delay_ms=5))
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        first = pool.submit(batcher.run, request_rows(0, 1))
+        assert forward.entered.wait(10)
+        from_threads = {i: pool.submit(batcher.run, request_rows(i, 1)) for i in range(1, 10)}
+
+        async def from_coroutines() -> list[torch.Tensor]:
+            answers = asyncio.gather(*(batcher.run_async(request_rows(i, 2)) for i in range(10, 20)))
+            await asyncio.sleep(0.3)
+            forward.release.set()
+            return await answers
+
+        awaited = asyncio.run(from_coroutines())
+        for request_id, answer in from_threads.items():
+            torch.testing.assert_close(answer.result(10), request_rows(request_id, 1) * 2)
+        torch.testing.assert_close(first.result(10), request_rows(0, 1) * 2)
+    for request_id, answer in zip(range(10, 20), awaited, strict=True):
+        torch.testing.assert_close(answer, request_rows(request_id, 2) * 2)
+    assert len(forward.batches) == 2 and len(forward.batches[1]) == 9 + 20
 
 
 def test_concurrent_clients_each_get_their_own_rows_from_shared_forward_passes(

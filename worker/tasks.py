@@ -40,6 +40,7 @@ def train_job(task: Task, job_id: str) -> None:
         time_limit_seconds=settings.job_time_limit_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         control_poll_seconds=settings.cancel_poll_seconds,
+        checkpoint_seconds=settings.checkpoint_seconds,
     )
     started = time.monotonic()
     with log_context(job_id=job_id):

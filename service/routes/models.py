@@ -1,8 +1,10 @@
 """Trained models: metadata, BN layers, predictions, drift, downloads, deletion."""
 
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from bncore.batchnorm import batchnorm_layers
 from bncore.drift import DriftThresholds
@@ -12,7 +14,7 @@ from bncore.plots import batchnorm_png
 from bncore.recalibration import check_recalibration
 from bncore.specs import Recalibration, RecalibrationRequest
 from service.auth import Inferrer, Reader, Trainer
-from service.deps import ModelsDep, ServicesDep, SettingsDep, enqueue_or_fail, require_json
+from service.deps import ModelsDep, Services, ServicesDep, SettingsDep, enqueue_or_fail, require_json
 from service.schemas import (
     PNG_RESPONSE, BatchNormLayerOut, BatchNormOut, DriftOut, JobOut, ModelOut, ModelPage, PredictIn, PredictOut,
     error_responses,
@@ -21,15 +23,24 @@ from service.schemas import (
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 403, 422))
 # Routes that load the stored weights answer 503 when they are missing or damaged.
 SERVED = error_responses(404, 503)
+# Up to this many rows predict parses its inputs on the event loop; a larger request, in a thread.
+INLINE_PARSE_ROWS = 64
 
 
-def readable_model(model_id: str, services: ServicesDep, caller: Reader) -> ServedModel:
-    """The model as this process serves it, loaded into the cache on first use."""
-    return services.cache.get(services.models.get(model_id, caller.owner_filter))
+async def served_model(services: Services, model_id: str, owner: str | None) -> ServedModel:
+    """The model as this process serves it: from the cache without a database read, else loaded in a thread."""
+    cached = services.cache.lookup(model_id, owner)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(lambda: services.cache.get(services.models.get(model_id, owner)))
 
 
-def inferable_model(model_id: str, services: ServicesDep, caller: Inferrer) -> ServedModel:
-    return services.cache.get(services.models.get(model_id, caller.owner_filter))
+async def readable_model(model_id: str, services: ServicesDep, caller: Reader) -> ServedModel:
+    return await served_model(services, model_id, caller.owner_filter)
+
+
+async def inferable_model(model_id: str, services: ServicesDep, caller: Inferrer) -> ServedModel:
+    return await served_model(services, model_id, caller.owner_filter)
 
 
 ReadableModel = Annotated[ServedModel, Depends(readable_model)]
@@ -82,10 +93,11 @@ def plot_batchnorm(model_id: str, model: ReadableModel) -> Response:
     "/{model_id}/predict", response_model=PredictOut, dependencies=[Depends(require_json)],
     responses={**SERVED, **error_responses(413, 415)},
 )
-def predict(model_id: str, body: PredictIn, model: InferableModel, settings: SettingsDep) -> PredictOut:
+async def predict(model_id: str, body: PredictIn, model: InferableModel, settings: SettingsDep) -> PredictOut:
     """Class probabilities for raw inputs, in eval mode: a sample's answer does not depend on its batch."""
-    inputs = parse_inputs(body.inputs, model.input_shape, settings.max_predict_rows)
-    prediction = model.predict(inputs)
+    parse = partial(parse_inputs, body.inputs, model.input_shape, settings.max_predict_rows)
+    inputs = parse() if len(body.inputs) <= INLINE_PARSE_ROWS else await run_in_threadpool(parse)
+    prediction = await model.predict_async(inputs)
     return PredictOut(
         model_id=model_id,
         outputs=prediction.logits.tolist(),

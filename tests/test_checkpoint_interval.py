@@ -1,0 +1,49 @@
+"""A job checkpoints at most every CHECKPOINT_SECONDS and never after its last epoch, yet reports every epoch."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bncore.artifacts import ArtifactStore
+from bncore.database import Database
+from bncore.execution import RunLimits, Stores, run_job
+from bncore.job_store import JobStore
+from bncore.migrations import upgrade_database
+from bncore.model_store import ModelStore
+from tests.support.jobs import job_request
+
+EPOCHS = 5
+
+
+class CountingStore(ArtifactStore):
+    """A real checkpoint store that also remembers which epochs it was asked to save."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.saved_epochs: list[int] = []
+
+    def save(self, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+        self.saved_epochs.append(json.loads(metadata["checkpoint"])["epoch"])
+        return super().save(name, tensors, metadata)
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [(0.0, list(range(1, EPOCHS))), (3600.0, [])], ids=["0s", "1h"])
+def test_checkpoints_follow_the_interval_and_metrics_every_epoch(
+    tmp_path: Path, seconds: float, expected: list[int]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    upgrade_database(url)
+    database = Database(url)
+    checkpoints = CountingStore(tmp_path / "checkpoints")
+    stores = Stores(JobStore(database), ModelStore(database), ArtifactStore(tmp_path / "artifacts"), checkpoints)
+    job, _ = stores.jobs.create(job_request(training={"epochs": EPOCHS}) | {"resources": {"device": "cpu"}}, "alice")
+
+    run_job(job.id, stores, "worker-1", RunLimits(checkpoint_seconds=seconds))
+
+    finished = stores.jobs.get(job.id)
+    assert finished.status == "succeeded"
+    assert [metrics.epoch for metrics in finished.metrics] == list(range(1, EPOCHS + 1))
+    assert checkpoints.saved_epochs == expected
+    assert not checkpoints.exists(job.id)  # a finished job leaves no checkpoint behind
