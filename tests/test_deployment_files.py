@@ -200,6 +200,11 @@ def test_every_variable_the_deployment_names_is_a_setting() -> None:
     assert CONTRACT_SETTINGS - settings_names() == set()
 
 
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert sorted(name for name in settings_names() if f"`{name}`" not in readme) == []
+
+
 def test_redis_keeps_its_data_and_never_evicts_broker_keys() -> None:
     redis = service("redis")
     command = " ".join(redis["command"])
