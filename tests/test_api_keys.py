@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support.jobs import job_request, wait_for
-from tests.support.processes import ROOT, free_port, start, stop, wait_ready
+from tests.support.processes import ROOT, free_port, own_service
 
 KEYS = {
     "alice": {"key": "alice-key-0123456789", "owner": "alice", "scopes": ["train", "infer"]},
@@ -25,19 +25,9 @@ SUBMISSIONS_PER_MINUTE = 4
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("secured")
-    keys_file = data_dir / "keys.json"
-    keys_file.write_text(json.dumps(list(KEYS.values())))
-    port = free_port()
-    env = {"DATA_DIR": str(data_dir), "PORT": str(port), "API_KEYS_FILE": str(keys_file),
-           "EMBEDDED_WORKERS": "1", "JOB_SUBMISSIONS_PER_MINUTE": str(SUBMISSIONS_PER_MINUTE)}
-    process = start("service", env, data_dir / "service.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, data_dir / "service.log")
+    env = {"EMBEDDED_WORKERS": "1", "JOB_SUBMISSIONS_PER_MINUTE": str(SUBMISSIONS_PER_MINUTE)}
+    with own_service(tmp_path_factory.mktemp("secured"), env, list(KEYS.values())) as url:
         yield url
-    finally:
-        stop(process)
 
 
 def as_(url: str, who: str | None) -> httpx.Client:

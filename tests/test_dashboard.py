@@ -1,8 +1,6 @@
 """The dashboard at / in a real headless browser: start a job from its form, watch it train, look at its model."""
 
-import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +13,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from tests.conftest import RunningService
 from tests.support.browser import headless_chromium
 from tests.support.jobs import job_request, submit, wait_for
-from tests.support.processes import free_port, start, stop, wait_ready
+from tests.support.processes import own_service
 
 TRAINING_TIMEOUT = 180
 SERIES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]
@@ -125,17 +123,8 @@ KEYS = {
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir: Path = tmp_path_factory.mktemp("dashboard-keys")
-    keys_file = data_dir / "keys.json"
-    keys_file.write_text(json.dumps(list(KEYS.values())))
-    env = {"DATA_DIR": str(data_dir), "PORT": str(free_port()), "API_KEYS_FILE": str(keys_file), "EMBEDDED_WORKERS": "1"}
-    process = start("service", env, data_dir / "service.log")
-    url = f"http://127.0.0.1:{env['PORT']}"
-    try:
-        wait_ready(url, process, data_dir / "service.log")
+    with own_service(tmp_path_factory.mktemp("dashboard-keys"), {"EMBEDDED_WORKERS": "1"}, list(KEYS.values())) as url:
         yield url
-    finally:
-        stop(process)
 
 
 def as_(url: str, who: str) -> httpx.Client:

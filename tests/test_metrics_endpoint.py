@@ -1,16 +1,14 @@
 """An operator scrapes /metrics: the jobs, predictions, batches and cache lookups a user caused show up in it."""
 
-import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.jobs import cancel_all, job_request, long_job, submit, train
-from tests.support.processes import free_port, start, stop, wait_ready
+from tests.support.processes import own_service
 
 PREDICT_ROUTE = "/v1/models/{model_id}/predict"
 
@@ -108,17 +106,8 @@ TRAINER = {"key": "alice-train-key-0123456789", "owner": "alice", "scopes": ["tr
 
 @pytest.fixture(scope="module")
 def keyed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir: Path = tmp_path_factory.mktemp("metrics-keys")
-    keys_file = data_dir / "keys.json"
-    keys_file.write_text(json.dumps([ADMIN, TRAINER]))
-    env = {"DATA_DIR": str(data_dir), "PORT": str(free_port()), "API_KEYS_FILE": str(keys_file), "EMBEDDED_WORKERS": "0"}
-    process = start("service", env, data_dir / "service.log")
-    url = f"http://127.0.0.1:{env['PORT']}"
-    try:
-        wait_ready(url, process, data_dir / "service.log")
+    with own_service(tmp_path_factory.mktemp("metrics-keys"), {"EMBEDDED_WORKERS": "0"}, [ADMIN, TRAINER]) as url:
         yield url
-    finally:
-        stop(process)
 
 
 def test_with_api_keys_only_an_admin_key_reads_the_metrics(keyed_service: str) -> None:

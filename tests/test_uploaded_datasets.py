@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sklearn.datasets import load_digits, load_iris
 from bnjobs.client import ApiError, Client
 from tests.conftest import RunningService
 from tests.support.jobs import submit, train, wait_for
-from tests.support.processes import free_port, start, stop, wait_ready
+from tests.support.processes import own_service
 
 IRIS_HEADER = ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]
 SMALL_MLP = {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]}
@@ -266,19 +265,9 @@ UPLOAD_LIMIT = 50_000
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A service with API keys and a small upload limit."""
-    data_dir = tmp_path_factory.mktemp("secured-uploads")
-    keys_file = data_dir / "keys.json"
-    keys_file.write_text(json.dumps(list(KEYS.values())))
-    port = free_port()
-    env = {"DATA_DIR": str(data_dir), "PORT": str(port), "API_KEYS_FILE": str(keys_file),
-           "EMBEDDED_WORKERS": "1", "MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
-    process = start("service", env, data_dir / "service.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, data_dir / "service.log")
+    env = {"EMBEDDED_WORKERS": "1", "MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
+    with own_service(tmp_path_factory.mktemp("secured-uploads"), env, list(KEYS.values())) as url:
         yield url
-    finally:
-        stop(process)
 
 
 @pytest.fixture

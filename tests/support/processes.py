@@ -1,10 +1,13 @@
 """Start the real processes a deployment runs, with their output kept for failing tests."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -48,3 +51,21 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def own_service(data_dir: Path, env: dict[str, str], api_keys: list[dict] | None = None) -> Iterator[str]:
+    """A `python -m service` of a test's own, in `data_dir`, with `api_keys` as its API_KEYS_FILE: its URL."""
+    env = {"DATA_DIR": str(data_dir), "PORT": str(free_port()), "HOST": "127.0.0.1", **env}
+    if api_keys is not None:
+        keys_file = data_dir / "keys.json"
+        keys_file.write_text(json.dumps(api_keys))
+        env["API_KEYS_FILE"] = str(keys_file)
+    log = data_dir / "service.log"
+    process = start("service", env, log)
+    try:
+        url = f"http://127.0.0.1:{env['PORT']}"
+        wait_ready(url, process, log)
+        yield url
+    finally:
+        stop(process)
