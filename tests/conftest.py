@@ -100,6 +100,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "distributed" in item.keywords and MODE != "distributed":
             item.add_marker(pytest.mark.skip(reason="needs BN_TEST_MODE=distributed (Redis and separate workers)"))
+        if "embedded_only" in item.keywords and MODE != "embedded":
+            item.add_marker(pytest.mark.skip(reason="starts an embedded service of its own: the embedded run covers it"))
 
 
 @pytest.fixture(scope="session")

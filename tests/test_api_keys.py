@@ -13,6 +13,8 @@ import pytest
 from tests.support.jobs import job_request, wait_for
 from tests.support.processes import ROOT, free_port, own_service
 
+pytestmark = pytest.mark.embedded_only
+
 KEYS = {
     "alice": {"key": "alice-key-0123456789", "owner": "alice", "scopes": ["train", "infer"]},
     "alice_app": {"key": "alice-app-key-0123456789", "owner": "alice", "scopes": ["infer"]},

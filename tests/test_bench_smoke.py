@@ -8,6 +8,8 @@ import pytest
 
 from tests.support.processes import ROOT
 
+pytestmark = pytest.mark.embedded_only
+
 
 @pytest.mark.skipif(
     os.environ.get("BN_TEST_MODE") == "distributed",

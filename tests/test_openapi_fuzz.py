@@ -17,6 +17,8 @@ import schemathesis
 from tests.support.jobs import FINISHED, job_request, train
 from tests.support.processes import free_port, start, stop, wait_ready
 
+pytestmark = pytest.mark.embedded_only
+
 # Counted in the test below: each request the generated cases sent (examples, coverage and fuzzing phases,
 # positive and negative data), Hypothesis's shrinking of a failure included.
 MIN_CASES = 1000
