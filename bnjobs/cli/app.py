@@ -127,10 +127,7 @@ def list_jobs(
 ) -> None:
     """Jobs, newest first."""
     jobs = sdk(ctx).jobs.list(limit)
-    if as_json:
-        render.print_json(jobs)
-    else:
-        render.console().print(render.jobs_table(jobs))
+    render.show(jobs, as_json, lambda: render.jobs_table(jobs))
 
 
 @jobs_app.command("show")
@@ -164,20 +161,14 @@ def list_models(
 ) -> None:
     """Trained models, newest first."""
     models = sdk(ctx).models.list(limit)
-    if as_json:
-        render.print_json(models)
-    else:
-        render.console().print(render.models_table(models))
+    render.show(models, as_json, lambda: render.models_table(models))
 
 
 @models_app.command("show")
 def show_model(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
     """A model's spec, final metrics, size and how it is served."""
     info = sdk(ctx).models.get(model_id).info
-    if as_json:
-        render.print_json(info)
-    else:
-        render.console().print(render.model_details(info))
+    render.show(info, as_json, lambda: render.model_details(info))
 
 
 @app.command()
@@ -235,10 +226,7 @@ def experiment(ctx: typer.Context, spec: RequestFile, watch: WatchFlag = False, 
             watch_experiment(handle)
         except KeyboardInterrupt:
             stop(f"stopped watching; experiment {handle.id} goes on", 130)
-    if as_json:
-        render.print_json(handle.info)
-    else:
-        render.console().print(render.experiment_table(handle.info))
+    render.show(handle.info, as_json, lambda: render.experiment_table(handle.info))
 
 
 def stop(message: str, code: int = 1) -> NoReturn:

@@ -3,12 +3,13 @@
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Column, Table
 
 from bncore.specs import ModelSpec
@@ -20,6 +21,14 @@ def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     wide = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(stderr=stderr, width=200 if wide else None)
+
+
+def show(value: BaseModel | list[BaseModel], as_json: bool, for_people: Callable[[], RenderableType]) -> None:
+    """`value` as the API's JSON with --json, else as `for_people()` draws it."""
+    if as_json:
+        print_json(value)
+    else:
+        console().print(for_people())
 
 
 def print_json(value: BaseModel | list[BaseModel] | list[dict[str, Any]] | dict[str, Any]) -> None:
