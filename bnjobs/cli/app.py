@@ -26,6 +26,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
+Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many, newest first")]
 WatchFlag = Annotated[bool, typer.Option("--watch", "-w", help="follow it until it ends, then print the results")]
 RequestFile = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a request body as .json, or YAML")
@@ -122,7 +123,7 @@ def follow(job: Job) -> JobOut:
 @jobs_app.command("ls")
 def list_jobs(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many, newest first")] = 20,
+    limit: Limit = 20,
     as_json: JsonFlag = False,
 ) -> None:
     """Jobs, newest first."""
@@ -156,7 +157,7 @@ def cancel_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> No
 @models_app.command("ls")
 def list_models(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many, newest first")] = 20,
+    limit: Limit = 20,
     as_json: JsonFlag = False,
 ) -> None:
     """Trained models, newest first."""
