@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 import torch
 
-from bncore.folding import GAMMA_FLOOR, ServedBatchNorm
+from bncore.folding import GAMMA_FLOOR, PreBatchNorm, ServedBatchNorm
 from bncore.settings import Settings
 
 
@@ -61,42 +62,64 @@ class FeatureStatistics:
     variance: torch.Tensor
 
 
-def feature_rows(activations: torch.Tensor) -> torch.Tensor:
-    """(values, features) in float64: one row per value a BN feature normalises (samples × positions)."""
-    return activations.movedim(1, -1).reshape(-1, activations.shape[1]).double()
-
-
 @dataclass(frozen=True)
-class _BatchMoments:
+class BatchMoments:
+    """Count, sum and sum of squares per feature (dim 1) of the values one BN layer saw in one batch.
+
+    Computed in numpy: for the few rows of a typical request, torch's per-operation overhead is most of the cost.
+    """
+
     count: int
-    total: torch.Tensor
-    squares: torch.Tensor
+    total: np.ndarray
+    squares: np.ndarray
 
     @classmethod
-    def of(cls, activations: torch.Tensor) -> "_BatchMoments":
-        rows = feature_rows(activations)
-        return cls(len(rows), rows.sum(dim=0), rows.square().sum(dim=0))
+    def of(cls, values: torch.Tensor) -> "BatchMoments":
+        array = values.numpy().astype(np.float64)
+        axes = (0, *range(2, array.ndim))
+        return cls(array.size // array.shape[1], array.sum(axis=axes), np.square(array).sum(axis=axes))
+
+
+def batch_moments(seen: Mapping[str, torch.Tensor]) -> dict[str, BatchMoments]:
+    """Per BN layer; the rows of fully connected layers side by side, so that they cost one pass, not one each."""
+    moments = {name: BatchMoments.of(values) for name, values in seen.items() if values.dim() > 2}
+    rows = {name: values for name, values in seen.items() if values.dim() == 2}
+    if rows:
+        joined = BatchMoments.of(torch.cat(list(rows.values()), dim=1))
+        start = 0
+        for name, values in rows.items():
+            stop = start + values.shape[1]
+            moments[name] = BatchMoments(len(values), joined.total[start:stop], joined.squares[start:stop])
+            start = stop
+    return moments
 
 
 class _Moments:
-    """Count, sum and sum of squares per feature; the caller holds the monitor's lock."""
+    """Running moments of what one BN layer saw; the caller holds the monitor's lock.
 
-    def __init__(self, features: int) -> None:
+    For a folded layer they are of the folded layer's output, and `unfold` turns them into those of BN's input.
+    """
+
+    def __init__(self, features: int, unfold: PreBatchNorm | None) -> None:
+        self.unfold = unfold
         self.samples = 0
         self.count = 0
-        self.total = torch.zeros(features, dtype=torch.float64)
-        self.squares = torch.zeros(features, dtype=torch.float64)
+        self.total = np.zeros(features)
+        self.squares = np.zeros(features)
 
-    def add(self, samples: int, rows: _BatchMoments) -> None:
+    def add(self, samples: int, batch: BatchMoments) -> None:
         self.samples += samples
-        self.count += rows.count
-        self.total += rows.total
-        self.squares += rows.squares
+        self.count += batch.count
+        self.total += batch.total
+        self.squares += batch.squares
 
     def statistics(self) -> FeatureStatistics:
         count = max(self.count, 1)
-        mean = self.total / count
-        return FeatureStatistics(self.samples, mean, (self.squares / count - mean.square()).clamp(min=0))
+        mean = torch.from_numpy(self.total / count)
+        variance = (torch.from_numpy(self.squares / count) - mean.square()).clamp(min=0)
+        if self.unfold is not None:
+            mean, variance = self.unfold.moments(mean, variance)
+        return FeatureStatistics(self.samples, mean, variance)
 
 
 class DriftMonitor:
@@ -105,13 +128,13 @@ class DriftMonitor:
     def __init__(self, batchnorms: Sequence[ServedBatchNorm]) -> None:
         self.since = datetime.now(timezone.utc)
         self._reference = {bn.name: bn.module for bn in batchnorms}
-        self._moments = {bn.name: _Moments(bn.module.num_features) for bn in batchnorms}
+        self._moments = {bn.name: _Moments(bn.module.num_features, bn.unfold) for bn in batchnorms}
         self._samples = 0
         self._lock = threading.Lock()
 
-    def record(self, samples: int, activations: Mapping[str, torch.Tensor]) -> None:
-        """Add one batch: `activations` maps each BN layer to its input for these `samples` rows."""
-        batch = {name: _BatchMoments.of(values) for name, values in activations.items()}
+    def record(self, samples: int, seen: Mapping[str, torch.Tensor]) -> None:
+        """Add one batch of `samples` rows: what each BN layer saw, as ServingGraph.forward observes it."""
+        batch = batch_moments(seen)
         with self._lock:
             self._samples += samples
             for name, moments in batch.items():

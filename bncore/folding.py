@@ -29,7 +29,7 @@ GAMMA_FLOOR = 1e-5
 class PreBatchNorm:
     """Eval-mode BN undone on features along dim 1, in float64: z = (y − β)·sqrt(σ² + ε)/γ + μ.
 
-    Computed as y·scale + shift with both worked out once per layer, not once per request.
+    An affine map per feature, z = y·scale + shift, so the moments of z follow from those of y.
     Features with |γ| ≤ GAMMA_FLOOR come back as μ: their BN output says nothing about z.
     """
 
@@ -45,9 +45,9 @@ class PreBatchNorm:
         scale = torch.where(observable, spread, torch.zeros_like(spread))
         return cls(scale, torch.where(observable, mean - bn.bias.double() * spread, mean))
 
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (output.dim() - 2)
-        return torch.addcmul(self.shift.view(shape), output.double(), self.scale.view(shape))
+    def moments(self, mean: torch.Tensor, variance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-feature mean and variance of z, from those of y."""
+        return mean * self.scale + self.shift, variance * self.scale.square()
 
 
 @dataclass(frozen=True)
@@ -70,19 +70,29 @@ class ServingGraph:
         return [bn.name for bn in self.batchnorms if bn.folded_into is not None]
 
     @cached_property
-    def _taps(self) -> dict[str, ServedBatchNorm]:
-        return {bn.folded_into or bn.name: bn for bn in self.batchnorms}
+    def _steps(self) -> list[tuple[nn.Module, str | None, str | None]]:
+        """Per layer: the module, the BN layer whose input it takes, and the folded BN layer its output feeds."""
+        taps = {bn.folded_into or bn.name: bn for bn in self.batchnorms}
+        steps: list[tuple[nn.Module, str | None, str | None]] = []
+        for name, module in self.network.named_children():
+            tap = taps.get(name)
+            folded = tap is not None and tap.folded_into is not None
+            steps.append((module, tap.name if tap and not folded else None, tap.name if tap and folded else None))
+        return steps
 
     def forward(self, inputs: torch.Tensor, observe: Callable[[str, torch.Tensor], None]) -> torch.Tensor:
-        """The logits; `observe(bn_name, z)` sees each BN layer's input z on the way, folded or not."""
+        """The logits; `observe(bn_name, values)` sees what each BN layer normalises on the way.
+
+        That is the layer's input z, or for a folded layer the output y of the layer that absorbed it,
+        from which its `unfold` recovers z. The values stay as they are until the pass is over.
+        """
         x = inputs
-        for name, module in self.network.named_children():
-            tap = self._taps.get(name)
-            if tap is not None and tap.folded_into is None:
-                observe(tap.name, x)
+        for module, takes, feeds in self._steps:
+            if takes is not None:
+                observe(takes, x)
             x = module(x)
-            if tap is not None and tap.folded_into is not None:
-                observe(tap.name, tap.unfold(x))  # type: ignore[misc]
+            if feeds is not None:
+                observe(feeds, x)
         return x
 
 
@@ -126,8 +136,9 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
             layers.append((name, fold_into(module, children[absorbed[name]])))
         else:
             served = copy.deepcopy(module)
-            if getattr(served, "inplace", None) is False:
-                # An activation overwrites its input, which nothing reads again: no new tensor to allocate and fill.
+            if getattr(served, "inplace", None) is False and layers[-1][0] not in absorbed:
+                # An activation may overwrite its input where nothing reads it again: no new tensor to allocate
+                # and fill. A folded layer's output is read again, by whoever observes the forward pass.
                 served.inplace = True
             layers.append((name, served))
             if isinstance(served, BatchNorm):

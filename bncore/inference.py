@@ -24,26 +24,35 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch.Tensor:
     """Rows shaped (N, *input_shape) of finite numbers as float32; InvalidField('inputs') otherwise."""
-    expected = f"[N, {', '.join(map(str, input_shape))}]"
     if not isinstance(raw, list) or len(raw) == 0:
-        raise InvalidField("inputs", f"expected a non-empty list of samples shaped {expected}")
+        raise InvalidField("inputs", f"expected a non-empty list of samples shaped {_shape(input_shape)}")
     if len(raw) > max_rows:
         raise PayloadTooLarge("inputs", f"{len(raw)} rows; at most {max_rows} per request")
     try:
         array = np.asarray(raw, dtype=np.float64)
     except (ValueError, TypeError):
-        raise InvalidField("inputs", f"expected numbers nested as {expected}, got ragged or non-numeric rows") from None
+        raise InvalidField(
+            "inputs", f"expected numbers nested as {_shape(input_shape)}, got ragged or non-numeric rows"
+        ) from None
     except OverflowError:
         raise InvalidField("inputs", "a number too large for a 64-bit float") from None
     if array.shape[1:] != input_shape:
-        raise InvalidField("inputs", f"expected shape {expected}, got {list(array.shape)}")
+        raise InvalidField("inputs", f"expected shape {_shape(input_shape)}, got {list(array.shape)}")
+    if not np.abs(array).max() <= FLOAT32_MAX:  # also true of NaN
+        _refuse_out_of_range(array)
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def _shape(input_shape: tuple[int, ...]) -> str:
+    return f"[N, {', '.join(map(str, input_shape))}]"
+
+
+def _refuse_out_of_range(array: np.ndarray) -> None:
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))
         raise InvalidField(f"inputs[{bad[0][0]}]", "NaN or infinite values; every input must be a finite number")
-    if np.abs(array).max() > FLOAT32_MAX:
-        too_large = np.argwhere(np.abs(array) > FLOAT32_MAX)
-        raise InvalidField(f"inputs[{too_large[0][0]}]", "values beyond the float32 range the model computes in")
-    return torch.from_numpy(array.astype(np.float32))
+    too_large = np.argwhere(np.abs(array) > FLOAT32_MAX)
+    raise InvalidField(f"inputs[{too_large[0][0]}]", "values beyond the float32 range the model computes in")
 
 
 @dataclass(frozen=True)
@@ -99,12 +108,12 @@ def _checked(answer: _Answer) -> Prediction:
 
 @torch.inference_mode()
 def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> _Answer:
-    """One forward pass; the BN inputs seen add to the drift monitor's moments."""
-    activations: dict[str, torch.Tensor] = {}
-    logits = graph.forward(raw_inputs, observe=activations.__setitem__)
-    drift.record(len(raw_inputs), activations)
-    finite = torch.isfinite(logits).all(dim=1)
-    overflowed = [] if finite.all() else (~finite).nonzero().flatten().tolist()
+    """One forward pass; what the BN layers saw adds to the drift monitor's moments."""
+    seen: dict[str, torch.Tensor] = {}
+    logits = graph.forward(raw_inputs, observe=seen.__setitem__)
+    drift.record(len(raw_inputs), seen)
+    finite = np.isfinite(logits.numpy())
+    overflowed = [] if finite.all() else np.flatnonzero(~finite.all(axis=1)).tolist()
     return _Answer(Prediction.from_logits(logits), overflowed)
 
 

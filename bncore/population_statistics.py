@@ -12,10 +12,14 @@ import copy
 import torch
 from torch import nn
 
-from bncore.drift import feature_rows
 from bncore.trained_model import TrainedModel
 
 BATCH = 2048
+
+
+def feature_rows(activations: torch.Tensor) -> torch.Tensor:
+    """(values, features) in float64: one row per value a BN feature normalises (samples × positions)."""
+    return activations.movedim(1, -1).reshape(-1, activations.shape[1]).double()
 
 
 class _ShiftedMoments:
