@@ -30,6 +30,7 @@ from service.limits import BodySizeLimit, SubmissionRateLimit
 from service.observability.metrics import ServiceMetrics
 from service.observability.middleware import RequestObserver
 from service.openapi import install_openapi
+from service.predict_fast_path import PredictFastPath
 from service.routes import dashboard, datasets, experiments, health, jobs, metrics, models, serving
 from worker.app import broker_reachable, enqueue_training, worker_queues
 
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = service_metrics
+    app.add_middleware(PredictFastPath, metrics=service_metrics)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes,
         larger={datasets.UPLOAD_PATH: settings.max_upload_bytes + datasets.FORM_FIELDS_BYTES},

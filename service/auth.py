@@ -41,6 +41,10 @@ class Principal:
         """The owner whose jobs and models this caller may touch; None for an admin, who sees all."""
         return None if self.sees_all else self.owner
 
+    def holds_any(self, scopes: tuple[Scope, ...]) -> bool:
+        """Whether this caller may do what needs one of `scopes`: an admin may do anything."""
+        return bool(self.scopes & {*scopes, "admin"})
+
 
 OPEN_ACCESS = Principal(owner=ANONYMOUS, scopes=frozenset({"train", "infer", "admin"}))
 
@@ -60,11 +64,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def authenticate(request: Request) -> Principal:
-    keys: list[ApiKeyEntry] = request.app.state.services.api_keys
+def principal_of(authorization: str, keys: list[ApiKeyEntry]) -> Principal:
+    """The caller an `Authorization` header value names; Unauthorized unless it holds a known key.
+
+    Without keys the service is open: every caller is OPEN_ACCESS.
+    """
     if not keys:
         return OPEN_ACCESS
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("this endpoint needs an API key: send `Authorization: Bearer <key>`")
     # Compare with every key, in constant time each, so timing tells nothing about near misses.
@@ -74,6 +81,10 @@ async def authenticate(request: Request) -> Principal:
     return Principal(owner=matches[0].owner, scopes=frozenset(matches[0].scopes))
 
 
+async def authenticate(request: Request) -> Principal:
+    return principal_of(request.headers.get("authorization", ""), request.app.state.services.api_keys)
+
+
 def require(*scopes: Scope) -> type[Principal]:
     """A dependency: the caller, who must hold one of `scopes` (or `admin`).
 
@@ -81,7 +92,7 @@ def require(*scopes: Scope) -> type[Principal]:
     """
 
     async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if not principal.scopes & {*scopes, "admin"}:
+        if not principal.holds_any(scopes):
             raise Forbidden(f"this API key lacks the scope this needs: one of {sorted(scopes)}")
         return principal
 
@@ -90,5 +101,6 @@ def require(*scopes: Scope) -> type[Principal]:
 
 Caller = Annotated[Principal, Depends(authenticate)]
 Trainer = require("train")
-Inferrer = require("infer")
+INFER: tuple[Scope, ...] = ("infer",)  # what predicting takes
+Inferrer = require(*INFER)
 Reader = require("train", "infer")

@@ -52,9 +52,14 @@ def enqueue_or_fail(services: Services, job_id: str, device: str) -> None:
         raise QueueUnavailable("the job queue is unreachable; the job was not started, try again later") from error
 
 
+def media_type_of(content_type: str) -> str:
+    """`application/json` of `Application/JSON; charset=utf-8`."""
+    return content_type.split(";")[0].strip().lower()
+
+
 async def require_json(request: Request) -> None:
     """Bodies are JSON; anything else is refused before it is parsed."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = media_type_of(request.headers.get("content-type", ""))
     if media_type != "application/json":
         raise UnsupportedMediaType(f"expected Content-Type: application/json, got '{media_type or 'none'}'")
 

@@ -68,13 +68,18 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, "invalid_request", summary, fields)
 
 
-async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+def domain_error_response(exc: DomainError) -> JSONResponse:
     status = next(code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind))
     fields = [FieldError(field=exc.field, message=exc.detail)] if isinstance(exc, InvalidField) else []
-    if status >= 500:
-        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
     response = error_response(status, exc.code, exc.message, fields)
     response.headers.update(exc.headers)
+    return response
+
+
+async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    response = domain_error_response(exc)
+    if response.status_code >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
     return response
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load wit
     from bncore.job_store import JobRecord
     from bncore.metrics import EpochMetrics
     from bncore.model_store import ModelRecord
+    from bncore.trained_model import Prediction
 
 
 class FieldError(BaseModel):
@@ -283,6 +284,16 @@ class PredictOut(BaseModel):
     outputs: list[list[float]] = Field(description="logits, one row per sample")
     probabilities: list[list[float]]
     predictions: list[int] = Field(description="the most probable class of each sample")
+
+    @classmethod
+    def of(cls, model_id: str, prediction: Prediction) -> "PredictOut":
+        """Not validated again: the values come straight from float and integer tensors."""
+        return cls.model_construct(
+            model_id=model_id,
+            outputs=prediction.logits.tolist(),
+            probabilities=prediction.probabilities.tolist(),
+            predictions=prediction.classes.tolist(),
+        )
 
 
 class Health(BaseModel):

@@ -29,6 +29,8 @@ FAST_RECOVERY = {"HEARTBEAT_SECONDS": "0.5", "JOB_STALE_SECONDS": "3", "CANCEL_P
 EVERY_EPOCH_CHECKPOINTS = {"CHECKPOINT_SECONDS": "0"}
 # A cap on epochs × samples low enough for a test to pass it with a built-in dataset.
 SAMPLE_EPOCH_CAP = {"MAX_SAMPLE_EPOCHS": "1500000"}
+# A model read once is served on the predict fast path for the whole session, not rechecked every 5 s.
+MODELS_KEPT = {"MODEL_RECHECK_SECONDS": "3600"}
 # Two workers and the API share this machine's cores: one torch thread each keeps them from thrashing.
 ONE_THREAD_EACH = {"TORCH_THREADS": "1"} if MODE == "distributed" else {}
 
@@ -107,7 +109,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     data_dir = tmp_path_factory.mktemp("data")
-    env = {"DATA_DIR": str(data_dir), "PORT": str(free_port()), "HOST": "127.0.0.1", **FAST_RECOVERY, **EVERY_EPOCH_CHECKPOINTS, **SAMPLE_EPOCH_CAP, **ONE_THREAD_EACH}
+    env = {
+        "DATA_DIR": str(data_dir), "PORT": str(free_port()), "HOST": "127.0.0.1",
+        **FAST_RECOVERY, **EVERY_EPOCH_CHECKPOINTS, **SAMPLE_EPOCH_CAP, **MODELS_KEPT, **ONE_THREAD_EACH,
+    }
     running = RunningService(data_dir=data_dir, env=env)
     with ExitStack() as stack:
         stack.callback(running.stop)

@@ -8,25 +8,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.jobs import cancel_all, job_request, long_job, submit, train
+from tests.support.metrics import scrape, value
 from tests.support.processes import own_service
 
 PREDICT_ROUTE = "/v1/models/{model_id}/predict"
-
-
-def scrape(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of /metrics, by name and labels; parsing fails the test if the format is off."""
-    response = client.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def digits_rows(count: int) -> list[list[float]]:

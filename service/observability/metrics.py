@@ -44,6 +44,10 @@ class ServiceMetrics:
             "bnjobs_predict_latency_seconds", "predict requests: from the request's arrival to its response's end",
             ["status"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
+        self.predict_fast_path = Counter(
+            "bnjobs_predict_fast_path", "predict requests answered without FastAPI's routing and validation "
+            "(see service/predict_fast_path.py); the others went to the route", registry=self.registry,
+        )
         self.batch_rows = Histogram(
             "bnjobs_batch_rows", "rows per inference forward pass (dynamic batching gathers several requests)",
             buckets=BATCH_ROW_BUCKETS, registry=self.registry,

@@ -6,6 +6,7 @@ microseconds, not a task, to each request.
 
 import logging
 import time
+from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,6 +15,12 @@ from service.observability.metrics import UNMATCHED_ROUTE, ServiceMetrics
 from service.observability.request_id import HEADER, request_id_of
 
 access_log = logging.getLogger("service.access")
+
+
+class AnsweredFor(NamedTuple):
+    """In the scope's `route`, where a middleware answers a request for the route with this template."""
+
+    path: str
 
 
 def route_template(scope: Scope) -> str:

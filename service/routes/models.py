@@ -97,13 +97,7 @@ async def predict(model_id: str, body: PredictIn, model: InferableModel, setting
     """Class probabilities for raw inputs, in eval mode: a sample's answer does not depend on its batch."""
     parse = partial(parse_inputs, body.inputs, model.input_shape, settings.max_predict_rows)
     inputs = parse() if len(body.inputs) <= INLINE_PARSE_ROWS else await run_in_threadpool(parse)
-    prediction = await model.predict_async(inputs)
-    return PredictOut(
-        model_id=model_id,
-        outputs=prediction.logits.tolist(),
-        probabilities=prediction.probabilities.tolist(),
-        predictions=prediction.classes.tolist(),
-    )
+    return PredictOut.of(model_id, await model.predict_async(inputs))
 
 
 @router.get("/{model_id}/drift", response_model=DriftOut, responses=SERVED)

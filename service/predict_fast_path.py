@@ -1,0 +1,120 @@
+"""Predict without FastAPI's routing, dependencies and validation, when none of them has anything to do.
+
+On a small machine the event loop limits predict: routing, solving dependencies and validating the
+body cost several times the forward pass of a small network. This ASGI middleware answers the common
+request itself: a caller allowed to predict, a model this process holds in its cache, a JSON body of
+declared length that is exactly `{"inputs": [...]}` with at most INLINE_PARSE_ROWS valid rows. It sends
+the bytes the route would. Any other request goes on to the route, with its body, so the route stays
+the one place that explains what is wrong with a request.
+"""
+
+import json
+import re
+
+import torch
+from pydantic import TypeAdapter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bncore.errors import DomainError
+from bncore.inference import ServedModel, parse_inputs
+from service.auth import INFER, principal_of
+from service.deps import Services, media_type_of
+from service.errors import domain_error_response
+from service.observability.metrics import PREDICT_ROUTE, ServiceMetrics
+from service.observability.middleware import AnsweredFor
+from service.routes.models import INLINE_PARSE_ROWS
+from service.schemas import PredictOut
+
+_PATH = re.compile(r"/v1/models/([^/]+)/predict")
+_ANSWERED_FOR = AnsweredFor(PREDICT_ROUTE)  # the label of its request metrics
+_ANSWER = TypeAdapter(PredictOut)  # the serializer FastAPI uses for the route's response_model
+
+
+class PredictFastPath:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.answered = metrics.predict_fast_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = _PATH.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        services: Services | None = scope["app"].state.services if match else None
+        model = _servable(services, scope, match[1]) if match and services else None
+        if model is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._predict(scope, receive, send, match[1], model, services.settings.max_predict_rows)
+
+    async def _predict(
+        self, scope: Scope, receive: Receive, send: Send, model_id: str, model: ServedModel, max_rows: int
+    ) -> None:
+        try:
+            messages = await _read_request(receive)
+        except DomainError as error:  # the body outgrew the size limit as it came in
+            await domain_error_response(error)(scope, receive, send)
+            return
+        complete = messages[-1]["type"] == "http.request"
+        inputs = _inputs(b"".join(m.get("body", b"") for m in messages), model, max_rows) if complete else None
+        if inputs is None:
+            await self.app(scope, _replay(messages, receive), send)
+            return
+        scope["route"] = _ANSWERED_FOR
+        self.answered.inc()
+        try:
+            answer = _ANSWER.dump_json(PredictOut.of(model_id, await model.predict_async(inputs)))
+        except DomainError as error:  # inputs that overflow the network: found only by running it
+            await domain_error_response(error)(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-length", str(len(answer)).encode()), (b"content-type", b"application/json"),
+        ]})
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """The first value of a header, as Starlette reads it."""
+    return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), "")
+
+
+def _servable(services: Services, scope: Scope, model_id: str) -> ServedModel | None:
+    """The cached model, if the caller may predict with it and sends JSON of declared length."""
+    if media_type_of(_header(scope, b"content-type")) != "application/json" or not _header(scope, b"content-length"):
+        return None
+    try:
+        caller = principal_of(_header(scope, b"authorization"), services.api_keys)
+        return services.cache.lookup(model_id, caller.owner_filter) if caller.holds_any(INFER) else None
+    except DomainError:
+        return None
+
+
+async def _read_request(receive: Receive) -> list[Message]:
+    """The messages of the whole body, or up to the client's disconnect."""
+    messages = [await receive()]
+    while messages[-1]["type"] == "http.request" and messages[-1].get("more_body", False):
+        messages.append(await receive())
+    return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def _inputs(body: bytes, model: ServedModel, max_rows: int) -> torch.Tensor | None:
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(request, dict) or request.keys() != {"inputs"}:
+        return None
+    rows = request["inputs"]
+    if not isinstance(rows, list) or len(rows) > INLINE_PARSE_ROWS:
+        return None
+    try:
+        return parse_inputs(rows, model.input_shape, max_rows)
+    except DomainError:
+        return None
+

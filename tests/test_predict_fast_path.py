@@ -1,0 +1,78 @@
+"""Plain predict requests skip FastAPI's routing on a fast path, and get back exactly what the route sends."""
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.metrics import scrape, value
+
+DIGIT = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0,
+         0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]
+HEADERS = {"Content-Type": "application/json", "X-Request-ID": "fast-path-story"}  # one id: comparable bodies
+
+
+def fast_path_answers(client: httpx.Client) -> float:
+    return value(scrape(client), "bnjobs_predict_fast_path_total")
+
+
+def without_declared_length(body: bytes) -> Iterator[bytes]:
+    """Sent chunked: the fast path leaves a body of undeclared length to the route."""
+    yield body
+
+
+@pytest.mark.parametrize(
+    ("inputs", "status"),
+    [
+        ([DIGIT], 200),
+        ([DIGIT, [0] * 64, [16] * 64], 200),
+        ([DIGIT, [1e37] * 64], 422),  # finite inputs the network overflows on: found only by running it
+    ],
+    ids=["one digit", "three rows", "overflowing row"],
+)
+def test_the_fast_path_answers_byte_for_byte_as_the_route_does(
+    client: httpx.Client, digits_model: dict, inputs: list, status: int
+) -> None:
+    url = f"/v1/models/{digits_model['id']}/predict"
+    body = json.dumps({"inputs": inputs}).encode()
+    assert client.post(url, json={"inputs": [DIGIT]}).status_code == 200  # the model is in this process's cache
+
+    before = fast_path_answers(client)
+    fast = client.post(url, content=body, headers=HEADERS)
+    between = fast_path_answers(client)
+    routed = client.post(url, content=without_declared_length(body), headers=HEADERS)
+    after = fast_path_answers(client)
+
+    assert (between - before, after - between) == (1, 0)
+    assert fast.status_code == routed.status_code == status, routed.text
+    assert fast.content == routed.content
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert fast.headers["x-request-id"] == routed.headers["x-request-id"] == "fast-path-story"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (json.dumps({"inputs": [DIGIT] * 65}).encode(), HEADERS, 200),  # more rows than are parsed on the event loop
+        (json.dumps({"inputs": [DIGIT[:10]]}).encode(), HEADERS, 422),
+        (json.dumps({"inputs": [DIGIT], "extra": 1}).encode(), HEADERS, 422),
+        (b'{"inputs": [[1, 2,', HEADERS, 422),
+        (json.dumps({"inputs": [DIGIT]}).encode(), {"Content-Type": "text/plain"}, 415),
+    ],
+    ids=["65 rows", "short row", "unknown field", "broken JSON", "not JSON"],
+)
+def test_requests_the_fast_path_does_not_take_get_the_routes_answer(
+    client: httpx.Client, digits_model: dict, body: bytes, headers: dict, status: int
+) -> None:
+    url = f"/v1/models/{digits_model['id']}/predict"
+    before = fast_path_answers(client)
+
+    response = client.post(url, content=body, headers=headers)
+
+    assert response.status_code == status, response.text
+    assert fast_path_answers(client) == before
+    if status == 200:
+        assert len(response.json()["predictions"]) == 65
+    else:
+        assert response.json()["error"]["message"]
