@@ -84,7 +84,8 @@ class ServingGraph:
         """The logits; `observe(bn_name, values)` sees what each BN layer normalises on the way.
 
         That is the layer's input z, or for a folded layer the output y of the layer that absorbed it,
-        from which its `unfold` recovers z. The values stay as they are until the pass is over.
+        from which its `unfold` recovers z. `observe` must read `values` at once: an in-place
+        activation overwrites them next.
         """
         x = inputs
         for module, takes, feeds in self._steps:
@@ -136,9 +137,8 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
             layers.append((name, fold_into(module, children[absorbed[name]])))
         else:
             served = copy.deepcopy(module)
-            if getattr(served, "inplace", None) is False and layers[-1][0] not in absorbed:
-                # An activation may overwrite its input where nothing reads it again: no new tensor to allocate
-                # and fill. A folded layer's output is read again, by whoever observes the forward pass.
+            if getattr(served, "inplace", None) is False:
+                # An activation overwrites its input, which nothing reads again: no new tensor to allocate and fill.
                 served.inplace = True
             layers.append((name, served))
             if isinstance(served, BatchNorm):

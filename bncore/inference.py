@@ -12,7 +12,7 @@ import torch
 
 from bncore.artifacts import ArtifactStore
 from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
-from bncore.drift import DriftMonitor
+from bncore.drift import BatchMoments, DriftMonitor
 from bncore.errors import InvalidField, ModelNotFound, PayloadTooLarge
 from bncore.folding import ServingGraph, serving_graph
 from bncore.model_store import ModelRecord
@@ -109,8 +109,8 @@ def _checked(answer: _Answer) -> Prediction:
 @torch.inference_mode()
 def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> _Answer:
     """One forward pass; what the BN layers saw adds to the drift monitor's moments."""
-    seen: dict[str, torch.Tensor] = {}
-    logits = graph.forward(raw_inputs, observe=seen.__setitem__)
+    seen: dict[str, BatchMoments] = {}
+    logits = graph.forward(raw_inputs, observe=lambda name, values: seen.__setitem__(name, BatchMoments.of(values)))
     drift.record(len(raw_inputs), seen)
     finite = np.isfinite(logits.numpy())
     overflowed = [] if finite.all() else np.flatnonzero(~finite.all(axis=1)).tolist()
