@@ -105,7 +105,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 def _inputs(body: bytes, model: ServedModel, max_rows: int) -> torch.Tensor | None:
     try:
-        request = json.loads(body)
+        request = json.loads(body)  # as the route reads it (Starlette: json.loads of the bytes)
     except (ValueError, RecursionError):
         return None
     if not isinstance(request, dict) or request.keys() != {"inputs"}:
