@@ -222,7 +222,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
                 resume=checkpoint,
             )
             recorder.flush()
-            _store_model(lease, job.owner, trained, history[-1].__dict__, stores)
+            _store_model(lease, job.owner, trained, history[-1].quality(), stores)
     except LeaseLost:
         # Another worker has the job now and goes on from the checkpoint: leave both alone.
         log.warning("job %s was queued again while this worker ran it; stopping", job_id)

@@ -74,7 +74,8 @@ class JobRecord:
             recalibration=row.recalibration,
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
-                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy) for m in row.metrics
+                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds)
+                for m in row.metrics
             ],
         )
 

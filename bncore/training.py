@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -150,15 +151,17 @@ def train(
     with channels_last(network, spec.mixed_precision and on_cuda) as memory_format, \
             batchnorm_in_fp32(network, spec.mixed_precision):
         for epoch in range(len(history) + 1, spec.epochs + 1):
+            started = time.perf_counter()
             order = torch.randperm(len(data.x_train), generator=shuffle).to(data.x_train.device, non_blocking=True)
             train_loss, train_accuracy = train_epoch(
                 network, optimizer, data, spec, order, epoch, interrupt, memory_format
             )
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
+            seconds = time.perf_counter() - started  # honest on CUDA too: evaluate's .item() waited for the device
             for loss in (train_loss, val_loss):
                 if not math.isfinite(loss):
                     raise TrainingDiverged(epoch, None, loss)
-            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy)
+            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds)
             history.append(metrics)
             on_epoch(metrics, partial(Checkpoint.capture, epoch, list(history), network, optimizer, shuffle))
     return history
