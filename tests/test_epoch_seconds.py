@@ -1,8 +1,10 @@
 """Each epoch says how long it took; epochs and checkpoints from before the service timed them read as 0 s."""
 
 import json
+from datetime import datetime
 from pathlib import Path
 
+import httpx
 from alembic import command
 from sqlalchemy import create_engine, text
 
@@ -14,7 +16,15 @@ from bncore.migrations import alembic_config, upgrade_database
 from bncore.networks import build_network
 from bncore.specs import ModelSpec, TrainingSpec
 from bncore.training import train as train_network
-from tests.support.jobs import job_request
+from tests.support.jobs import job_request, train
+
+
+def test_a_finished_job_says_how_long_each_epoch_took(client: httpx.Client) -> None:
+    job = train(client, job_request(training={"epochs": 3}))
+    seconds = [m["seconds"] for m in job["metrics"]]
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+    span = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+    assert sum(seconds) <= span.total_seconds()
 
 
 def test_a_job_resumed_from_an_older_checkpoint_goes_on_with_0_s_for_its_epochs() -> None:
