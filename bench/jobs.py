@@ -14,7 +14,9 @@ def job_body(model: dict[str, Any], dataset: str, **training: Any) -> dict[str, 
     return {"model": model, "dataset": {"name": dataset}, "training": {"seed": 0, **training}}
 
 
-def wait_finished(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
+def wait_finished(
+    client: httpx.Client, job_id: str, timeout: float = 300, poll_seconds: float = 0.05
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()
@@ -22,16 +24,16 @@ def wait_finished(client: httpx.Client, job_id: str, timeout: float = 300) -> di
             if job["status"] != "succeeded":
                 raise RuntimeError(f"job {job_id} {job['status']}: {job['error']}")
             return job
-        time.sleep(0.05)
+        time.sleep(poll_seconds)
     raise RuntimeError(f"job {job_id} did not finish in {timeout}s")
 
 
-def train(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    """Submit and wait; the finished job."""
+def train(client: httpx.Client, body: dict[str, Any], poll_seconds: float = 0.05) -> dict[str, Any]:
+    """Submit and wait, asking for the job every `poll_seconds`; the finished job."""
     response = client.post("/v1/jobs", json=body)
     if response.status_code != 202:
         raise RuntimeError(f"submitting a job: HTTP {response.status_code} {response.text}")
-    return wait_finished(client, response.json()["id"])
+    return wait_finished(client, response.json()["id"], poll_seconds=poll_seconds)
 
 
 def seconds_between(start: str, end: str) -> float:

@@ -50,7 +50,8 @@ class Checkpoint:
     @classmethod
     def from_stored(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> "Checkpoint":
         header = json.loads(metadata["checkpoint"])
-        history = [EpochMetrics(**metrics) for metrics in header["history"]]
+        # Checkpoints written before epochs were timed have no `seconds`.
+        history = [EpochMetrics(**{"seconds": 0.0, **metrics}) for metrics in header["history"]]
         return cls(header["epoch"], history, tensors, metadata)
 
     def restore(self, network: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator) -> None:

@@ -77,6 +77,7 @@ class EpochRow(Base):
     train_accuracy: Mapped[float] = mapped_column(Float)
     val_loss: Mapped[float] = mapped_column(Float)
     val_accuracy: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))  # 0: recorded before epochs were timed
 
 
 class ModelRow(Base):

@@ -5,12 +5,14 @@ epoch checkpoint, so the model is the one an uninterrupted run would have produc
 """
 
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 
@@ -46,6 +48,7 @@ class RunLimits:
     heartbeat_seconds: float = 5.0
     control_poll_seconds: float = 1.0  # how often a running job looks for a cancel request
     checkpoint_seconds: float = 30.0  # the least time between two checkpoints; 0: after every epoch
+    metrics_seconds: float = 0.5  # the least time between two writes of epoch metrics (EpochRecorder)
 
 
 @dataclass(frozen=True)
@@ -98,15 +101,20 @@ def heartbeat(beat: Callable[[], bool], every_seconds: float) -> Iterator[thread
 
 
 class EpochRecorder:
-    """Writes each epoch's metrics from a thread of its own, so training does not wait for the database.
+    """Writes epochs' metrics from a thread of its own, so training does not wait for the database.
 
-    Epochs queued while a write is under way go in order after it. A write that finds the lease
-    lost sets `lost`, which stops training at its next step as the heartbeat's would.
+    A write goes at most every `every_seconds`, with all the epochs that ended since the last one: a
+    write holds the GIL for milliseconds, which short epochs would otherwise pay for one by one. A
+    write that finds the lease lost sets `lost`, which stops training at its next step as the
+    heartbeat's would.
     """
 
-    def __init__(self, write: Callable[[EpochMetrics], None], lost: threading.Event) -> None:
+    def __init__(
+        self, write: Callable[[list[EpochMetrics]], None], lost: threading.Event, every_seconds: float
+    ) -> None:
         self._write = write
         self._lost = lost
+        self._every_seconds = every_seconds
         self._pending: queue.SimpleQueue[EpochMetrics | threading.Event | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="job-metrics", daemon=True)
@@ -131,18 +139,38 @@ class EpochRecorder:
             raise self._error
 
     def _run(self) -> None:
-        while (item := self._pending.get()) is not None:
+        held: list[EpochMetrics] = []  # ended less than every_seconds after the last write
+        next_write = -math.inf
+        while True:
+            try:
+                item = self._pending.get(timeout=max(next_write - time.monotonic(), 0.0) if held else None)
+            except queue.Empty:
+                self._write_now(held)
+                held, next_write = [], time.monotonic() + self._every_seconds
+                continue
+            if isinstance(item, EpochMetrics):
+                held.append(item)
+                if time.monotonic() < next_write:
+                    continue
+            if held:
+                self._write_now(held)
+                held, next_write = [], time.monotonic() + self._every_seconds
             if isinstance(item, threading.Event):
                 item.set()
-            elif self._error is None:
-                try:
-                    self._write(item)
-                except BaseException as error:
-                    self._error = error
-                    if isinstance(error, LeaseLost):
-                        self._lost.set()
-                    else:
-                        log.exception("could not record an epoch's metrics")
+            elif item is None:
+                return
+
+    def _write_now(self, epochs: list[EpochMetrics]) -> None:
+        if self._error is not None:
+            return
+        try:
+            self._write(epochs)
+        except BaseException as error:
+            self._error = error
+            if isinstance(error, LeaseLost):
+                self._lost.set()
+            else:
+                log.exception("could not record epochs' metrics")
 
 
 def _interrupt(lease: Lease, jobs: JobStore, limits: RunLimits, lost: threading.Event) -> Callable[[], None]:
@@ -216,13 +244,13 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
 
     try:
         with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost, \
-                EpochRecorder(lambda metrics: jobs.record_epoch(lease, metrics), lost) as recorder:
+                EpochRecorder(partial(jobs.record_epochs, lease), lost, limits.metrics_seconds) as recorder:
             trained, history = train_model(
                 spec, device, stores.datasets, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost),
                 resume=checkpoint,
             )
             recorder.flush()
-            _store_model(lease, job.owner, trained, history[-1].__dict__, stores)
+            _store_model(lease, job.owner, trained, history[-1].quality(), stores)
     except LeaseLost:
         # Another worker has the job now and goes on from the checkpoint: leave both alone.
         log.warning("job %s was queued again while this worker ran it; stopping", job_id)

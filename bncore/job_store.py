@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bncore.database import Database, EpochRow, JobRow, utcnow
@@ -74,7 +74,8 @@ class JobRecord:
             recalibration=row.recalibration,
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
-                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy) for m in row.metrics
+                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds)
+                for m in row.metrics
             ],
         )
 
@@ -160,7 +161,8 @@ class JobStore:
     def mark_resumed(self, lease: Lease, epoch: int) -> None:
         self._leased(lease, resumed_from_epoch=epoch)
 
-    def record_epoch(self, lease: Lease, metrics: EpochMetrics) -> None:
+    def record_epochs(self, lease: Lease, epochs: list[EpochMetrics]) -> None:
+        """In one transaction; an epoch recorded before, by an attempt that lost the job, is replaced."""
         with self.db.session() as session, session.begin():
             held = session.execute(
                 update(JobRow)
@@ -169,7 +171,11 @@ class JobStore:
             ).rowcount
             if not held:
                 raise LeaseLost(lease)
-            session.merge(EpochRow(job_id=lease.job_id, **metrics.__dict__))
+            # Delete then insert rather than merge, which selects each row first: two statements for any number.
+            session.execute(delete(EpochRow).where(
+                EpochRow.job_id == lease.job_id, EpochRow.epoch.in_([metrics.epoch for metrics in epochs])
+            ))
+            session.execute(insert(EpochRow), [{"job_id": lease.job_id, **metrics.__dict__} for metrics in epochs])
 
     def succeed(self, lease: Lease, model_id: str) -> bool:
         return self._leased(lease, status=SUCCEEDED, finished_at=utcnow(), model_id=model_id)

@@ -1,4 +1,4 @@
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -8,3 +8,8 @@ class EpochMetrics:
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    seconds: float  # wall-clock time of the epoch's training and validation passes
+
+    def quality(self) -> dict[str, float]:
+        """Everything but the wall time: the figures a model keeps as its final metrics, equal across reruns."""
+        return {name: value for name, value in asdict(self).items() if name != "seconds"}

@@ -4,6 +4,7 @@ Keyed by (method, path template). tests/test_openapi_examples.py checks that eve
 examples and that each one validates against the schema it illustrates.
 """
 
+import json
 from typing import Any
 
 JOB_ID = "job_05acec991d6c48529fd394049e15fcb0"
@@ -38,9 +39,12 @@ SPEC = {
     "resources": {"device": "any"},
 }
 METRICS = [
-    {"epoch": 1, "train_loss": 1.2957, "train_accuracy": 0.3083, "val_loss": 1.0752, "val_accuracy": 0.4333},
-    {"epoch": 2, "train_loss": 1.1735, "train_accuracy": 0.3083, "val_loss": 1.0414, "val_accuracy": 0.5333},
+    {"epoch": 1, "train_loss": 1.2957, "train_accuracy": 0.3083, "val_loss": 1.0752, "val_accuracy": 0.4333,
+     "seconds": 0.0041},
+    {"epoch": 2, "train_loss": 1.1735, "train_accuracy": 0.3083, "val_loss": 1.0414, "val_accuracy": 0.5333,
+     "seconds": 0.0018},
 ]
+FINAL_METRICS = {name: value for name, value in METRICS[-1].items() if name != "seconds"}
 QUEUED_JOB = {
     "id": JOB_ID, "status": "queued", "created_at": "2026-11-25T14:37:55.723057Z", "started_at": None,
     "finished_at": None, "progress": {"epoch": 0, "epochs": 2}, "metrics": [], "model_id": None, "error": None,
@@ -62,7 +66,7 @@ RECALIBRATION_JOB = QUEUED_JOB | {
 }
 MODEL = {
     "id": MODEL_ID, "job_id": JOB_ID, "created_at": "2026-11-25T14:38:10.102929Z", "spec": SPEC, "dataset": "iris",
-    "input_shape": [4], "num_classes": 3, "final_metrics": METRICS[-1], "parameter_count": 39,
+    "input_shape": [4], "num_classes": 3, "final_metrics": FINAL_METRICS, "parameter_count": 39,
     "artifact_sha256": "08c77407869c1a8b1a7b6723eb4bdfdfae8028b0d1e6b9f719746690cb43cbb0", "parent_id": None,
     "serving": {"folded": True, "folded_layers": ["bn1"]},
 }
@@ -97,7 +101,7 @@ EXPERIMENT = {
 EVENTS = "".join(
     f"event: {kind}\ndata: {data}\n\n" for kind, data in [
         ("status", '{"status": "running", "attempts": 1}'),
-        ("epoch", '{"epoch": 1, "train_loss": 1.2957, "train_accuracy": 0.3083, "val_loss": 1.0752, "val_accuracy": 0.4333}'),
+        ("epoch", json.dumps(METRICS[0])),
         ("status", '{"status": "succeeded", "attempts": 1}'),
         ("end", '{"id": "' + JOB_ID + '", "status": "succeeded", "…": "the finished job, as GET /v1/jobs/{job_id}"}'),
     ]

@@ -75,12 +75,19 @@ class Progress(BaseModel):
     epochs: int
 
 
-class EpochMetricsOut(BaseModel):
+class FinalMetricsOut(BaseModel):
     epoch: int
     train_loss: float
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+
+
+class EpochMetricsOut(FinalMetricsOut):
+    seconds: float = Field(
+        description="wall-clock time of the epoch's training and validation passes; 0 for epochs recorded before "
+        "the service timed them"
+    )
 
     @classmethod
     def from_metrics(cls, metrics: EpochMetrics) -> "EpochMetricsOut":
@@ -169,7 +176,7 @@ class ModelOut(BaseModel):
     dataset: str = Field(description="the built-in dataset's name, or the uploaded dataset's id")
     input_shape: list[int]
     num_classes: int
-    final_metrics: EpochMetricsOut
+    final_metrics: FinalMetricsOut = Field(description="the last epoch's losses and accuracies")
     parameter_count: int
     artifact_sha256: str = Field(description="sha256 of the stored safetensors file, checked on every load")
     parent_id: str | None = Field(description="the model this one was recalibrated from, if any")
@@ -183,7 +190,7 @@ class ModelOut(BaseModel):
         return cls(
             id=model.id, job_id=model.job_id, created_at=model.created_at, spec=model.spec,
             dataset=model.spec.dataset.name or str(model.spec.dataset.id), input_shape=model.spec.model.input_shape or [],
-            num_classes=model.spec.model.num_classes, final_metrics=EpochMetricsOut(**model.final_metrics),
+            num_classes=model.spec.model.num_classes, final_metrics=FinalMetricsOut(**model.final_metrics),
             parameter_count=model.parameter_count, artifact_sha256=model.artifact_sha256, parent_id=model.parent_id,
             serving=ServingOut(folded=bool(folded), folded_layers=folded),
         )

@@ -1,4 +1,5 @@
-"""A job checkpoints at most every CHECKPOINT_SECONDS and never after its last epoch, yet reports every epoch."""
+"""A job checkpoints at most every CHECKPOINT_SECONDS and never after its last epoch, and writes its metrics
+at most every `metrics_seconds`, yet reports every epoch."""
 
 import json
 from pathlib import Path
@@ -9,7 +10,8 @@ import torch
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
 from bncore.execution import RunLimits, Stores, run_job
-from bncore.job_store import JobStore
+from bncore.job_store import JobStore, Lease
+from bncore.metrics import EpochMetrics
 from bncore.migrations import upgrade_database
 from bncore.model_store import ModelStore
 from tests.support.jobs import job_request
@@ -27,6 +29,18 @@ class CountingStore(ArtifactStore):
     def save(self, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
         self.saved_epochs.append(json.loads(metadata["checkpoint"])["epoch"])
         return super().save(name, tensors, metadata)
+
+
+class CountingJobStore(JobStore):
+    """A real job store that also remembers the epochs of each write of metrics."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.writes: list[list[int]] = []
+
+    def record_epochs(self, lease: Lease, epochs: list[EpochMetrics]) -> None:
+        self.writes.append([metrics.epoch for metrics in epochs])
+        super().record_epochs(lease, epochs)
 
 
 @pytest.mark.parametrize(("seconds", "expected"), [(0.0, list(range(1, EPOCHS))), (3600.0, [])], ids=["0s", "1h"])
@@ -47,3 +61,25 @@ def test_checkpoints_follow_the_interval_and_metrics_every_epoch(
     assert [metrics.epoch for metrics in finished.metrics] == list(range(1, EPOCHS + 1))
     assert checkpoints.saved_epochs == expected
     assert not checkpoints.exists(job.id)  # a finished job leaves no checkpoint behind
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [
+    (0.0, [[epoch] for epoch in range(1, EPOCHS + 1)]),
+    (3600.0, [[1], list(range(2, EPOCHS + 1))]),  # the first epoch at once, the rest when the job ends
+], ids=["0s", "1h"])
+def test_short_epochs_share_a_write_of_metrics_and_none_is_lost(
+    tmp_path: Path, seconds: float, expected: list[list[int]]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    upgrade_database(url)
+    database = Database(url)
+    jobs = CountingJobStore(database)
+    stores = Stores(jobs, ModelStore(database), ArtifactStore(tmp_path / "artifacts"), ArtifactStore(tmp_path / "cp"))
+    job, _ = jobs.create(job_request(training={"epochs": EPOCHS}) | {"resources": {"device": "cpu"}}, "alice")
+
+    run_job(job.id, stores, "worker-1", RunLimits(metrics_seconds=seconds))
+
+    finished = jobs.get(job.id)
+    assert finished.status == "succeeded"
+    assert [metrics.epoch for metrics in finished.metrics] == list(range(1, EPOCHS + 1))
+    assert jobs.writes == expected

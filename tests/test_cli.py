@@ -71,7 +71,8 @@ def test_submit_a_yaml_spec_and_watch_it_train(service, client: httpx.Client, tm
     assert "epoch 3/3" in result.stderr and "3/3" in result.stderr.splitlines()[-1]
     for metrics in job["metrics"]:
         cells = row_of(result.stdout, str(metrics["epoch"]))
-        assert cells[1:] == [f"{metrics[key]:.4f}" for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")]
+        figures = [f"{metrics[key]:.4f}" for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")]
+        assert cells[1:] == [*figures, f"{metrics['seconds']:.3f}"]
     assert result.stdout.splitlines()[-1] == f"model: {job['model_id']}"
 
 

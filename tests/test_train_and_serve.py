@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from tests.conftest import RunningService
-from tests.support.jobs import cancel_all, job_request, long_job, occupy_workers, submit, train, wait_for
+from tests.support.jobs import cancel_all, figures, job_request, long_job, occupy_workers, submit, train, wait_for
 
 
 def test_submit_a_digits_job_follow_it_and_predict(client: httpx.Client) -> None:
@@ -33,7 +33,7 @@ def test_submit_a_digits_job_follow_it_and_predict(client: httpx.Client) -> None
     model = client.get(f"/v1/models/{job['model_id']}").json()
     assert model["job_id"] == job["id"] and model["dataset"] == "digits"
     assert model["parameter_count"] == 64 * 100 + 2 * 100 * 100 + 3 * 2 * 100 + 100 * 10 + 10
-    assert model["final_metrics"] == job["metrics"][-1]
+    assert model["final_metrics"] == figures(job["metrics"][-1])
 
     bn = client.get(f"/v1/models/{job['model_id']}/batchnorm")
     assert bn.status_code == 200

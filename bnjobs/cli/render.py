@@ -53,9 +53,11 @@ def number(value: float | None, digits: int = 4) -> str:
 
 
 def metrics_table(metrics: list[EpochMetricsOut]) -> Table:
-    table = Table(*numeric("epoch", "train loss", "train acc", "val loss", "val acc"), title="metrics per epoch")
+    table = Table(*numeric("epoch", "train loss", "train acc", "val loss", "val acc", "seconds"),
+                  title="metrics per epoch")
     for m in metrics:
-        table.add_row(str(m.epoch), *map(number, (m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy)))
+        figures = map(number, (m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy))
+        table.add_row(str(m.epoch), *figures, number(m.seconds, 3))
     return table
 
 

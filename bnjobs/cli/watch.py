@@ -28,7 +28,8 @@ def watch_job(job: Job) -> JobOut:
             for m in info.metrics[shown:]:
                 progress.console.print(
                     f"epoch {m.epoch}/{info.progress.epochs}: train loss {m.train_loss:.4f}, "
-                    f"train acc {m.train_accuracy:.4f}, val loss {m.val_loss:.4f}, val acc {m.val_accuracy:.4f}"
+                    f"train acc {m.train_accuracy:.4f}, val loss {m.val_loss:.4f}, val acc {m.val_accuracy:.4f} "
+                    f"({m.seconds:.3f} s)"
                 )
             shown = len(info.metrics)
             latest = f"loss {info.metrics[-1].train_loss:.4f} val acc {info.metrics[-1].val_accuracy:.4f}" if info.metrics else ""

@@ -59,3 +59,8 @@ def cancel_all(client: httpx.Client, jobs: list[dict[str, Any]]) -> None:
         client.post(f"/v1/jobs/{job['id']}/cancel")
     for job in jobs:
         wait_for(client, job["id"])
+
+
+def figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """An epoch's metrics without its wall time, which differs between two runs of the same job."""
+    return {name: value for name, value in metrics.items() if name != "seconds"}
