@@ -229,6 +229,8 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
     checkpoint = _stored_checkpoint(stores.checkpoints, job_id)
     if checkpoint is not None:
         jobs.mark_resumed(lease, checkpoint.epoch)
+        # The lost attempt may have died before it wrote the metrics of the epochs it had checkpointed.
+        jobs.record_epochs(lease, list(checkpoint.history))
 
     last_checkpoint = time.monotonic()
 

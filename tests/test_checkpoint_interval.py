@@ -1,7 +1,8 @@
 """A job checkpoints at most every CHECKPOINT_SECONDS and never after its last epoch, and writes its metrics
-at most every `metrics_seconds`, yet reports every epoch."""
+at most every `metrics_seconds`, yet reports every epoch, even across a lost worker."""
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,13 @@ import torch
 
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
-from bncore.execution import RunLimits, Stores, run_job
+from bncore.checkpoints import Checkpoint
+from bncore.execution import RunLimits, Stores, run_job, train_model
 from bncore.job_store import JobStore, Lease
 from bncore.metrics import EpochMetrics
 from bncore.migrations import upgrade_database
 from bncore.model_store import ModelStore
+from bncore.specs import JobSpec
 from tests.support.jobs import job_request
 
 EPOCHS = 5
@@ -83,3 +86,29 @@ def test_short_epochs_share_a_write_of_metrics_and_none_is_lost(
     assert finished.status == "succeeded"
     assert [metrics.epoch for metrics in finished.metrics] == list(range(1, EPOCHS + 1))
     assert jobs.writes == expected
+
+
+def test_a_resumed_job_reports_the_epochs_its_lost_worker_checkpointed_but_never_wrote(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    upgrade_database(url)
+    database = Database(url)
+    stores = Stores(JobStore(database), ModelStore(database), ArtifactStore(tmp_path / "artifacts"),
+                    ArtifactStore(tmp_path / "checkpoints"))
+    job, _ = stores.jobs.create(job_request(training={"epochs": EPOCHS}) | {"resources": {"device": "cpu"}}, "alice")
+    # The first worker trained two epochs and checkpointed the second, but had written only the first's
+    # metrics when it was killed.
+    lost = stores.jobs.start(job.id, "cpu", "worker-1")
+    assert lost is not None
+    spec = JobSpec.model_validate(job.spec)
+    captured: list[Checkpoint] = []
+    train_model(spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2})}),
+                torch.device("cpu"), on_epoch=lambda metrics, capture: captured.append(capture()))
+    stores.checkpoints.save(job.id, captured[-1].tensors, captured[-1].metadata)
+    stores.jobs.record_epochs(lost, list(captured[0].history))
+    assert stores.jobs.requeue_if_stale(job.id, datetime.now(timezone.utc) + timedelta(minutes=1))
+
+    run_job(job.id, stores, "worker-2", RunLimits(metrics_seconds=3600))
+
+    finished = stores.jobs.get(job.id)
+    assert (finished.status, finished.attempts, finished.resumed_from_epoch) == ("succeeded", 2, 2)
+    assert [metrics.epoch for metrics in finished.metrics] == list(range(1, EPOCHS + 1))
