@@ -68,6 +68,14 @@ class FeatureStatistics:
 NUMPY_MOMENTS_VALUES = 2**16
 
 
+def feature_rows(activations: torch.Tensor) -> torch.Tensor:
+    """(values, features): one row per value a BN feature normalises (samples × positions).
+
+    A view, not a copy, for 2-D and channels_last activations.
+    """
+    return activations.movedim(1, -1).reshape(-1, activations.shape[1])
+
+
 @dataclass(frozen=True)
 class BatchMoments:
     """Count, sum and sum of squares per feature (dim 1) of the values one BN layer saw in one batch."""
@@ -78,7 +86,7 @@ class BatchMoments:
 
     @classmethod
     def of(cls, values: torch.Tensor) -> "BatchMoments":
-        rows = values.movedim(1, -1).reshape(-1, values.shape[1])  # a view for 2-D and channels_last values
+        rows = feature_rows(values)
         if rows.numel() <= NUMPY_MOMENTS_VALUES:
             array = rows.numpy()
             return cls(len(array), array.sum(axis=0, dtype=np.float64), np.square(array).sum(axis=0, dtype=np.float64))

@@ -12,14 +12,10 @@ import copy
 import torch
 from torch import nn
 
+from bncore.drift import feature_rows
 from bncore.trained_model import TrainedModel
 
 BATCH = 2048
-
-
-def feature_rows(activations: torch.Tensor) -> torch.Tensor:
-    """(values, features) in float64: one row per value a BN feature normalises (samples × positions)."""
-    return activations.movedim(1, -1).reshape(-1, activations.shape[1]).double()
 
 
 class _ShiftedMoments:
@@ -54,7 +50,7 @@ def recompute_batchnorm_statistics(network: nn.Module, inputs: torch.Tensor) -> 
     network.eval()
     for bn in (m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
         moments = _ShiftedMoments()
-        handle = bn.register_forward_pre_hook(lambda module, args: moments.add(feature_rows(args[0])))
+        handle = bn.register_forward_pre_hook(lambda module, args: moments.add(feature_rows(args[0]).double()))
         try:
             for batch in inputs.split(BATCH):
                 network(batch)

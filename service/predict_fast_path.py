@@ -9,10 +9,10 @@ the one place that explains what is wrong with a request.
 """
 
 import json
-import re
 
 import torch
 from pydantic import TypeAdapter
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bncore.errors import DomainError
@@ -25,7 +25,7 @@ from service.observability.middleware import AnsweredFor
 from service.routes.models import INLINE_PARSE_ROWS
 from service.schemas import PredictOut
 
-_PATH = re.compile(r"/v1/models/([^/]+)/predict")
+_PATH = compile_path(PREDICT_ROUTE)[0]  # the route template, matched as Starlette matches it
 _ANSWERED_FOR = AnsweredFor(PREDICT_ROUTE)  # the label of its request metrics
 _ANSWER = TypeAdapter(PredictOut)  # the serializer FastAPI uses for the route's response_model
 
@@ -36,13 +36,13 @@ class PredictFastPath:
         self.answered = metrics.predict_fast_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _PATH.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        match = _PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         services: Services | None = scope["app"].state.services if match else None
-        model = _servable(services, scope, match[1]) if match and services else None
+        model = _servable(services, scope, match["model_id"]) if match and services else None
         if model is None:
             await self.app(scope, receive, send)
         else:
-            await self._predict(scope, receive, send, match[1], model, services.settings.max_predict_rows)
+            await self._predict(scope, receive, send, match["model_id"], model, services.settings.max_predict_rows)
 
     async def _predict(
         self, scope: Scope, receive: Receive, send: Send, model_id: str, model: ServedModel, max_rows: int
@@ -117,4 +117,3 @@ def _inputs(body: bytes, model: ServedModel, max_rows: int) -> torch.Tensor | No
         return parse_inputs(rows, model.input_shape, max_rows)
     except DomainError:
         return None
-
