@@ -5,6 +5,7 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -26,7 +27,13 @@ def browser() -> Iterator[WebDriver]:
 
 
 def wait_until(browser: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 30) -> Any:
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
+    """Poll until condition is truthy; an element missing or replaced by a re-render meanwhile means "not yet"."""
+    return WebDriverWait(browser, timeout, poll_frequency=0.2,
+                         ignored_exceptions=[StaleElementReferenceException]).until(condition)
+
+
+def click(browser: WebDriver, selector: str) -> None:
+    wait_until(browser, lambda b: b.find_element(By.CSS_SELECTOR, selector).click() or True)
 
 
 def fill(form: WebElement, name: str, value: str) -> None:
@@ -42,9 +49,18 @@ def field_error(browser: WebDriver, name: str) -> str:
     return browser.find_element(By.CSS_SELECTOR, f".field-error[data-for='{name}']").text
 
 
+def rows(browser: WebDriver, table: str) -> list[dict[str, str]]:
+    """The rows' data attributes and text, read in one script: the page re-renders its lists by itself,
+    so an element found by one WebDriver call may be gone by the next."""
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]),"
+        " (row) => ({...row.dataset, text: row.innerText}))", f"#{table} tr")
+
+
 def chart_points(browser: WebDriver) -> dict[str, int]:
-    lines = browser.find_elements(By.CSS_SELECTOR, "#job-chart polyline")
-    return {line.get_attribute("data-series"): len(line.get_attribute("points").split()) for line in lines}
+    return browser.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('#job-chart polyline'),"
+        " (line) => [line.dataset.series, line.getAttribute('points').trim().split(/\\s+/).length]))")
 
 
 def plot_width(browser: WebDriver) -> int:
@@ -72,17 +88,21 @@ def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_laye
 
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
     assert chart_points(browser) == {name: 3 for name in SERIES}
-    row = browser.find_element(By.CSS_SELECTOR, f"#job-rows tr[data-job-id='{job_id}']")
-    wait_until(browser, lambda b: "succeeded" in row.text)  # the list refreshes by itself
-    assert browser.find_element(By.CSS_SELECTOR, "#job-rows tr").get_attribute("data-job-id") == job_id  # newest first
+
+    def listed_once_succeeded(b: WebDriver) -> list[str] | None:  # the list refreshes by itself
+        listed = rows(b, "job-rows")
+        done = any(row["jobId"] == job_id and "succeeded" in row["text"] for row in listed)
+        return [row["jobId"] for row in listed] if done else None
+
+    assert wait_until(browser, listed_once_succeeded)[0] == job_id  # newest first
 
     model_id = client.get(f"/v1/jobs/{job_id}").json()["model_id"]
     browser.find_element(By.ID, "job-model").click()
     assert browser.find_element(By.ID, "model-title").text == model_id
     wait_until(browser, lambda b: plot_width(b) > 0, 60)
-    layers = [row.text.split()[:2] for row in browser.find_elements(By.CSS_SELECTOR, "#bn-rows tr")]
+    layers = [row["text"].split()[:2] for row in rows(browser, "bn-rows")]
     assert layers == [["bn1", "16"], ["bn2", "8"]]
-    assert browser.find_element(By.CSS_SELECTOR, f"#model-rows tr[data-model-id='{model_id}']")
+    assert model_id in [row["modelId"] for row in rows(browser, "model-rows")]
 
 
 def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(
@@ -139,7 +159,7 @@ def enter_key(browser: WebDriver, key: str) -> None:
 
 
 def job_ids(browser: WebDriver) -> list[str]:
-    return [row.get_attribute("data-job-id") for row in browser.find_elements(By.CSS_SELECTOR, "#job-rows tr")]
+    return [row["jobId"] for row in rows(browser, "job-rows")]
 
 
 def test_with_api_keys_the_page_shows_nothing_until_a_key_is_given_and_then_only_its_owners(
@@ -164,7 +184,7 @@ def test_with_api_keys_the_page_shows_nothing_until_a_key_is_given_and_then_only
 
     enter_key(browser, KEYS["alice"]["key"])
     wait_until(browser, lambda b: job_ids(b) == [alices["id"]])
-    browser.find_element(By.CSS_SELECTOR, f"#model-rows tr[data-model-id='{alices['model_id']}']").click()
+    click(browser, f"#model-rows tr[data-model-id='{alices['model_id']}']")  # listed when its request comes back
     wait_until(browser, lambda b: plot_width(b) > 0, 60)  # fetched with the key, shown from a blob
 
     browser.find_element(By.ID, "key-forget").click()
