@@ -23,7 +23,9 @@ class Variant(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     overrides: dict[str, Any] = Field(
-        default_factory=dict, description='deep-merged into `base`, e.g. {"model": {"normalization": "none"}}'
+        default_factory=dict,
+        description='deep-merged into `base`, e.g. {"model": {"normalization": "none"}}; '
+                    "a `dataset.name` or `dataset.id` here replaces the base's dataset",
     )
 
 
@@ -51,13 +53,27 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+DATASET_SOURCES = frozenset({"name", "id"})
+
+
+def variant_request(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` deep-merged into `base`; a variant that names its dataset replaces the base's,
+    so `{"dataset": {"name": "iris"}}` on a base with `dataset.id` means iris rather than both."""
+    merged = deep_merge(base, overrides)
+    named = overrides.get("dataset")
+    if isinstance(named, dict) and DATASET_SOURCES & named.keys() and isinstance(merged.get("dataset"), dict):
+        replaced = DATASET_SOURCES - named.keys()
+        merged["dataset"] = {key: value for key, value in merged["dataset"].items() if key not in replaced}
+    return merged
+
+
 def variant_specs(request: ExperimentRequest, plan: Callable[[JobSpec], JobSpec]) -> list[JobSpec]:
     """Each variant's planned job spec; InvalidField names the variant and field at fault."""
     specs = []
     for index, variant in enumerate(request.variants):
         where = f"variants[{index}].overrides"
         try:
-            spec = JobSpec.model_validate(deep_merge(request.base, variant.overrides))
+            spec = JobSpec.model_validate(variant_request(request.base, variant.overrides))
         except ValidationError as error:
             first = error.errors()[0]
             raise InvalidField(".".join([where, *map(str, first["loc"])]), first["msg"]) from None

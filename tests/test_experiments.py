@@ -1,8 +1,11 @@
 """A user compares BN with plain networks in one experiment and reads the side-by-side table."""
 
+from pathlib import Path
+
 import httpx
 
 from tests.support.jobs import wait_for
+from tests.support.uploads import iris_csv, uploaded
 
 SIGMOID_MLP = {
     "model": {"architecture": "mlp", "num_classes": 10, "activation": "sigmoid", "hidden_sizes": [100, 100, 100]},
@@ -64,3 +67,19 @@ def test_a_bad_override_names_the_variant_and_field(client: httpx.Client) -> Non
                                                      "variants": [{"name": "a"}, {"name": "a"}]})
     assert duplicate.status_code == 422 and "distinct" in duplicate.json()["error"]["message"]
     assert client.get("/v1/experiments/exp_missing").status_code == 404
+
+
+def test_an_uploaded_dataset_against_the_built_in_one(client: httpx.Client, tmp_path: Path) -> None:
+    upload = uploaded(client, iris_csv(tmp_path / "my-iris.csv"))
+    response = client.post("/v1/experiments", json={
+        "name": "my iris export against sklearn's",
+        "base": {"model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
+                 "dataset": {"id": upload["id"]}, "training": {"epochs": 2, "batch_size": 16}},
+        "variants": [{"name": "uploaded"}, {"name": "built-in", "overrides": {"dataset": {"name": "iris"}}}],
+    })
+    assert response.status_code == 202, response.text
+
+    jobs = {v["name"]: wait_for(client, v["job_id"]) for v in response.json()["variants"]}
+    assert jobs["uploaded"]["spec"]["dataset"] == {"id": upload["id"]}
+    assert jobs["built-in"]["spec"]["dataset"] == {"name": "iris"}
+    assert {job["status"] for job in jobs.values()} == {"succeeded"}

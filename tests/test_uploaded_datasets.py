@@ -14,33 +14,9 @@ from bnjobs.client import ApiError, Client
 from tests.conftest import RunningService
 from tests.support.jobs import submit, train, wait_for
 from tests.support.processes import own_service
+from tests.support.uploads import iris_csv, upload, uploaded
 
-IRIS_HEADER = ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]
 SMALL_MLP = {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]}
-
-
-def iris_csv(path: Path, header: bool = True, label_first: bool = False) -> Path:
-    """Iris as a CSV with the species (0, 1, 2) last, or first."""
-    features, labels = load_iris(return_X_y=True)
-    lines = [",".join(IRIS_HEADER)] if header else []
-    for row, label in zip(features, labels, strict=True):
-        cells = [f"{value:g}" for value in row]
-        lines.append(",".join([str(label), *cells] if label_first else [*cells, str(label)]))
-    if label_first and header:
-        lines[0] = ",".join([IRIS_HEADER[-1], *IRIS_HEADER[:-1]])
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def upload(client: httpx.Client, path: Path, **fields: str) -> httpx.Response:
-    with path.open("rb") as file:
-        return client.post("/v1/datasets", files={"file": (path.name, file)}, data=fields)
-
-
-def uploaded(client: httpx.Client, path: Path, **fields: str) -> dict:
-    response = upload(client, path, **fields)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def stored_file(service: RunningService, dataset_id: str) -> Path:
@@ -117,6 +93,16 @@ def test_the_sdk_uploads_a_file_and_trains_on_it(service: RunningService, tmp_pa
             client.datasets.upload(tmp_path / "ragged.csv")
         assert refused.value.status == 422 and refused.value.fields[0]["field"] == "file"
         assert "line 2 has 2 columns" in refused.value.message
+
+        client.datasets.delete(dataset.id)
+        with pytest.raises(ApiError) as gone:
+            client.datasets.get(dataset.id)
+        assert gone.value.status == 404
+        assert model.predict(load_iris(return_X_y=True)[0][:5]).shape == (5,)  # trained on it, still serving
+        client.models.delete(model.id)
+        with pytest.raises(ApiError) as deleted:
+            model.predict(load_iris(return_X_y=True)[0][:5])
+        assert deleted.value.status == 404 and deleted.value.code == "model_not_found"
 
 
 def _rows(*rows: str, count: int = 12) -> bytes:
