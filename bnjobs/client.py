@@ -43,7 +43,8 @@ class Client:
         self.datasets = Datasets(self)
         self.experiments = Experiments(self)
 
-    def request(self, method: str, path: str, answer: type[Response], **kwargs: Any) -> Response:
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The service's answer; ApiError with its code, message and fields when it refused."""
         response = self.http.request(method, path, **kwargs)
         if response.is_error:
             try:
@@ -51,7 +52,10 @@ class Client:
             except (ValueError, KeyError):
                 error = {"code": "http_error", "message": response.text, "fields": []}
             raise ApiError(response.status_code, error["code"], error["message"], error.get("fields", []))
-        return answer.model_validate_json(response.content)
+        return response
+
+    def request(self, method: str, path: str, answer: type[Response], **kwargs: Any) -> Response:
+        return answer.model_validate_json(self.send(method, path, **kwargs).content)
 
     def paged(self, path: str, answer: type[JobPage] | type[ModelPage], limit: int | None) -> Iterator[Any]:
         """The items of a newest-first listing, following its cursors; at most `limit` of them (None: all)."""
@@ -164,6 +168,10 @@ class Models:
         """The models the caller may read, newest first; `limit=None` for all of them."""
         return list(self.client.paged("/v1/models", ModelPage, limit))
 
+    def delete(self, model_id: str) -> None:
+        """Delete a model and its weights; it stops answering predictions."""
+        self.client.send("DELETE", f"/v1/models/{model_id}")
+
 
 class Model:
     def __init__(self, client: Client, info: ModelOut) -> None:
@@ -214,6 +222,10 @@ class Datasets:
 
     def get(self, dataset_id: str) -> DatasetOut:
         return self.client.request("GET", f"/v1/datasets/{dataset_id}", DatasetOut)
+
+    def delete(self, dataset_id: str) -> None:
+        """Delete an upload; the models trained on it keep serving."""
+        self.client.send("DELETE", f"/v1/datasets/{dataset_id}")
 
 class Experiments:
     def __init__(self, client: Client) -> None:
