@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 from sklearn.datasets import load_digits
 
-from tests.support.jobs import long_job, wait_for
+from tests.support.jobs import job_request, long_job, train, wait_for
 from tests.support.processes import ROOT, free_port, stop, wait_ready
 
 IRIS_SPEC = """\
@@ -126,6 +126,16 @@ def test_list_and_show_models(service, client: httpx.Client, digits_model: dict)
     assert [model["id"] for model in everything] == [model["id"] for model in client.get("/v1/models?limit=100").json()["items"]]
 
 
+def test_delete_a_model(service, client: httpx.Client) -> None:
+    model_id = train(client, job_request(training={"epochs": 1}))["model_id"]
+    deleted = bnjobs(service, "models", "rm", model_id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.strip() == f"{model_id} deleted"
+    assert client.get(f"/v1/models/{model_id}").status_code == 404
+    again = bnjobs(service, "models", "rm", model_id)
+    assert again.returncode == 1 and f"no model with id '{model_id}'" in again.stderr
+
+
 def test_predict_from_csv_and_npy_equals_the_api(service, client: httpx.Client, digits_model: dict, tmp_path: Path) -> None:
     x = load_digits().data[:40]
     expected = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": x.tolist()}).json()
@@ -184,6 +194,13 @@ def test_experiment_watch_prints_the_results_table(service, client: httpx.Client
     for variant in experiment["variants"]:
         cells = row_of(result.stdout, variant["name"])
         assert cells[1:4] == [variant["job_id"], variant["status"], f"{variant['final_val_accuracy']:.4f}"]
+
+    later = bnjobs(service, "experiments", "show", experiment["id"])  # e.g. after Ctrl-C stopped the watch
+    assert later.returncode == 0, later.stderr
+    assert [row_of(later.stdout, v["name"]) for v in experiment["variants"]] \
+        == [row_of(result.stdout, v["name"]) for v in experiment["variants"]]
+    missing = bnjobs(service, "experiments", "show", "exp_missing")
+    assert missing.returncode == 1 and "exp_missing" in missing.stderr
 
 
 def test_a_bad_spec_file_prints_the_apis_field_error_and_exits_1(service, tmp_path: Path) -> None:

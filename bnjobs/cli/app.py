@@ -13,7 +13,7 @@ import typer
 from bnjobs.cli import render
 from bnjobs.cli.files import UnreadableFile, read_request, read_rows
 from bnjobs.cli.watch import watch_experiment, watch_job
-from bnjobs.client import ApiError, Client, Job
+from bnjobs.client import ApiError, Client, Experiment, Job
 from service.schemas import JobOut, PredictOut
 
 app = typer.Typer(
@@ -21,9 +21,11 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 jobs_app = typer.Typer(help="Training jobs: list, show, cancel.", no_args_is_help=True)
-models_app = typer.Typer(help="Trained models: list, show.", no_args_is_help=True)
+models_app = typer.Typer(help="Trained models: list, show, delete.", no_args_is_help=True)
+experiments_app = typer.Typer(help="Experiments started with `bnjobs experiment`: show.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
+app.add_typer(experiments_app, name="experiments")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
 Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many, newest first")]
@@ -172,6 +174,13 @@ def show_model(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> 
     render.show(info, as_json, lambda: render.model_details(info))
 
 
+@models_app.command("rm")
+def delete_model(ctx: typer.Context, model_id: str) -> None:
+    """Delete a model and its weights; it stops answering predictions."""
+    sdk(ctx).models.delete(model_id)
+    print(f"{model_id} deleted")
+
+
 @app.command()
 def predict(
     ctx: typer.Context,
@@ -222,11 +231,21 @@ def experiment(ctx: typer.Context, spec: RequestFile, watch: WatchFlag = False, 
     handle = sdk(ctx).experiments.submit(read_request(spec))
     if not as_json:
         print(handle.id, flush=True)
+    report(handle, watch, as_json)
+
+
+@experiments_app.command("show")
+def show_experiment(ctx: typer.Context, experiment_id: str, watch: WatchFlag = False, as_json: JsonFlag = False) -> None:
+    """An experiment's results table so far, or once every variant ended with --watch."""
+    report(sdk(ctx).experiments.get(experiment_id), watch, as_json)
+
+
+def report(handle: Experiment, watch: bool, as_json: bool) -> None:
     if watch:
         try:
             watch_experiment(handle)
         except KeyboardInterrupt:
-            stop(f"stopped watching; experiment {handle.id} goes on", 130)
+            stop(f"stopped watching; experiment {handle.id} goes on (bnjobs experiments show {handle.id})", 130)
     render.show(handle.info, as_json, lambda: render.experiment_table(handle.info))
 
 
