@@ -1,6 +1,7 @@
 """The dashboard at / in a real headless browser: start a job from its form, watch it train, look at its model."""
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,8 +14,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import RunningService
 from tests.support.browser import headless_chromium
-from tests.support.jobs import job_request, submit, wait_for
+from tests.support.jobs import job_request, submit, train, wait_for
 from tests.support.processes import own_service
+from tests.support.uploads import iris_csv, uploaded
 
 TRAINING_TIMEOUT = 180
 SERIES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]
@@ -88,6 +90,9 @@ def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_laye
 
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
     assert chart_points(browser) == {name: 3 for name in SERIES}
+    seconds = [epoch["seconds"] for epoch in client.get(f"/v1/jobs/{job_id}").json()["metrics"]]
+    assert browser.find_element(By.ID, "job-pace").text == \
+        f"epoch 3 took {seconds[-1]:.3f} s; {sum(seconds):.2f} s over 3 epochs"
 
     def listed_once_succeeded(b: WebDriver) -> list[str] | None:  # the list refreshes by itself
         listed = rows(b, "job-rows")
@@ -103,6 +108,24 @@ def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_laye
     layers = [row["text"].split()[:2] for row in rows(browser, "bn-rows")]
     assert layers == [["bn1", "16"], ["bn2", "8"]]
     assert model_id in [row["modelId"] for row in rows(browser, "model-rows")]
+
+
+def test_a_job_on_an_upload_is_shown_with_the_uploads_id(
+    service: RunningService, client: httpx.Client, browser: WebDriver, tmp_path: Path
+) -> None:
+    dataset_id = uploaded(client, iris_csv(tmp_path / "iris.csv"))["id"]
+    job = train(client, {"model": {"architecture": "mlp", "num_classes": 3}, "dataset": {"id": dataset_id},
+                         "training": {"epochs": 1}})
+    assert f"<td>{dataset_id}</td>" in httpx.get(f"{service.url}/").text  # the rows in the page's markup
+
+    browser.get(f"{service.url}/")
+    row = f"#job-rows tr[data-job-id='{job['id']}']"
+    browser.execute_script("window.rowSeen = document.querySelector(arguments[0])", row)
+    redrawn = wait_until(browser, lambda b: b.execute_script(  # by the page's script, which refreshes the list
+        "const now = document.querySelector(arguments[0]); return now !== window.rowSeen && now?.innerText", row))
+    assert redrawn.split()[:3] == [job["id"], "succeeded", dataset_id]
+    click(browser, row)
+    wait_until(browser, lambda b: b.find_element(By.ID, "job-info").text.startswith(f"{dataset_id}, mlp"))
 
 
 def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(

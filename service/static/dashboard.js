@@ -78,6 +78,11 @@ function forgetKey(reason) {
 
 // --- Jobs -----------------------------------------------------------------------------------------
 
+/** A built-in dataset by its name, an upload by its id. */
+function datasetOf(spec) {
+  return spec.dataset.name ?? spec.dataset.id;
+}
+
 function cell(text, className) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -93,7 +98,7 @@ function jobRow(job) {
   row.dataset.jobId = job.id;
   const last = job.metrics[job.metrics.length - 1];
   row.append(
-    cell(job.id, "id"), cell(job.status, `status status-${job.status}`), cell(job.spec.dataset.name),
+    cell(job.id, "id"), cell(job.status, `status status-${job.status}`), cell(datasetOf(job.spec)),
     cell(`${job.spec.model.architecture} ${job.spec.model.normalization}`),
     cell(`${job.progress.epoch}/${job.progress.epochs}`), cell(formatAccuracy(last && last.val_accuracy)),
     cell(formatTime(job.created_at)),
@@ -188,7 +193,7 @@ function onJobEvent(jobId, kind, data) {
 function showJob(job) {
   $("#job-status").textContent = job.status;
   $("#job-status").className = `status-${job.status}`;
-  const parts = [`${job.spec.dataset.name}, ${job.spec.model.architecture} ${JSON.stringify(job.spec.model.hidden_sizes)}`,
+  const parts = [`${datasetOf(job.spec)}, ${job.spec.model.architecture} ${JSON.stringify(job.spec.model.hidden_sizes)}`,
     `${job.spec.training.optimizer} lr ${job.spec.training.learning_rate}, batch ${job.spec.training.batch_size}`];
   if (job.worker) parts.push(`worker ${job.worker}`);
   if (job.error) parts.push(`${job.error.code}: ${job.error.message}`);
@@ -244,6 +249,11 @@ function drawChart() {
     nodes.push(svg("text", { x: x1 - 40, y: 14, class: "val" }, "— val"));
   });
   chart.replaceChildren(...nodes);
+  const last = metrics[metrics.length - 1];
+  const total = metrics.reduce((sum, m) => sum + m.seconds, 0);
+  $("#job-pace").textContent = last
+    ? `epoch ${last.epoch} took ${last.seconds.toFixed(3)} s; ${total.toFixed(2)} s over ${metrics.length} epochs`
+    : "";
 }
 
 // --- Models -------------------------------------------------------------------------------------
