@@ -14,7 +14,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import RunningService
 from tests.support.browser import headless_chromium
-from tests.support.jobs import job_request, submit, train, wait_for
+from tests.support.jobs import job_request, submit, wait_for
 from tests.support.processes import own_service
 from tests.support.uploads import iris_csv, uploaded
 
@@ -65,6 +65,11 @@ def chart_points(browser: WebDriver) -> dict[str, int]:
         " (line) => [line.dataset.series, line.getAttribute('points').trim().split(/\\s+/).length]))")
 
 
+def dataset_choices(browser: WebDriver) -> dict[str, str]:
+    return dict(browser.execute_script(
+        "return Array.from(document.querySelectorAll('#dataset-select option'), (o) => [o.value, o.text])"))
+
+
 def plot_width(browser: WebDriver) -> int:
     return browser.execute_script("return document.getElementById('bn-plot').naturalWidth")
 
@@ -110,22 +115,28 @@ def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_laye
     assert model_id in [row["modelId"] for row in rows(browser, "model-rows")]
 
 
-def test_a_job_on_an_upload_is_shown_with_the_uploads_id(
+def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(
     service: RunningService, client: httpx.Client, browser: WebDriver, tmp_path: Path
 ) -> None:
-    dataset_id = uploaded(client, iris_csv(tmp_path / "iris.csv"))["id"]
-    job = train(client, {"model": {"architecture": "mlp", "num_classes": 3}, "dataset": {"id": dataset_id},
-                         "training": {"epochs": 1}})
-    assert f"<td>{dataset_id}</td>" in httpx.get(f"{service.url}/").text  # the rows in the page's markup
-
+    dataset_id = uploaded(client, iris_csv(tmp_path / "iris.csv"), name="my iris")["id"]
     browser.get(f"{service.url}/")
-    row = f"#job-rows tr[data-job-id='{job['id']}']"
-    browser.execute_script("window.rowSeen = document.querySelector(arguments[0])", row)
-    redrawn = wait_until(browser, lambda b: b.execute_script(  # by the page's script, which refreshes the list
-        "const now = document.querySelector(arguments[0]); return now !== window.rowSeen && now?.innerText", row))
-    assert redrawn.split()[:3] == [job["id"], "succeeded", dataset_id]
-    click(browser, row)
-    wait_until(browser, lambda b: b.find_element(By.ID, "job-info").text.startswith(f"{dataset_id}, mlp"))
+    wait_until(browser, lambda b: dataset_id in dataset_choices(b))  # the script adds the uploads to the built-ins
+    choices = dataset_choices(browser)
+    assert choices[dataset_id] == f"my iris (upload {dataset_id})" and choices["digits"] == "digits"
+    form = browser.find_element(By.ID, "job-form")
+    fill(form, "dataset.name", dataset_id)
+    assert form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"
+    fill(form, "training.epochs", "1")
+    browser.find_element(By.ID, "job-submit").click()
+
+    job_id = wait_until(browser, lambda b: b.find_element(By.ID, "job-title").text)
+    assert client.get(f"/v1/jobs/{job_id}").json()["spec"]["dataset"] == {"id": dataset_id}
+    wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
+    assert browser.find_element(By.ID, "job-info").text.startswith(f"{dataset_id}, mlp")
+    listed = wait_until(browser, lambda b: next(
+        (row["text"] for row in rows(b, "job-rows") if row["jobId"] == job_id and "succeeded" in row["text"]), None))
+    assert listed.split()[:3] == [job_id, "succeeded", dataset_id]
+    assert f"<td>{dataset_id}</td>" in httpx.get(f"{service.url}/").text  # in the page's own markup too
 
 
 def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(

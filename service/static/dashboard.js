@@ -334,7 +334,8 @@ function jobBody(form) {
     const kind = input.dataset.kind;
     const value = kind === "number" ? parseNumber(text)
       : kind === "list" ? text.split(/[\s,]+/).filter(Boolean).map(parseNumber) : text;
-    setPath(body, input.name, value);
+    // The dataset's option says which field names it: `dataset.name` (built-in) or `dataset.id` (upload).
+    setPath(body, input.selectedOptions?.[0]?.dataset.field ?? input.name, value);
   }
   return body;
 }
@@ -392,20 +393,26 @@ function setupJobForm() {
   });
 }
 
+function datasetOption(dataset) {
+  const upload = dataset.source === "upload";
+  const option = document.createElement("option");
+  option.value = upload ? dataset.id : dataset.name;
+  option.textContent = upload ? `${dataset.name} (upload ${dataset.id})` : dataset.name;
+  option.dataset.field = upload ? "dataset.id" : "dataset.name";
+  option.dataset.numClasses = dataset.num_classes;
+  return option;
+}
+
 async function refreshDatasets() {
   const select = $("#dataset-select");
   try {
     const { items } = await getJson("/v1/datasets");
+    const options = items.map(datasetOption);
     const shown = [...select.options].map((option) => option.value);
-    if (shown.join("\n") === items.map((dataset) => dataset.name).join("\n")) return;  // as rendered: leave the form be
+    if (shown.join("\n") === options.map((option) => option.value).join("\n")) return;  // as rendered: leave the form be
     const chosen = select.value;
-    select.replaceChildren(...items.map((dataset) => {
-      const option = document.createElement("option");
-      option.value = option.textContent = dataset.name;
-      option.dataset.numClasses = dataset.num_classes;
-      return option;
-    }));
-    if (items.some((dataset) => dataset.name === chosen)) select.value = chosen;
+    select.replaceChildren(...options);
+    if (options.some((option) => option.value === chosen)) select.value = chosen;
     if (select.value !== chosen) select.dispatchEvent(new Event("change"));
   } catch (error) {
     $("#form-error").textContent = error.message;
