@@ -1,6 +1,7 @@
 """The dashboard at / in a real headless browser: start a job from its form, watch it train, look at its model."""
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,36 @@ def test_with_api_keys_the_page_shows_nothing_until_a_key_is_given_and_then_only
     assert job_ids(browser) == [] and browser.find_element(By.ID, "model-detail").get_attribute("hidden")
     enter_key(browser, KEYS["bob"]["key"])
     wait_until(browser, lambda b: job_ids(b) == [bobs["id"]])
+
+
+def test_answers_that_arrive_after_the_key_was_forgotten_are_not_shown(secured: str, browser: WebDriver) -> None:
+    with as_(secured, "alice") as alice:
+        submit(alice, job_request(training={"epochs": 1}))
+    browser.get(f"{secured}/")
+    browser.execute_cdp_cmd("Network.enable", {})
+    with slow_network(browser, latency_ms=1500):
+        enter_key(browser, KEYS["alice"]["key"])
+        wait_until(browser, lambda b: b.find_element(By.ID, "key-forget").is_displayed())  # the lists are on their way
+        browser.find_element(By.ID, "key-forget").click()
+        wait_until(browser, lambda b: {"jobs", "models"} <= answered(b))
+    assert job_ids(browser) == [] and rows(browser, "model-rows") == []
+
+
+@contextmanager
+def slow_network(browser: WebDriver, latency_ms: int) -> Iterator[None]:
+    def emulate(latency: int) -> None:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": latency, "downloadThroughput": -1, "uploadThroughput": -1,
+        })
+
+    emulate(latency_ms)
+    try:
+        yield
+    finally:
+        emulate(0)
+
+
+def answered(browser: WebDriver) -> set[str]:
+    """The API listings whose answers have reached the page."""
+    return set(browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname.split('/')[2])"))

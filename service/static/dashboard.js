@@ -13,7 +13,7 @@ const $ = (selector) => document.querySelector(selector);
 
 const state = {
   jobId: null, job: null, metrics: [], stream: null,
-  modelId: null, plotUrl: null, datasets: [], timer: null,
+  modelId: null, plotUrl: null, datasets: [], timer: null, session: 0,
 };
 
 class ApiError extends Error {
@@ -44,6 +44,13 @@ async function request(path, options = {}) {
 }
 
 const getJson = async (path) => (await request(path)).json();
+
+/** The JSON at `path`, or null when the key changed or was forgotten while it was on its way. */
+async function getCurrentJson(path) {
+  const session = state.session;
+  const data = await getJson(path);
+  return session === state.session ? data : null;
+}
 
 // --- API keys -----------------------------------------------------------------------------------
 
@@ -109,7 +116,8 @@ function jobRow(job) {
 
 async function refreshJobs() {
   try {
-    const page = await getJson("/v1/jobs?limit=20");
+    const page = await getCurrentJson("/v1/jobs?limit=20");
+    if (!page) return;
     $("#job-rows").replaceChildren(...page.items.map(jobRow));
     $("#jobs-error").textContent = "";
   } catch (error) {
@@ -137,7 +145,9 @@ async function followJob(jobId) {
   const controller = new AbortController();
   state.stream = controller;
   try {
-    state.job = await getJson(`/v1/jobs/${encodeURIComponent(jobId)}`);
+    const job = await getJson(`/v1/jobs/${encodeURIComponent(jobId)}`);
+    if (state.jobId !== jobId) return;
+    state.job = job;
     showJob(state.job);
     // The stream replays every finished epoch, then sends each new one: the chart starts from it alone.
     const response = await request(`/v1/jobs/${encodeURIComponent(jobId)}/events`, { signal: controller.signal });
@@ -272,7 +282,8 @@ function modelRow(model) {
 
 async function refreshModels() {
   try {
-    const page = await getJson("/v1/models?limit=20");
+    const page = await getCurrentJson("/v1/models?limit=20");
+    if (!page) return;
     $("#model-rows").replaceChildren(...page.items.map(modelRow));
     $("#models-error").textContent = "";
   } catch (error) {
@@ -294,6 +305,7 @@ async function selectModel(modelId) {
   const base = `/v1/models/${encodeURIComponent(modelId)}`;
   try {
     const batchnorm = await getJson(`${base}/batchnorm`);
+    if (state.modelId !== modelId) return;
     const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : NaN).toFixed(3);
     $("#bn-rows").replaceChildren(...batchnorm.layers.map((layer) => {
       const row = document.createElement("tr");
@@ -406,7 +418,9 @@ function datasetOption(dataset) {
 async function refreshDatasets() {
   const select = $("#dataset-select");
   try {
-    const { items } = await getJson("/v1/datasets");
+    const answer = await getCurrentJson("/v1/datasets");
+    if (!answer) return;
+    const { items } = answer;
     const options = items.map(datasetOption);
     const shown = [...select.options].map((option) => option.value);
     if (shown.join("\n") === options.map((option) => option.value).join("\n")) return;  // as rendered: leave the form be
@@ -422,6 +436,7 @@ async function refreshDatasets() {
 // --- Start ----------------------------------------------------------------------------------------
 
 function stop() {
+  state.session += 1;
   clearInterval(state.timer);
   state.timer = null;
   if (state.stream) state.stream.abort();
