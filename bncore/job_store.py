@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bncore.database import Database, EpochRow, JobRow, utcnow
@@ -196,6 +196,14 @@ class JobStore:
         with self.db.session() as session:
             rows = session.scalars(
                 select(JobRow).where(JobRow.status == RUNNING, JobRow.heartbeat_at < heartbeat_before)
+            ).all()
+            return [JobRecord.from_row(row) for row in rows]
+
+    def queued_before(self, cutoff: datetime) -> list[JobRecord]:
+        """Queued jobs untouched since `cutoff`: submitted, or queued again after a lost worker, before it."""
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(JobRow).where(JobRow.status == QUEUED, func.coalesce(JobRow.heartbeat_at, JobRow.created_at) < cutoff)
             ).all()
             return [JobRecord.from_row(row) for row in rows]
 

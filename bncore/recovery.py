@@ -33,6 +33,28 @@ def recover_lost_jobs(
     return requeued
 
 
+def requeue_orphaned_jobs(
+    jobs: JobStore, enqueue: Callable[[str, str], None], waiting: Callable[[], set[str]], grace_seconds: float
+) -> list[str]:
+    """Send again each job queued for over `grace_seconds` whose message is no longer on the broker.
+
+    For the folder broker: a worker takes a message off the folder before it claims the job, so
+    one killed in between leaves the job queued with nothing left to deliver it. `waiting` lists
+    the jobs whose messages are still there. A second message for a job is harmless: only one
+    worker can claim it.
+    """
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    queued = jobs.queued_before(cutoff)
+    if not queued:
+        return []
+    on_broker = waiting()
+    orphans = [job for job in queued if job.id not in on_broker]
+    for job in orphans:
+        log.warning("job %s is queued with no message left on the broker; sending it again", job.id)
+        enqueue(job.id, JobSpec.model_validate(job.spec).resources.device)
+    return [job.id for job in orphans]
+
+
 class RecoveryLoop:
     """Runs `recover_lost_jobs` every `interval` seconds in a thread of the API process."""
 

@@ -21,7 +21,7 @@ from bncore.job_stats import JobStats
 from bncore.job_store import JobStore
 from bncore.migrations import upgrade_database
 from bncore.model_store import ModelStore
-from bncore.recovery import RecoveryLoop, recover_lost_jobs
+from bncore.recovery import RecoveryLoop, recover_lost_jobs, requeue_orphaned_jobs
 from bncore.settings import Settings, get_settings
 from service.auth import is_loopback, load_api_keys
 from service.deps import Services
@@ -32,7 +32,8 @@ from service.observability.middleware import RequestObserver
 from service.openapi import install_openapi
 from service.predict_fast_path import PredictFastPath
 from service.routes import dashboard, datasets, experiments, health, jobs, metrics, models, serving
-from worker.app import broker_reachable, enqueue_training, worker_queues
+from worker.app import TRAIN_TASK, broker_reachable, enqueue_training, worker_queues
+from worker.broker import waiting_job_ids
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,14 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
     )
 
 
+def recover_jobs(services: Services, settings: Settings) -> None:
+    """Queue again the jobs whose worker was lost, and with the folder broker those whose message was."""
+    recover_lost_jobs(services.jobs, services.enqueue, settings.job_stale_seconds, settings.max_attempts)
+    if settings.uses_filesystem_broker:
+        waiting = partial(waiting_job_ids, settings.broker_folder / "queue", TRAIN_TASK)
+        requeue_orphaned_jobs(services.jobs, services.enqueue, waiting, settings.job_stale_seconds)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service_metrics = ServiceMetrics()
@@ -79,12 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service_metrics.watch(JobStats(services.database), services.cache)
         # Sync routes run in anyio's default thread pool; predict is async and holds no thread while it waits.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        recovery = RecoveryLoop(
-            partial(
-                recover_lost_jobs, services.jobs, services.enqueue, settings.job_stale_seconds, settings.max_attempts
-            ),
-            interval=settings.heartbeat_seconds,
-        )
+        recovery = RecoveryLoop(partial(recover_jobs, services, settings), interval=settings.heartbeat_seconds)
         recovery.start()
         yield
         recovery.stop()

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -13,8 +14,9 @@ from bncore.database import Database
 from bncore.job_store import JobStore
 from bncore.migrations import upgrade_database
 from bncore.recovery import recover_lost_jobs
-from tests.conftest import RunningService
+from tests.conftest import FAST_RECOVERY, RunningService
 from tests.support.jobs import figures, job_request, submit, train, wait_for
+from tests.support.processes import own_service, start, stop
 
 RESUMABLE = job_request(training={"epochs": 12, "seed": 11}, model={"hidden_sizes": [256, 256]})
 
@@ -100,6 +102,21 @@ def test_a_worker_that_lost_its_job_cannot_finish_it(tmp_path: Path) -> None:
     assert not jobs.heartbeat(first) and not jobs.succeed(first, "model_x")
     assert jobs.succeed(second, "model_y")
     assert jobs.get(job.id).model_id == "model_y"
+
+
+@pytest.mark.embedded_only
+def test_a_job_whose_message_a_killed_worker_took_is_sent_again(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path), **FAST_RECOVERY}
+    with own_service(tmp_path, {"EMBEDDED_WORKERS": "0", **env}) as url, httpx.Client(base_url=url, timeout=60) as client:
+        job = submit(client, job_request(training={"epochs": 1}))
+        [message] = (tmp_path / "broker" / "queue").glob("*.msg")
+        message.unlink()  # the folder broker's message is gone once a worker takes it, before it claims the job
+        worker = start("worker", env, tmp_path / "worker.log")
+        try:
+            finished = wait_for(client, job["id"], timeout=120)
+        finally:
+            stop(worker)
+    assert finished["status"] == "succeeded" and finished["attempts"] == 1
 
 
 def test_a_diverging_job_stops_at_once_with_a_hint(client: httpx.Client) -> None:

@@ -2,12 +2,15 @@
 
 The stock transport creates the message file and then writes it, so a polling consumer can
 pick up an empty file in between. Here a message is written beside the queue folder and
-renamed into it, complete.
+renamed into it, complete. `waiting_job_ids` reads which jobs still have a message there.
 """
 
+import base64
+import json
 import os
 import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 from kombu.transport import filesystem
@@ -28,3 +31,24 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+def waiting_job_ids(queue_folder: Path, task: str) -> set[str]:
+    """The job ids of the `task` messages still in the folder, not yet taken by a worker."""
+    job_ids = set()
+    for path in queue_folder.glob("*.msg"):
+        try:
+            message = json.loads(path.read_bytes())
+            if message["headers"]["task"] != task:
+                continue
+            body = message["body"]
+            if message["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            args = json.loads(body)[0]
+        except FileNotFoundError:  # taken while we listed the folder
+            continue
+        except (ValueError, KeyError, IndexError, TypeError):  # not a message this service sent
+            continue
+        if args and isinstance(args[0], str):
+            job_ids.add(args[0])
+    return job_ids
