@@ -18,7 +18,9 @@ from tests.conftest import FAST_RECOVERY, RunningService
 from tests.support.jobs import figures, job_request, submit, train, wait_for
 from tests.support.processes import own_service, start, stop
 
-RESUMABLE = job_request(training={"epochs": 12, "seed": 11}, model={"hidden_sizes": [256, 256]})
+# Wide enough that an epoch takes a good part of a second: metrics arrive at most every 0.5 s, and the kill
+# must come while the job still has epochs to go.
+RESUMABLE = job_request(training={"epochs": 12, "seed": 11}, model={"hidden_sizes": [1024, 1024]})
 
 
 def wait_for_epoch(client: httpx.Client, job_id: str, epoch: int, timeout: float = 120) -> dict:
@@ -41,6 +43,7 @@ def test_job_survives_worker_sigkill_and_resumes_from_its_checkpoint(
 ) -> None:
     job = submit(client, RESUMABLE)
     running = wait_for_epoch(client, job["id"], 4)
+    assert running["status"] == "running" and running["progress"]["epoch"] < 12, running["progress"]
     os.kill(service.worker_pid(running["worker"]), signal.SIGKILL)
     killed_at = running["progress"]["epoch"]
     if service.workers:  # distributed: bring the killed worker back, as compose's restart policy would
