@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bncore.database import Database, ExperimentRow, utcnow
 from bncore.errors import InvalidField, NotFound
 from bncore.job_store import FINISHED, JobRecord
+from bncore.pagination import newest_first
 from bncore.specs import JobSpec
 
 
@@ -116,6 +117,10 @@ class Experiment:
     target_accuracy: float | None
     variants: list[dict[str, str]]  # [{"name", "job_id"}]
 
+    @classmethod
+    def from_row(cls, row: ExperimentRow) -> "Experiment":
+        return cls(row.id, row.name, row.owner, row.created_at, row.target_accuracy, row.variants)
+
     def results(self, job: Callable[[str], JobRecord]) -> list[VariantResult]:
         return [VariantResult.of(v["name"], job(v["job_id"]), self.target_accuracy) for v in self.variants]
 
@@ -153,4 +158,9 @@ class ExperimentStore:
             row = session.get(ExperimentRow, experiment_id)
             if row is None or (owner is not None and row.owner != owner):
                 raise ExperimentNotFound(experiment_id)
-            return Experiment(row.id, row.name, row.owner, row.created_at, row.target_accuracy, row.variants)
+            return Experiment.from_row(row)
+
+    def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[Experiment], str | None]:
+        with self.db.session() as session:
+            rows, next_cursor = newest_first(session, ExperimentRow, limit, cursor, owner)
+            return [Experiment.from_row(row) for row in rows], next_cursor

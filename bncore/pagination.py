@@ -1,4 +1,4 @@
-"""Newest-first listings with an opaque cursor, shared by jobs and models."""
+"""Newest-first listings with an opaque cursor, shared by jobs, models and experiments."""
 
 from collections.abc import Sequence
 from typing import Any, TypeVar

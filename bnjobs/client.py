@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from service.schemas import (
-    BatchNormOut, DatasetList, DatasetOut, ExperimentOut, JobOut, JobPage, ModelOut, ModelPage, PredictOut,
+    BatchNormOut, DatasetList, DatasetOut, ExperimentOut, ExperimentPage, JobOut, JobPage, ModelOut, ModelPage,
+    PredictOut,
 )
 
 Response = TypeVar("Response", bound=BaseModel)
@@ -57,7 +58,9 @@ class Client:
     def request(self, method: str, path: str, answer: type[Response], **kwargs: Any) -> Response:
         return answer.model_validate_json(self.send(method, path, **kwargs).content)
 
-    def paged(self, path: str, answer: type[JobPage] | type[ModelPage], limit: int | None) -> Iterator[Any]:
+    def paged(
+        self, path: str, answer: type[JobPage] | type[ModelPage] | type[ExperimentPage], limit: int | None
+    ) -> Iterator[Any]:
         """The items of a newest-first listing, following its cursors; at most `limit` of them (None: all)."""
         cursor, left = None, limit
         while left is None or left > 0:
@@ -246,6 +249,10 @@ class Experiments:
 
     def get(self, experiment_id: str) -> "Experiment":
         return Experiment(self.client, self.client.request("GET", f"/v1/experiments/{experiment_id}", ExperimentOut))
+
+    def list(self, limit: int | None = 20) -> list[ExperimentOut]:
+        """The caller's experiments with their results tables, newest first; `limit=None` for all of them."""
+        return list(self.client.paged("/v1/experiments", ExperimentPage, limit))
 
 
 class Experiment:

@@ -153,6 +153,7 @@ RESPONSES: dict[tuple[str, str], Any] = {
         variant | {"status": "queued", "final_val_accuracy": None, "best_val_accuracy": None}
         for variant in EXPERIMENT["variants"]
     ]},
+    ("GET", "/v1/experiments"): {"items": [EXPERIMENT], "next_cursor": None},
     ("GET", "/v1/experiments/{experiment_id}"): EXPERIMENT,
     ("GET", "/v1/datasets"): {"items": [BUILTIN_DATASET, UPLOADED_DATASET]},
     ("POST", "/v1/datasets"): UPLOADED_DATASET,

@@ -329,3 +329,8 @@ class ExperimentOut(BaseModel):
     target_accuracy: float | None
     status: Literal["queued", "running", "finished"]
     variants: list[VariantOut]
+
+
+class ExperimentPage(BaseModel):
+    items: list[ExperimentOut]
+    next_cursor: str | None

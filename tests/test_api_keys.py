@@ -80,6 +80,21 @@ def test_a_key_sees_and_uses_only_its_owners_jobs_and_models(secured: str, alice
         assert model_id in {model["id"] for model in admin.get("/v1/models").json()["items"]}
 
 
+def test_a_key_lists_and_reads_only_its_owners_experiments(secured: str) -> None:
+    with as_(secured, "bob") as bob:
+        created = bob.post("/v1/experiments", json={
+            "name": "bob's", "base": job_request(training={"epochs": 1}), "variants": [{"name": "batchnorm"}],
+        })
+        assert created.status_code == 202, created.text
+        experiment_id = created.json()["id"]
+        assert experiment_id in {e["id"] for e in bob.get("/v1/experiments").json()["items"]}
+    with as_(secured, "alice") as alice:
+        assert experiment_id not in {e["id"] for e in alice.get("/v1/experiments").json()["items"]}
+        assert alice.get(f"/v1/experiments/{experiment_id}").status_code == 404
+    with as_(secured, "admin") as admin:
+        assert experiment_id in {e["id"] for e in admin.get("/v1/experiments").json()["items"]}
+
+
 def test_a_model_served_from_the_cache_still_answers_only_its_owner(secured: str, alices_model: dict) -> None:
     url = f"/v1/models/{alices_model['model_id']}/predict"
     with as_(secured, "alice") as alice:

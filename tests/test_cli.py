@@ -199,6 +199,12 @@ def test_experiment_watch_prints_the_results_table(service, client: httpx.Client
     assert later.returncode == 0, later.stderr
     assert [row_of(later.stdout, v["name"]) for v in experiment["variants"]] \
         == [row_of(result.stdout, v["name"]) for v in experiment["variants"]]
+    listing = bnjobs(service, "experiments", "ls", "-n", "100")
+    assert listing.returncode == 0, listing.stderr
+    best = max(experiment["variants"], key=lambda v: v["best_val_accuracy"])
+    assert row_of(listing.stdout, experiment["id"])[1:6] == [
+        "BN or not on iris", "finished", "2", best["name"], f"{best['best_val_accuracy']:.4f}"
+    ]
     missing = bnjobs(service, "experiments", "show", "exp_missing")
     assert missing.returncode == 1 and "exp_missing" in missing.stderr
 

@@ -83,3 +83,24 @@ def test_an_uploaded_dataset_against_the_built_in_one(client: httpx.Client, tmp_
     assert jobs["uploaded"]["spec"]["dataset"] == {"id": upload["id"]}
     assert jobs["built-in"]["spec"]["dataset"] == {"name": "iris"}
     assert {job["status"] for job in jobs.values()} == {"succeeded"}
+
+
+def test_experiments_are_listed_newest_first_a_page_at_a_time(client: httpx.Client) -> None:
+    made = []
+    for name in ("first", "second"):
+        response = client.post("/v1/experiments", json={
+            "name": name, "base": SIGMOID_MLP | {"training": {"epochs": 1}}, "variants": [{"name": "batchnorm"}],
+        })
+        assert response.status_code == 202, response.text
+        made.append(response.json())
+
+    newest = client.get("/v1/experiments", params={"limit": 1}).json()
+    assert [e["id"] for e in newest["items"]] == [made[1]["id"]]
+    older = client.get("/v1/experiments", params={"limit": 1, "cursor": newest["next_cursor"]}).json()
+    assert [e["id"] for e in older["items"]] == [made[0]["id"]]
+    wait_for(client, made[1]["variants"][0]["job_id"])
+    listed = client.get("/v1/experiments", params={"limit": 1}).json()["items"][0]
+    assert listed == client.get(f"/v1/experiments/{made[1]['id']}").json()  # each with its results table
+
+    refused = client.get("/v1/experiments", params={"cursor": "not-a-cursor"})
+    assert refused.status_code == 422 and refused.json()["error"]["fields"][0]["field"] == "cursor"

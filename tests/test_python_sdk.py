@@ -37,3 +37,20 @@ def test_errors_carry_the_services_message_and_fields(service) -> None:
             job.wait(timeout=180)
         with pytest.raises(ApiError, match="404"):
             client.models.get("model_missing")
+
+
+def test_run_an_experiment_wait_for_its_table_and_find_it_listed(service) -> None:
+    with Client(service.url) as client:
+        experiment = client.experiments.create(
+            "relu or sigmoid on iris",
+            base={"model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
+                  "dataset": {"name": "iris"}, "training": {"epochs": 2, "batch_size": 16}},
+            variants=[{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}],
+            target_accuracy=0.5,
+        )
+        table = experiment.wait(timeout=180)
+        assert table.status == "finished" and [v.name for v in table.variants] == ["relu", "sigmoid"]
+        assert client.jobs.get(table.variants[1].job_id).info.spec.model.activation == "sigmoid"
+        assert all(v.status == "succeeded" and v.best_val_accuracy is not None for v in table.variants)
+        assert table in client.experiments.list(limit=None)
+        assert client.experiments.get(experiment.id).info == table

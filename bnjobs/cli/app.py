@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="Training jobs: list, show, cancel.", no_args_is_help=True)
 models_app = typer.Typer(help="Trained models: list, show, delete.", no_args_is_help=True)
-experiments_app = typer.Typer(help="Experiments started with `bnjobs experiment`: show.", no_args_is_help=True)
+experiments_app = typer.Typer(help="Experiments started with `bnjobs experiment`: list, show.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(experiments_app, name="experiments")
@@ -232,6 +232,13 @@ def experiment(ctx: typer.Context, spec: RequestFile, watch: WatchFlag = False, 
     if not as_json:
         print(handle.id, flush=True)
     report(handle, watch, as_json)
+
+
+@experiments_app.command("ls")
+def list_experiments(ctx: typer.Context, limit: Limit = 20, as_json: JsonFlag = False) -> None:
+    """Experiments, newest first, with each one's best variant."""
+    experiments = sdk(ctx).experiments.list(limit)
+    render.show(experiments, as_json, lambda: render.experiments_table(experiments))
 
 
 @experiments_app.command("show")

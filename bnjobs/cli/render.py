@@ -160,3 +160,16 @@ def experiment_table(experiment: ExperimentOut) -> Table:
             "-" if v.epochs_to_target is None else str(v.epochs_to_target), "yes" if v.diverged else "no",
         )
     return table
+
+
+def experiments_table(experiments: list[ExperimentOut]) -> Table:
+    """One row per experiment; its best variant is the one with the highest best validation accuracy."""
+    table = Table("id", "name", "status", *numeric("variants"), "best variant", *numeric("best val acc"), "created")
+    for experiment in experiments:
+        scored = [v for v in experiment.variants if v.best_val_accuracy is not None]
+        best = max(scored, key=lambda v: v.best_val_accuracy or 0.0, default=None)
+        table.add_row(
+            experiment.id, experiment.name, experiment.status, str(len(experiment.variants)),
+            best.name if best else "-", number(best.best_val_accuracy if best else None), when(experiment.created_at),
+        )
+    return table

@@ -1,15 +1,17 @@
 """Experiments: variants of one job run side by side, compared in a table and a chart."""
 
-from fastapi import APIRouter, Depends, Response
+from typing import Annotated
 
-from bncore.experiments import ExperimentRequest, experiment_status, variant_specs
+from fastapi import APIRouter, Depends, Query, Response
+
+from bncore.experiments import Experiment, ExperimentRequest, experiment_status, variant_specs
 from bncore.planning import plan_job
 from bncore.plots import experiment_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
-from service.deps import ServicesDep, enqueue_or_fail, require_json
+from service.deps import Services, ServicesDep, enqueue_or_fail, require_json
 from service.routes.jobs import check_a_worker_can_take
-from service.schemas import PNG_RESPONSE, ExperimentOut, VariantOut, error_responses
+from service.schemas import PNG_RESPONSE, ExperimentOut, ExperimentPage, VariantOut, error_responses
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=error_responses(401, 403, 422))
 
@@ -41,13 +43,28 @@ def create_experiment(
         variants.append({"name": variant.name, "job_id": job.id})
     experiment = services.experiments.add(request.name, caller.owner, request.target_accuracy, variants)
     response.headers["Location"] = f"/v1/experiments/{experiment.id}"
-    return read_experiment(experiment.id, services, caller)
+    return results_table(experiment, services)
+
+
+@router.get("", response_model=ExperimentPage)
+def list_experiments(
+    services: ServicesDep,
+    caller: Trainer,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ExperimentPage:
+    """Experiments, newest first, each with its side-by-side table."""
+    page, next_cursor = services.experiments.page(limit, cursor, caller.owner_filter)
+    return ExperimentPage(items=[results_table(e, services) for e in page], next_cursor=next_cursor)
 
 
 @router.get("/{experiment_id}", response_model=ExperimentOut, responses=error_responses(404))
 def read_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) -> ExperimentOut:
     """The side-by-side table: final and best validation accuracy, epochs to target, divergence."""
-    experiment = services.experiments.get(experiment_id, caller.owner_filter)
+    return results_table(services.experiments.get(experiment_id, caller.owner_filter), services)
+
+
+def results_table(experiment: Experiment, services: Services) -> ExperimentOut:
     results = experiment.results(services.jobs.get)
     return ExperimentOut(
         id=experiment.id, name=experiment.name, created_at=experiment.created_at,
