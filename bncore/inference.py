@@ -16,6 +16,7 @@ from bncore.drift import BatchMoments, DriftMonitor
 from bncore.errors import InvalidField, ModelNotFound, PayloadTooLarge
 from bncore.folding import ServingGraph, serving_graph
 from bncore.model_store import ModelRecord
+from bncore.onnx_export import OnnxExport
 from bncore.trained_model import Prediction, TrainedModel
 
 
@@ -63,6 +64,7 @@ class ServedModel:
     graph: ServingGraph
     drift: DriftMonitor
     batcher: DynamicBatcher["_Answer"]
+    onnx: OnnxExport
 
     @classmethod
     def of(
@@ -72,7 +74,7 @@ class ServedModel:
         graph = serving_graph(trained, fold_batchnorm)
         drift = DriftMonitor(graph.batchnorms)
         batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching, on_batch)
-        return cls(trained, graph, drift, batcher)
+        return cls(trained, graph, drift, batcher, OnnxExport(trained))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -137,6 +139,7 @@ class CacheStats:
     hits: int  # lookups answered from memory
     misses: int  # lookups that loaded the model from its artifact
     loaded: int  # models held now
+    onnx_exports: int  # ONNX files exported; a cached model's is exported once
 
 
 class ModelCache:
@@ -161,7 +164,7 @@ class ModelCache:
         self._models: OrderedDict[str, _Cached] = OrderedDict()
         self._deleted: set[str] = set()  # model ids are never reused
         self._lock = threading.Lock()
-        self._hits = self._misses = 0
+        self._hits = self._misses = self._onnx_exports = 0
 
     def lookup(self, model_id: str, owner: str | None) -> ServedModel | None:
         """The cached model, if its record was read recently; None: read the record and call `get`.
@@ -210,7 +213,15 @@ class ModelCache:
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(self._hits, self._misses, len(self._models))
+            return CacheStats(self._hits, self._misses, len(self._models), self._onnx_exports)
+
+    def onnx(self, record: ModelRecord) -> bytes:
+        """The model's ONNX export (BN folded), made on the first request and kept while the model is cached."""
+        payload, exported = self.get(record).onnx.get()
+        if exported:
+            with self._lock:
+                self._onnx_exports += 1
+        return payload
 
     def _refuse_deleted(self, model_id: str) -> None:
         if model_id in self._deleted:

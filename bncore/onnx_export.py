@@ -27,3 +27,20 @@ def to_onnx(model: TrainedModel) -> bytes:
         )
     assert program is not None
     return program.model_proto.SerializeToString()
+
+
+class OnnxExport:
+    """A model's ONNX file, exported when first asked for and then kept: an export traces for seconds."""
+
+    def __init__(self, model: TrainedModel) -> None:
+        self._model = model
+        self._onnx: bytes | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[bytes, bool]:
+        """The ONNX bytes, and whether this call exported them."""
+        with self._lock:
+            if self._onnx is not None:
+                return self._onnx, False
+            self._onnx = to_onnx(self._model)
+            return self._onnx, True

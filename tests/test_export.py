@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 
 from tests.conftest import RunningService
 from tests.support.jobs import job_request, train
+from tests.support.metrics import scrape, value
 from tests.support.trained_models import from_artifact
 
 
@@ -70,6 +71,14 @@ def test_the_onnx_download_answers_raw_inputs_like_pytorch_for_any_batch_size(
         [logits] = session.run(None, {given.name: batch})
         expected = pytorch.predict(torch.from_numpy(batch)).logits.numpy()
         np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+
+
+def test_a_models_onnx_file_is_exported_once_then_kept(client: httpx.Client) -> None:
+    model_id = train(client, job_request(training={"epochs": 1}))["model_id"]
+    exports = value(scrape(client), "bnjobs_onnx_exports_total")
+    downloads = [client.get(f"/v1/models/{model_id}/artifact", params={"format": "onnx"}) for _ in range(2)]
+    assert [d.status_code for d in downloads] == [200, 200] and downloads[0].content == downloads[1].content
+    assert value(scrape(client), "bnjobs_onnx_exports_total") == exports + 1
 
 
 def test_an_unknown_format_is_refused_naming_the_format_field(client: httpx.Client, digits_model: dict) -> None:

@@ -106,6 +106,8 @@ class StateCollector(Collector):
         yield CounterMetricFamily("bnjobs_model_cache_misses", "model lookups that loaded the artifact",
                                   value=cache.misses)
         yield GaugeMetricFamily("bnjobs_model_cache_models", "models loaded in this process", value=cache.loaded)
+        yield CounterMetricFamily("bnjobs_onnx_exports", "ONNX files this process exported (a cached model's once)",
+                                  value=cache.onnx_exports)
         try:
             job_metrics, up = list(self._jobs()), 1
         except SQLAlchemyError:

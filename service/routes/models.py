@@ -9,7 +9,6 @@ from starlette.concurrency import run_in_threadpool
 from bncore.batchnorm import batchnorm_layers
 from bncore.drift import DriftThresholds
 from bncore.inference import ServedModel, parse_inputs
-from bncore.onnx_export import to_onnx
 from bncore.plots import batchnorm_png
 from bncore.recalibration import check_recalibration
 from bncore.specs import Recalibration, RecalibrationRequest
@@ -120,7 +119,7 @@ def download_artifact(
     standardisation). `onnx`: the served graph with BN folded, taking raw inputs, any batch size."""
     record = services.models.get(model_id, caller.owner_filter)
     if artifact_format == "onnx":
-        payload = to_onnx(services.cache.get(record).trained)
+        payload = services.cache.onnx(record)
     else:
         payload = services.artifacts.read_verified(record.id, record.artifact_sha256)
     return Response(
