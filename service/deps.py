@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from bncore.artifacts import ArtifactStore
 from bncore.database import Database
@@ -84,3 +84,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 ModelsDep = Annotated[ModelStore, Depends(get_models)]
+
+# The query parameters of every newest-first listing.
+PageLimit = Annotated[int, Query(ge=1, le=100, description="at most this many items")]
+PageCursor = Annotated[str | None, Query(max_length=200, description="the `next_cursor` of the page before")]

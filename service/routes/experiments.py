@@ -1,15 +1,13 @@
 """Experiments: variants of one job run side by side, compared in a table and a chart."""
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Response
 
 from bncore.experiments import Experiment, ExperimentRequest, experiment_status, variant_specs
 from bncore.planning import plan_job
 from bncore.plots import experiment_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
-from service.deps import Services, ServicesDep, enqueue_or_fail, require_json
+from service.deps import PageCursor, PageLimit, Services, ServicesDep, enqueue_or_fail, require_json
 from service.routes.jobs import check_a_worker_can_take
 from service.schemas import PNG_RESPONSE, ExperimentOut, ExperimentPage, VariantOut, error_responses
 
@@ -50,8 +48,8 @@ def create_experiment(
 def list_experiments(
     services: ServicesDep,
     caller: Trainer,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
 ) -> ExperimentPage:
     """Experiments, newest first, each with its side-by-side table."""
     page, next_cursor = services.experiments.page(limit, cursor, caller.owner_filter)

@@ -5,7 +5,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import StreamingResponse
 
 from bncore.errors import InvalidField
@@ -14,7 +14,7 @@ from bncore.planning import plan_job
 from bncore.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
-from service.deps import JobsDep, ServicesDep, enqueue_or_fail, require_json
+from service.deps import JobsDep, PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json
 from service.schemas import JOB_EXAMPLES, PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 403, 422))
@@ -63,8 +63,8 @@ def submit_job(
 def list_jobs(
     jobs: JobsDep,
     caller: Trainer,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
 ) -> JobPage:
     """Jobs, newest first."""
     page, next_cursor = jobs.page(limit, cursor, caller.owner_filter)

@@ -13,7 +13,9 @@ from bncore.plots import batchnorm_png
 from bncore.recalibration import check_recalibration
 from bncore.specs import Recalibration, RecalibrationRequest
 from service.auth import Inferrer, Reader, Trainer
-from service.deps import ModelsDep, Services, ServicesDep, SettingsDep, enqueue_or_fail, require_json
+from service.deps import (
+    ModelsDep, PageCursor, PageLimit, Services, ServicesDep, SettingsDep, enqueue_or_fail, require_json,
+)
 from service.schemas import (
     PNG_RESPONSE, BatchNormLayerOut, BatchNormOut, DriftOut, JobOut, ModelOut, ModelPage, PredictIn, PredictOut,
     error_responses,
@@ -51,8 +53,8 @@ def list_models(
     models: ModelsDep,
     settings: SettingsDep,
     caller: Reader,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
 ) -> ModelPage:
     """Models, newest first."""
     page, next_cursor = models.page(limit, cursor, caller.owner_filter)
