@@ -202,9 +202,8 @@ class JobStore:
     def queued_before(self, cutoff: datetime) -> list[JobRecord]:
         """Queued jobs untouched since `cutoff`: submitted, or queued again after a lost worker, before it."""
         with self.db.session() as session:
-            rows = session.scalars(
-                select(JobRow).where(JobRow.status == QUEUED, func.coalesce(JobRow.heartbeat_at, JobRow.created_at) < cutoff)
-            ).all()
+            queued_at = func.coalesce(JobRow.heartbeat_at, JobRow.created_at)
+            rows = session.scalars(select(JobRow).where(JobRow.status == QUEUED, queued_at < cutoff)).all()
             return [JobRecord.from_row(row) for row in rows]
 
     def requeue_if_stale(self, job_id: str, heartbeat_before: datetime) -> bool:

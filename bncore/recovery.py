@@ -56,7 +56,8 @@ def requeue_orphaned_jobs(
 
 
 class RecoveryLoop:
-    """Runs `recover_lost_jobs` every `interval` seconds in a thread of the API process."""
+    """Runs a recovery pass (`recover_lost_jobs`, `requeue_orphaned_jobs`) every `interval` seconds in a
+    thread of the API process."""
 
     def __init__(self, recover: Callable[[], object], interval: float) -> None:
         self.recover = recover

@@ -230,6 +230,7 @@ class Datasets:
         """Delete an upload; the models trained on it keep serving."""
         self.client.send("DELETE", f"/v1/datasets/{dataset_id}")
 
+
 class Experiments:
     def __init__(self, client: Client) -> None:
         self.client = client
