@@ -21,6 +21,8 @@ from tests.support.uploads import iris_csv, uploaded
 
 TRAINING_TIMEOUT = 180
 SERIES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]
+IRIS_JOB = {"model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]}, "dataset": {"name": "iris"},
+            "training": {"epochs": 2, "batch_size": 16}}
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +73,8 @@ def dataset_choices(browser: WebDriver) -> dict[str, str]:
         "return Array.from(document.querySelectorAll('#dataset-select option'), (o) => [o.value, o.text])"))
 
 
-def plot_width(browser: WebDriver) -> int:
-    return browser.execute_script("return document.getElementById('bn-plot').naturalWidth")
+def plot_width(browser: WebDriver, image: str = "bn-plot") -> int:
+    return browser.execute_script("return document.getElementById(arguments[0]).naturalWidth", image)
 
 
 def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_layers(
@@ -138,6 +140,36 @@ def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(
         (row["text"] for row in rows(b, "job-rows") if row["jobId"] == job_id and "succeeded" in row["text"]), None))
     assert listed.split()[:3] == [job_id, "succeeded", dataset_id]
     assert f"<td>{dataset_id}</td>" in httpx.get(f"{service.url}/").text  # in the page's own markup too
+
+
+def test_an_experiment_shows_its_table_and_curves_and_leads_to_its_jobs(
+    service: RunningService, client: httpx.Client, browser: WebDriver
+) -> None:
+    created = client.post("/v1/experiments", json={
+        "name": "relu or sigmoid", "base": IRIS_JOB,
+        "variants": [{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}],
+    }).json()
+    for variant in created["variants"]:
+        wait_for(client, variant["job_id"])
+    table = client.get(f"/v1/experiments/{created['id']}").json()
+
+    browser.get(f"{service.url}/")
+    listed = wait_until(browser, lambda b: next(
+        (row["text"] for row in rows(b, "experiment-rows") if row["experimentId"] == created["id"]), None))
+    best = max(table["variants"], key=lambda v: v["best_val_accuracy"])
+    assert listed.split("\t")[1:6] == ["relu or sigmoid", "finished", "2", best["name"], f"{best['best_val_accuracy']:.3f}"]
+    click(browser, f"#experiment-rows tr[data-experiment-id='{created['id']}']")
+    wait_until(browser, lambda b: b.find_element(By.ID, "experiment-status").text == "finished")
+    assert [row["text"].split("\t") for row in rows(browser, "variant-rows")] == [
+        [v["name"], v["job_id"], "succeeded", f"{v['final_val_accuracy']:.3f}", f"{v['best_val_accuracy']:.3f}", "", "no"]
+        for v in table["variants"]
+    ]
+    wait_until(browser, lambda b: plot_width(b, "experiment-plot") > 0, 60)
+
+    sigmoid = table["variants"][1]["job_id"]
+    click(browser, f"#variant-rows tr[data-job-id='{sigmoid}']")
+    wait_until(browser, lambda b: b.find_element(By.ID, "job-title").text == sigmoid)
+    wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded")
 
 
 def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(

@@ -6,6 +6,7 @@
 const KEY_ITEM = "bnjobs.apiKey";
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const JOBS_REFRESH_MS = 2000;
+const EXPERIMENTS_REFRESH_MS = 5000;
 const SVG = "http://www.w3.org/2000/svg";
 
 const openAccess = document.body.dataset.openAccess === "true";
@@ -13,7 +14,7 @@ const $ = (selector) => document.querySelector(selector);
 
 const state = {
   jobId: null, job: null, metrics: [], stream: null,
-  modelId: null, plotUrl: null, datasets: [], timer: null, session: 0,
+  modelId: null, experimentId: null, experimentShown: null, datasets: [], timers: [], session: 0,
 };
 
 class ApiError extends Error {
@@ -76,9 +77,10 @@ function setupKeyForm() {
 function forgetKey(reason) {
   sessionStorage.removeItem(KEY_ITEM);
   stop();
-  for (const id of ["#job-rows", "#model-rows", "#bn-rows", "#dataset-select"]) $(id).replaceChildren();
-  $("#job-detail").hidden = true;
-  $("#model-detail").hidden = true;
+  for (const id of ["#job-rows", "#model-rows", "#bn-rows", "#experiment-rows", "#variant-rows", "#dataset-select"]) {
+    $(id).replaceChildren();
+  }
+  for (const id of ["#job-detail", "#model-detail", "#experiment-detail"]) $(id).hidden = true;
   $("#key-forget").hidden = true;
   $("#key-message").textContent = `${reason}: enter an API key to see jobs and models`;
 }
@@ -197,6 +199,7 @@ function onJobEvent(jobId, kind, data) {
     drawChart();
     refreshJobs();
     refreshModels();
+    refreshExperiments();
   }
 }
 
@@ -299,9 +302,7 @@ async function selectModel(modelId) {
   $("#model-error").textContent = "";
   $("#bn-rows").replaceChildren();
   const plot = $("#bn-plot");
-  plot.removeAttribute("src");
-  if (state.plotUrl) URL.revokeObjectURL(state.plotUrl);
-  state.plotUrl = null;
+  clearPlot(plot);
   const base = `/v1/models/${encodeURIComponent(modelId)}`;
   try {
     const batchnorm = await getJson(`${base}/batchnorm`);
@@ -313,13 +314,103 @@ async function selectModel(modelId) {
         cell(mean(layer.running_mean)), cell(mean(layer.running_var)));
       return row;
     }));
-    // An <img src> cannot carry the API key: the PNG is fetched with it and shown from a blob URL.
-    const png = await (await request(`${base}/batchnorm/plot.png`)).blob();
-    if (state.modelId !== modelId) return;
-    state.plotUrl = URL.createObjectURL(png);
-    plot.src = state.plotUrl;
+    await showPlot(plot, `${base}/batchnorm/plot.png`, () => state.modelId === modelId);
   } catch (error) {
     $("#model-error").textContent = error.message;
+  }
+}
+
+// An <img src> cannot carry the API key: a PNG is fetched with it and shown from a blob URL.
+const plotUrls = new Map();
+
+function clearPlot(img) {
+  img.removeAttribute("src");
+  if (plotUrls.has(img.id)) URL.revokeObjectURL(plotUrls.get(img.id));
+  plotUrls.delete(img.id);
+}
+
+async function showPlot(img, path, stillWanted) {
+  const png = await (await request(path)).blob();
+  if (!stillWanted()) return;
+  clearPlot(img);
+  plotUrls.set(img.id, URL.createObjectURL(png));
+  img.src = plotUrls.get(img.id);
+}
+
+// --- Experiments --------------------------------------------------------------------------------
+
+function bestVariant(experiment) {
+  const scored = experiment.variants.filter((v) => v.best_val_accuracy !== null);
+  return scored.reduce((best, v) => (v.best_val_accuracy > best.best_val_accuracy ? v : best), scored[0]);
+}
+
+function experimentRow(experiment) {
+  const row = document.createElement("tr");
+  row.dataset.experimentId = experiment.id;
+  const best = bestVariant(experiment);
+  row.append(
+    cell(experiment.id, "id"), cell(experiment.name), cell(experiment.status, `status status-${experiment.status}`),
+    cell(String(experiment.variants.length)), cell(best ? best.name : ""), cell(formatAccuracy(best?.best_val_accuracy)),
+    cell(formatTime(experiment.created_at)),
+  );
+  row.classList.toggle("selected", experiment.id === state.experimentId);
+  return row;
+}
+
+async function refreshExperiments() {
+  try {
+    const page = await getCurrentJson("/v1/experiments?limit=20");
+    if (!page) return;
+    $("#experiment-rows").replaceChildren(...page.items.map(experimentRow));
+    $("#experiments-error").textContent = "";
+    const shown = page.items.find((experiment) => experiment.id === state.experimentId);
+    if (shown) showExperiment(shown);
+  } catch (error) {
+    $("#experiments-error").textContent = error.message;
+  }
+}
+
+async function selectExperiment(experimentId) {
+  state.experimentId = experimentId;
+  state.experimentShown = null;
+  for (const row of document.querySelectorAll("#experiment-rows tr")) {
+    row.classList.toggle("selected", row.dataset.experimentId === experimentId);
+  }
+  $("#experiment-detail").hidden = false;
+  $("#experiment-title").textContent = experimentId;
+  $("#experiment-status").textContent = "…";
+  $("#experiment-error").textContent = "";
+  $("#variant-rows").replaceChildren();
+  clearPlot($("#experiment-plot"));
+  try {
+    const experiment = await getJson(`/v1/experiments/${encodeURIComponent(experimentId)}`);
+    if (state.experimentId === experimentId) showExperiment(experiment);
+  } catch (error) {
+    $("#experiment-error").textContent = error.message;
+  }
+}
+
+/** The experiment's table, and its curves once more whenever the table changed. */
+async function showExperiment(experiment) {
+  const table = JSON.stringify(experiment);
+  if (table === state.experimentShown) return;
+  state.experimentShown = table;
+  $("#experiment-status").textContent = experiment.status;
+  $("#variant-rows").replaceChildren(...experiment.variants.map((v) => {
+    const row = document.createElement("tr");
+    row.dataset.jobId = v.job_id;
+    row.append(
+      cell(v.name), cell(v.job_id, "id"), cell(v.status, `status status-${v.status}`),
+      cell(formatAccuracy(v.final_val_accuracy)), cell(formatAccuracy(v.best_val_accuracy)),
+      cell(v.epochs_to_target ?? ""), cell(v.diverged ? "yes" : "no"),
+    );
+    return row;
+  }));
+  try {
+    await showPlot($("#experiment-plot"), `/v1/experiments/${encodeURIComponent(experiment.id)}/plot.png`,
+      () => state.experimentShown === table);
+  } catch (error) {
+    $("#experiment-error").textContent = error.message;
   }
 }
 
@@ -437,10 +528,10 @@ async function refreshDatasets() {
 
 function stop() {
   state.session += 1;
-  clearInterval(state.timer);
-  state.timer = null;
+  for (const timer of state.timers) clearInterval(timer);
+  state.timers = [];
   if (state.stream) state.stream.abort();
-  state.jobId = state.modelId = null;
+  state.jobId = state.modelId = state.experimentId = null;
 }
 
 function start() {
@@ -452,7 +543,8 @@ function start() {
   refreshDatasets();
   refreshJobs();
   refreshModels();
-  state.timer = setInterval(refreshJobs, JOBS_REFRESH_MS);
+  refreshExperiments();
+  state.timers = [setInterval(refreshJobs, JOBS_REFRESH_MS), setInterval(refreshExperiments, EXPERIMENTS_REFRESH_MS)];
 }
 
 function setup() {
@@ -463,6 +555,14 @@ function setup() {
   $("#model-rows").addEventListener("click", (event) => {
     const row = event.target.closest("tr[data-model-id]");
     if (row) selectModel(row.dataset.modelId);
+  });
+  $("#experiment-rows").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-experiment-id]");
+    if (row) selectExperiment(row.dataset.experimentId);
+  });
+  $("#variant-rows").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-job-id]");
+    if (row) selectJob(row.dataset.jobId);
   });
   $("#job-model").addEventListener("click", () => state.job && state.job.model_id && selectModel(state.job.model_id));
   $("#job-cancel").addEventListener("click", async () => {
