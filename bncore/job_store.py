@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 
 from bncore.database import Database, EpochRow, JobRow, utcnow
 from bncore.errors import Conflict, JobNotFound
-from bncore.pagination import newest_first
 from bncore.metrics import EpochMetrics
+from bncore.pagination import newest_first
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
@@ -123,6 +123,12 @@ class JobStore:
             if row is None or (owner is not None and row.owner != owner):
                 raise JobNotFound(job_id)
             return JobRecord.from_row(row)
+
+    def get_many(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """The jobs of `job_ids` that exist, by id, read in one query."""
+        with self.db.session() as session:
+            rows = session.scalars(select(JobRow).where(JobRow.id.in_(job_ids))).all()
+            return {row.id: JobRecord.from_row(row) for row in rows}
 
     def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[JobRecord], str | None]:
         with self.db.session() as session:

@@ -1,13 +1,16 @@
 """Experiments: variants of one job run side by side, compared in a table and a chart."""
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Depends, Response
 
 from bncore.experiments import Experiment, ExperimentRequest, experiment_status, variant_specs
+from bncore.job_store import JobRecord
 from bncore.planning import plan_job
 from bncore.plots import experiment_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
-from service.deps import PageCursor, PageLimit, Services, ServicesDep, enqueue_or_fail, require_json
+from service.deps import PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json
 from service.routes.jobs import check_a_worker_can_take
 from service.schemas import PNG_RESPONSE, ExperimentOut, ExperimentPage, VariantOut, error_responses
 
@@ -41,7 +44,7 @@ def create_experiment(
         variants.append({"name": variant.name, "job_id": job.id})
     experiment = services.experiments.add(request.name, caller.owner, request.target_accuracy, variants)
     response.headers["Location"] = f"/v1/experiments/{experiment.id}"
-    return results_table(experiment, services)
+    return results_table(experiment, services.jobs.get)
 
 
 @router.get("", response_model=ExperimentPage)
@@ -53,17 +56,18 @@ def list_experiments(
 ) -> ExperimentPage:
     """Experiments, newest first, each with its side-by-side table."""
     page, next_cursor = services.experiments.page(limit, cursor, caller.owner_filter)
-    return ExperimentPage(items=[results_table(e, services) for e in page], next_cursor=next_cursor)
+    jobs = services.jobs.get_many([variant["job_id"] for experiment in page for variant in experiment.variants])
+    return ExperimentPage(items=[results_table(e, jobs.__getitem__) for e in page], next_cursor=next_cursor)
 
 
 @router.get("/{experiment_id}", response_model=ExperimentOut, responses=error_responses(404))
 def read_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) -> ExperimentOut:
     """The side-by-side table: final and best validation accuracy, epochs to target, divergence."""
-    return results_table(services.experiments.get(experiment_id, caller.owner_filter), services)
+    return results_table(services.experiments.get(experiment_id, caller.owner_filter), services.jobs.get)
 
 
-def results_table(experiment: Experiment, services: Services) -> ExperimentOut:
-    results = experiment.results(services.jobs.get)
+def results_table(experiment: Experiment, job: Callable[[str], JobRecord]) -> ExperimentOut:
+    results = experiment.results(job)
     return ExperimentOut(
         id=experiment.id, name=experiment.name, created_at=experiment.created_at,
         target_accuracy=experiment.target_accuracy, status=experiment_status(results),
