@@ -1,5 +1,6 @@
 """The dashboard at / in a real headless browser: start a job from its form, watch it train, look at its model."""
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -251,6 +252,10 @@ def test_with_api_keys_the_page_shows_nothing_until_a_key_is_given_and_then_only
 
     enter_key(browser, KEYS["alice"]["key"])
     wait_until(browser, lambda b: job_ids(b) == [alices["id"]])
+    browser.execute_script("window.rowSeen = document.querySelector('#job-rows tr')")
+    refreshed = answered(browser)["jobs"] + 2
+    wait_until(browser, lambda b: answered(b)["jobs"] >= refreshed)
+    assert browser.execute_script("return document.querySelector('#job-rows tr') === window.rowSeen")  # unchanged: kept
     click(browser, f"#model-rows tr[data-model-id='{alices['model_id']}']")  # listed when its request comes back
     wait_until(browser, lambda b: plot_width(b) > 0, 60)  # fetched with the key, shown from a blob
 
@@ -269,7 +274,7 @@ def test_answers_that_arrive_after_the_key_was_forgotten_are_not_shown(secured: 
         enter_key(browser, KEYS["alice"]["key"])
         wait_until(browser, lambda b: b.find_element(By.ID, "key-forget").is_displayed())  # the lists are on their way
         browser.find_element(By.ID, "key-forget").click()
-        wait_until(browser, lambda b: {"jobs", "models"} <= answered(b))
+        wait_until(browser, lambda b: answered(b)["jobs"] and answered(b)["models"])
     assert job_ids(browser) == [] and rows(browser, "model-rows") == []
 
 
@@ -287,7 +292,7 @@ def slow_network(browser: WebDriver, latency_ms: int) -> Iterator[None]:
         emulate(0)
 
 
-def answered(browser: WebDriver) -> set[str]:
-    """The API listings whose answers have reached the page."""
-    return set(browser.execute_script(
+def answered(browser: WebDriver) -> Counter[str]:
+    """How many answers of each API listing (`jobs`, `models`, ...) have reached the page."""
+    return Counter(browser.execute_script(
         "return performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname.split('/')[2])"))

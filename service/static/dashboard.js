@@ -80,6 +80,7 @@ function forgetKey(reason) {
   for (const id of ["#job-rows", "#model-rows", "#bn-rows", "#experiment-rows", "#variant-rows", "#dataset-select"]) {
     $(id).replaceChildren();
   }
+  shownRows.clear();
   for (const id of ["#job-detail", "#model-detail", "#experiment-detail"]) $(id).hidden = true;
   $("#key-forget").hidden = true;
   $("#key-message").textContent = `${reason}: enter an API key to see jobs and models`;
@@ -90,6 +91,16 @@ function forgetKey(reason) {
 /** A built-in dataset by its name, an upload by its id. */
 function datasetOf(spec) {
   return spec.dataset.name ?? spec.dataset.id;
+}
+
+// The answer each list shows now, as JSON: an unchanged answer leaves the rows (and a click on one) be.
+const shownRows = new Map();
+
+function showRows(tbody, items, row) {
+  const answer = JSON.stringify(items);
+  if (shownRows.get(tbody.id) === answer) return;
+  shownRows.set(tbody.id, answer);
+  tbody.replaceChildren(...items.map(row));
 }
 
 function cell(text, className) {
@@ -120,7 +131,7 @@ async function refreshJobs() {
   try {
     const page = await getCurrentJson("/v1/jobs?limit=20");
     if (!page) return;
-    $("#job-rows").replaceChildren(...page.items.map(jobRow));
+    showRows($("#job-rows"), page.items, jobRow);
     $("#jobs-error").textContent = "";
   } catch (error) {
     $("#jobs-error").textContent = error.message;
@@ -287,7 +298,7 @@ async function refreshModels() {
   try {
     const page = await getCurrentJson("/v1/models?limit=20");
     if (!page) return;
-    $("#model-rows").replaceChildren(...page.items.map(modelRow));
+    showRows($("#model-rows"), page.items, modelRow);
     $("#models-error").textContent = "";
   } catch (error) {
     $("#models-error").textContent = error.message;
@@ -361,7 +372,7 @@ async function refreshExperiments() {
   try {
     const page = await getCurrentJson("/v1/experiments?limit=20");
     if (!page) return;
-    $("#experiment-rows").replaceChildren(...page.items.map(experimentRow));
+    showRows($("#experiment-rows"), page.items, experimentRow);
     $("#experiments-error").textContent = "";
     const shown = page.items.find((experiment) => experiment.id === state.experimentId);
     if (shown) showExperiment(shown);
