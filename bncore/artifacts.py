@@ -66,6 +66,10 @@ class ArtifactStore:
         """Tensors and header metadata of a file whose checksum is not on record (a checkpoint)."""
         return _parse(name, self._read(name))
 
+    def names(self) -> list[str]:
+        """The names of the files stored here (not the temporary ones of writes in progress)."""
+        return [path.name.removesuffix(".safetensors") for path in self.root.glob("*.safetensors")]
+
     def exists(self, name: str) -> bool:
         return self.path_for(name).exists()
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from bncore.database import utcnow
-from bncore.job_store import JobStore
+from bncore.artifacts import ArtifactStore
+from bncore.job_store import FINISHED, JobStore
 from bncore.specs import JobSpec
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,23 @@ def requeue_orphaned_jobs(
     return [job.id for job in orphans]
 
 
+def remove_finished_checkpoints(jobs: JobStore, checkpoints: ArtifactStore) -> list[str]:
+    """Delete the checkpoints of finished jobs; the ids whose checkpoint went.
+
+    A worker deletes its job's checkpoint when the job ends, but a job failed as `worker_lost`, or
+    cancelled while queued again after a lost worker, ends with no worker to do it.
+    """
+    stored = checkpoints.names()
+    if not stored:
+        return []
+    finished = [job_id for job_id, job in jobs.get_many(stored).items() if job.status in FINISHED]
+    for job_id in finished:
+        checkpoints.delete(job_id)
+    return finished
+
+
 class RecoveryLoop:
-    """Runs a recovery pass (`recover_lost_jobs`, `requeue_orphaned_jobs`) every `interval` seconds in a
-    thread of the API process."""
+    """Runs a recovery pass (the functions above) every `interval` seconds in a thread of the API process."""
 
     def __init__(self, recover: Callable[[], object], interval: float) -> None:
         self.recover = recover

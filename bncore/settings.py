@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     def resolved_artifacts_dir(self) -> Path:
         return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
 
+    @property
+    def resolved_checkpoints_dir(self) -> Path:
+        """Running jobs' epoch checkpoints, beside the models: every worker and the API must reach it."""
+        return self.resolved_artifacts_dir / "checkpoints"
+
 
 @lru_cache
 def get_settings() -> Settings:

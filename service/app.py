@@ -21,7 +21,7 @@ from bncore.job_stats import JobStats
 from bncore.job_store import JobStore
 from bncore.migrations import upgrade_database
 from bncore.model_store import ModelStore
-from bncore.recovery import RecoveryLoop, recover_lost_jobs, requeue_orphaned_jobs
+from bncore.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
 from bncore.settings import Settings, get_settings
 from service.auth import is_loopback, load_api_keys
 from service.deps import Services
@@ -54,7 +54,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
     artifacts = ArtifactStore(settings.resolved_artifacts_dir)
     return Services(
         settings=settings, database=database, jobs=JobStore(database), models=ModelStore(database),
-        artifacts=artifacts,
+        artifacts=artifacts, checkpoints=ArtifactStore(settings.resolved_checkpoints_dir),
         cache=ModelCache(
             artifacts, settings.model_cache_size, settings.fold_batchnorm,
             BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
@@ -70,11 +70,13 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
 
 
 def recover_jobs(services: Services, settings: Settings) -> None:
-    """Queue again the jobs whose worker was lost, and with the folder broker those whose message was."""
+    """Queue again the jobs whose worker was lost, and with the folder broker those whose message was;
+    delete the checkpoints that no job will resume from."""
     recover_lost_jobs(services.jobs, services.enqueue, settings.job_stale_seconds, settings.max_attempts)
     if settings.uses_filesystem_broker:
         waiting = partial(waiting_job_ids, settings.broker_folder / "queue", TRAIN_TASK)
         requeue_orphaned_jobs(services.jobs, services.enqueue, waiting, settings.job_stale_seconds)
+    remove_finished_checkpoints(services.jobs, services.checkpoints)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -32,6 +32,7 @@ class Services:
     jobs: JobStore
     models: ModelStore
     artifacts: ArtifactStore
+    checkpoints: ArtifactStore
     cache: ModelCache
     enqueue: Callable[[str, str], None]
     broker_reachable: Callable[[], bool]

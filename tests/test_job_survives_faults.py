@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bncore.artifacts import ArtifactStore
 from bncore.database import Database
 from bncore.job_store import JobStore
 from bncore.migrations import upgrade_database
-from bncore.recovery import recover_lost_jobs
+from bncore.recovery import recover_lost_jobs, remove_finished_checkpoints
 from tests.conftest import FAST_RECOVERY, RunningService
 from tests.support.jobs import figures, job_request, submit, train, wait_for
 from tests.support.processes import own_service, start, stop
@@ -89,6 +90,20 @@ def test_a_worker_lost_too_often_fails_the_job_as_worker_lost(tmp_path: Path) ->
     assert requeued == [(job.id, "any")]
     failed = jobs.get(job.id)
     assert failed.status == "failed" and failed.error is not None and failed.error.code == "worker_lost"
+
+
+def test_a_job_that_ends_with_no_worker_to_clean_up_leaves_no_checkpoint(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    upgrade_database(url)
+    jobs, checkpoints = JobStore(Database(url)), ArtifactStore(tmp_path / "checkpoints")
+    lost, resumable = (jobs.create(job_request(), owner="alice")[0] for _ in range(2))
+    for job in (lost, resumable):
+        assert jobs.start(job.id, "cpu", "worker-1") is not None
+        checkpoints.save(job.id, {"weight": torch.zeros(2)}, {"epoch": "3"})
+    jobs.fail(lost.id, "worker_lost", "the job's worker was lost 3 times (the limit)")
+
+    assert remove_finished_checkpoints(jobs, checkpoints) == [lost.id]
+    assert checkpoints.names() == [resumable.id]  # a job that may still resume keeps its checkpoint
 
 
 def test_a_worker_that_lost_its_job_cannot_finish_it(tmp_path: Path) -> None:

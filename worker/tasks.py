@@ -28,7 +28,7 @@ def _stores() -> Stores:
         jobs=JobStore(database),
         models=ModelStore(database),
         artifacts=ArtifactStore(settings.resolved_artifacts_dir),
-        checkpoints=ArtifactStore(settings.resolved_artifacts_dir / "checkpoints"),
+        checkpoints=ArtifactStore(settings.resolved_checkpoints_dir),
         datasets=DatasetCatalog(DatasetStore.in_artifacts(database, settings.resolved_artifacts_dir)),
     )
 
