@@ -103,6 +103,31 @@ function showRows(tbody, items, row) {
   tbody.replaceChildren(...items.map(row));
 }
 
+/** A newest-first listing into its table, or its error above the table; the page, or null. */
+async function refreshList(path, tbody, errorLine, row) {
+  try {
+    const page = await getCurrentJson(path);
+    if (!page) return null;
+    showRows($(tbody), page.items, row);
+    $(errorLine).textContent = "";
+    return page;
+  } catch (error) {
+    $(errorLine).textContent = error.message;
+    return null;
+  }
+}
+
+/** A table row for the item `id` (a job, model or experiment), marked when it is the one shown below. */
+function itemRow(key, id, shownId, cells) {
+  const row = document.createElement("tr");
+  row.dataset[key] = id;
+  row.append(...cells);
+  row.classList.toggle("selected", id === shownId);
+  return row;
+}
+
+const statusCell = (status) => cell(status, `status status-${status}`);
+
 function cell(text, className) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -114,29 +139,16 @@ const formatTime = (iso) => iso.replace("T", " ").slice(0, 19);
 const formatAccuracy = (value) => (value === undefined || value === null ? "" : value.toFixed(3));
 
 function jobRow(job) {
-  const row = document.createElement("tr");
-  row.dataset.jobId = job.id;
   const last = job.metrics[job.metrics.length - 1];
-  row.append(
-    cell(job.id, "id"), cell(job.status, `status status-${job.status}`), cell(datasetOf(job.spec)),
+  return itemRow("jobId", job.id, state.jobId, [
+    cell(job.id, "id"), statusCell(job.status), cell(datasetOf(job.spec)),
     cell(`${job.spec.model.architecture} ${job.spec.model.normalization}`),
     cell(`${job.progress.epoch}/${job.progress.epochs}`), cell(formatAccuracy(last && last.val_accuracy)),
     cell(formatTime(job.created_at)),
-  );
-  row.classList.toggle("selected", job.id === state.jobId);
-  return row;
+  ]);
 }
 
-async function refreshJobs() {
-  try {
-    const page = await getCurrentJson("/v1/jobs?limit=20");
-    if (!page) return;
-    showRows($("#job-rows"), page.items, jobRow);
-    $("#jobs-error").textContent = "";
-  } catch (error) {
-    $("#jobs-error").textContent = error.message;
-  }
-}
+const refreshJobs = () => refreshList("/v1/jobs?limit=20", "#job-rows", "#jobs-error", jobRow);
 
 function selectJob(jobId) {
   if (state.stream) state.stream.abort();
@@ -283,27 +295,14 @@ function drawChart() {
 // --- Models -------------------------------------------------------------------------------------
 
 function modelRow(model) {
-  const row = document.createElement("tr");
-  row.dataset.modelId = model.id;
-  row.append(
+  return itemRow("modelId", model.id, state.modelId, [
     cell(model.id, "id"), cell(model.dataset), cell(`${model.spec.model.architecture} ${model.spec.model.normalization}`),
     cell(String(model.parameter_count)), cell(formatAccuracy(model.final_metrics.val_accuracy)),
     cell(formatTime(model.created_at)),
-  );
-  row.classList.toggle("selected", model.id === state.modelId);
-  return row;
+  ]);
 }
 
-async function refreshModels() {
-  try {
-    const page = await getCurrentJson("/v1/models?limit=20");
-    if (!page) return;
-    showRows($("#model-rows"), page.items, modelRow);
-    $("#models-error").textContent = "";
-  } catch (error) {
-    $("#models-error").textContent = error.message;
-  }
-}
+const refreshModels = () => refreshList("/v1/models?limit=20", "#model-rows", "#models-error", modelRow);
 
 async function selectModel(modelId) {
   state.modelId = modelId;
@@ -356,29 +355,18 @@ function bestVariant(experiment) {
 }
 
 function experimentRow(experiment) {
-  const row = document.createElement("tr");
-  row.dataset.experimentId = experiment.id;
   const best = bestVariant(experiment);
-  row.append(
-    cell(experiment.id, "id"), cell(experiment.name), cell(experiment.status, `status status-${experiment.status}`),
+  return itemRow("experimentId", experiment.id, state.experimentId, [
+    cell(experiment.id, "id"), cell(experiment.name), statusCell(experiment.status),
     cell(String(experiment.variants.length)), cell(best ? best.name : ""), cell(formatAccuracy(best?.best_val_accuracy)),
     cell(formatTime(experiment.created_at)),
-  );
-  row.classList.toggle("selected", experiment.id === state.experimentId);
-  return row;
+  ]);
 }
 
 async function refreshExperiments() {
-  try {
-    const page = await getCurrentJson("/v1/experiments?limit=20");
-    if (!page) return;
-    showRows($("#experiment-rows"), page.items, experimentRow);
-    $("#experiments-error").textContent = "";
-    const shown = page.items.find((experiment) => experiment.id === state.experimentId);
-    if (shown) showExperiment(shown);
-  } catch (error) {
-    $("#experiments-error").textContent = error.message;
-  }
+  const page = await refreshList("/v1/experiments?limit=20", "#experiment-rows", "#experiments-error", experimentRow);
+  const shown = page?.items.find((experiment) => experiment.id === state.experimentId);
+  if (shown) showExperiment(shown);
 }
 
 async function selectExperiment(experimentId) {
@@ -407,16 +395,11 @@ async function showExperiment(experiment) {
   if (table === state.experimentShown) return;
   state.experimentShown = table;
   $("#experiment-status").textContent = experiment.status;
-  $("#variant-rows").replaceChildren(...experiment.variants.map((v) => {
-    const row = document.createElement("tr");
-    row.dataset.jobId = v.job_id;
-    row.append(
-      cell(v.name), cell(v.job_id, "id"), cell(v.status, `status status-${v.status}`),
-      cell(formatAccuracy(v.final_val_accuracy)), cell(formatAccuracy(v.best_val_accuracy)),
-      cell(v.epochs_to_target ?? ""), cell(v.diverged ? "yes" : "no"),
-    );
-    return row;
-  }));
+  $("#variant-rows").replaceChildren(...experiment.variants.map((v) => itemRow("jobId", v.job_id, state.jobId, [
+    cell(v.name), cell(v.job_id, "id"), statusCell(v.status),
+    cell(formatAccuracy(v.final_val_accuracy)), cell(formatAccuracy(v.best_val_accuracy)),
+    cell(v.epochs_to_target ?? ""), cell(v.diverged ? "yes" : "no"),
+  ])));
   try {
     await showPlot($("#experiment-plot"), `/v1/experiments/${encodeURIComponent(experiment.id)}/plot.png`,
       () => state.experimentShown === table);
