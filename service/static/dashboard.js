@@ -542,22 +542,14 @@ function start() {
 }
 
 function setup() {
-  $("#job-rows").addEventListener("click", (event) => {
-    const row = event.target.closest("tr[data-job-id]");
-    if (row) selectJob(row.dataset.jobId);
-  });
-  $("#model-rows").addEventListener("click", (event) => {
-    const row = event.target.closest("tr[data-model-id]");
-    if (row) selectModel(row.dataset.modelId);
-  });
-  $("#experiment-rows").addEventListener("click", (event) => {
-    const row = event.target.closest("tr[data-experiment-id]");
-    if (row) selectExperiment(row.dataset.experimentId);
-  });
-  $("#variant-rows").addEventListener("click", (event) => {
-    const row = event.target.closest("tr[data-job-id]");
-    if (row) selectJob(row.dataset.jobId);
-  });
+  // A click on a row of a table shows the job, model or experiment it names.
+  for (const [tbody, key, select] of [["#job-rows", "jobId", selectJob], ["#variant-rows", "jobId", selectJob],
+    ["#model-rows", "modelId", selectModel], ["#experiment-rows", "experimentId", selectExperiment]]) {
+    $(tbody).addEventListener("click", (event) => {
+      const row = event.target.closest("tr");
+      if (row && row.dataset[key]) select(row.dataset[key]);
+    });
+  }
   $("#job-model").addEventListener("click", () => state.job && state.job.model_id && selectModel(state.job.model_id));
   $("#job-cancel").addEventListener("click", async () => {
     try {
