@@ -13,6 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from sklearn.datasets import load_iris
 
 from tests.conftest import RunningService
 from tests.support.browser import headless_chromium
@@ -111,11 +112,19 @@ def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_laye
     assert wait_until(browser, listed_once_succeeded)[0] == job_id  # newest first
 
     model_id = client.get(f"/v1/jobs/{job_id}").json()["model_id"]
+    served = client.post(f"/v1/models/{model_id}/predict", json={"inputs": load_iris().data[:5].tolist()})
+    assert served.status_code == 200
     browser.find_element(By.ID, "job-model").click()
     assert browser.find_element(By.ID, "model-title").text == model_id
     wait_until(browser, lambda b: plot_width(b) > 0, 60)
-    layers = [row["text"].split()[:2] for row in rows(browser, "bn-rows")]
-    assert layers == [["bn1", "16"], ["bn2", "8"]]
+    layers = [row["text"].split("\t") for row in rows(browser, "bn-rows")]
+    assert [layer[:2] for layer in layers] == [["bn1", "16"], ["bn2", "8"]]
+    drift = client.get(f"/v1/models/{model_id}/drift").json()
+    assert [layer[6:] for layer in layers] == [
+        ["5", f"{d['mean_shift']:.2f}", f"{d['variance_ratio']:.2f}", "no"] for d in drift["layers"]
+    ]  # the served inputs each BN layer saw, against its frozen statistics
+    assert browser.find_element(By.ID, "model-drift").text.startswith("Served 5 samples since ")
+    assert "no BN layer has drifted" in browser.find_element(By.ID, "model-drift").text
     assert model_id in [row["modelId"] for row in rows(browser, "model-rows")]
 
 

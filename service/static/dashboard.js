@@ -311,23 +311,41 @@ async function selectModel(modelId) {
   $("#model-title").textContent = modelId;
   $("#model-error").textContent = "";
   $("#bn-rows").replaceChildren();
+  $("#model-drift").textContent = "";
   const plot = $("#bn-plot");
   clearPlot(plot);
   const base = `/v1/models/${encodeURIComponent(modelId)}`;
   try {
-    const batchnorm = await getJson(`${base}/batchnorm`);
+    const [batchnorm, drift] = await Promise.all([getJson(`${base}/batchnorm`), getJson(`${base}/drift`)]);
     if (state.modelId !== modelId) return;
     const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : NaN).toFixed(3);
+    const served = new Map(drift.layers.map((layer) => [layer.name, layer]));
     $("#bn-rows").replaceChildren(...batchnorm.layers.map((layer) => {
+      const seen = served.get(layer.name);
       const row = document.createElement("tr");
       row.append(cell(layer.name), cell(String(layer.num_features)), cell(mean(layer.gamma)), cell(mean(layer.beta)),
-        cell(mean(layer.running_mean)), cell(mean(layer.running_var)));
+        cell(mean(layer.running_mean)), cell(mean(layer.running_var)), cell(seen ? String(seen.samples) : ""),
+        cell(formatRatio(seen?.mean_shift)), cell(formatRatio(seen?.variance_ratio)),
+        cell(seen?.drifted ? "yes" : "no", seen?.drifted ? "drifted" : ""));
       return row;
     }));
+    $("#model-drift").textContent = driftSummary(drift);
     await showPlot(plot, `${base}/batchnorm/plot.png`, () => state.modelId === modelId);
   } catch (error) {
     $("#model-error").textContent = error.message;
   }
+}
+
+const formatRatio = (value) => (value === undefined || value === null ? "" : value.toFixed(2));
+
+/** What the drift monitor says of the model's served inputs, against BN's frozen statistics. */
+function driftSummary(drift) {
+  const t = drift.thresholds;
+  const rule = `a layer drifts when its inputs' mean moves over ${t.mean_shift} σ or their variance ratio leaves `
+    + `${t.variance_ratio_min}–${t.variance_ratio_max}, after ${t.min_samples} samples`;
+  const drifted = drift.layers.filter((layer) => layer.drifted).map((layer) => layer.name);
+  const verdict = drifted.length ? `covariate shift in ${drifted.join(", ")}` : "no BN layer has drifted";
+  return `Served ${drift.samples_seen} samples since ${formatTime(drift.since)}: ${verdict} (${rule}).`;
 }
 
 // An <img src> cannot carry the API key: a PNG is fetched with it and shown from a blob URL.
