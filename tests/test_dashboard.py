@@ -19,7 +19,7 @@ from tests.conftest import RunningService
 from tests.support.browser import headless_chromium
 from tests.support.jobs import job_request, submit, wait_for
 from tests.support.processes import own_service
-from tests.support.uploads import iris_csv, uploaded
+from tests.support.uploads import iris_csv, upload, uploaded
 
 TRAINING_TIMEOUT = 180
 SERIES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]
@@ -150,6 +150,33 @@ def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(
         (row["text"] for row in rows(b, "job-rows") if row["jobId"] == job_id and "succeeded" in row["text"]), None))
     assert listed.split()[:3] == [job_id, "succeeded", dataset_id]
     assert f"<td>{dataset_id}</td>" in httpx.get(f"{service.url}/").text  # in the page's own markup too
+
+
+def test_a_file_uploaded_from_the_page_is_stored_and_picked_for_the_next_job(
+    service: RunningService, client: httpx.Client, browser: WebDriver, tmp_path: Path
+) -> None:
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("1,2,0\n1,1\n")
+    refused = upload(client, ragged).json()["error"]["fields"][0]
+    browser.get(f"{service.url}/")
+    form = browser.find_element(By.ID, "upload-form")
+    form.find_element(By.NAME, "file").send_keys(str(ragged))
+    browser.find_element(By.ID, "upload-submit").click()
+    wait_until(browser, lambda b: "error" in b.find_element(By.ID, "upload-message").get_attribute("class"))
+    assert browser.find_element(By.ID, "upload-message").text == f"{refused['field']}: {refused['message']}"
+
+    form.find_element(By.NAME, "file").send_keys(str(iris_csv(tmp_path / "flowers.csv")))
+    fill(form, "name", "flowers")
+    browser.find_element(By.ID, "upload-submit").click()
+    stored = wait_until(browser, lambda b: "stored as" in b.find_element(By.ID, "upload-message").text
+                        and b.find_element(By.ID, "upload-message").text)
+    dataset_id = stored.split("stored as ")[1].split(";")[0]
+    assert stored.startswith("flowers: 150 samples, 3 classes")
+    assert client.get(f"/v1/datasets/{dataset_id}").json()["name"] == "flowers"
+    job_form = browser.find_element(By.ID, "job-form")
+    assert Select(job_form.find_element(By.NAME, "dataset.name")).first_selected_option.get_attribute("value") \
+        == dataset_id
+    assert job_form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"
 
 
 def test_an_experiment_shows_its_table_and_curves_and_leads_to_its_jobs(

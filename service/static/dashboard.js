@@ -508,6 +508,37 @@ function setupJobForm() {
   });
 }
 
+function setupUploadForm() {
+  const form = $("#upload-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const message = $("#upload-message");
+    const body = new FormData();
+    for (const [name, value] of new FormData(form)) {
+      if (value instanceof File ? value.name : value.trim()) body.append(name, value);  // empty: the service's default
+    }
+    message.className = "message";
+    message.textContent = "uploading…";
+    $("#upload-submit").disabled = true;
+    try {
+      const dataset = await (await request("/v1/datasets", { method: "POST", body })).json();
+      message.textContent = `${dataset.name}: ${dataset.num_samples} samples, ${dataset.num_classes} classes, `
+        + `stored as ${dataset.id}; picked for the next job`;
+      form.reset();
+      await refreshDatasets();
+      const select = $("#dataset-select");
+      select.value = dataset.id;
+      select.dispatchEvent(new Event("change"));
+    } catch (error) {
+      message.className = "message error";
+      message.textContent = error instanceof ApiError && error.fields.length
+        ? error.fields.map(({ field, message: text }) => `${field}: ${text}`).join("; ") : error.message;
+    } finally {
+      $("#upload-submit").disabled = false;
+    }
+  });
+}
+
 function datasetOption(dataset) {
   const upload = dataset.source === "upload";
   const option = document.createElement("option");
@@ -577,6 +608,7 @@ function setup() {
     }
   });
   setupJobForm();
+  setupUploadForm();
   if (openAccess || sessionStorage.getItem(KEY_ITEM)) {
     start();
   } else {
