@@ -14,7 +14,7 @@ const $ = (selector) => document.querySelector(selector);
 
 const state = {
   jobId: null, job: null, metrics: [], stream: null,
-  modelId: null, experimentId: null, experimentShown: null, datasets: [], timers: [], session: 0,
+  modelId: null, experimentId: null, experimentShown: null, timers: [], session: 0,
 };
 
 class ApiError extends Error {
