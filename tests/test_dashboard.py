@@ -79,7 +79,7 @@ def plot_width(browser: WebDriver, image: str = "bn-plot") -> int:
     return browser.execute_script("return document.getElementById(arguments[0]).naturalWidth", image)
 
 
-def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_layers(
+def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_shown_and_recalibrated(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
     browser.get(f"{service.url}/")
@@ -125,7 +125,22 @@ def test_a_job_started_from_the_form_trains_live_and_its_model_shows_its_bn_laye
     ]  # the served inputs each BN layer saw, against its frozen statistics
     assert browser.find_element(By.ID, "model-drift").text.startswith("Served 5 samples since ")
     assert "no BN layer has drifted" in browser.find_element(By.ID, "model-drift").text
-    assert model_id in [row["modelId"] for row in rows(browser, "model-rows")]
+
+    browser.find_element(By.ID, "model-recalibrate").click()
+    recalibration = wait_until(browser, lambda b: b.find_element(By.ID, "job-title").text not in ("", job_id)
+                               and b.find_element(By.ID, "job-title").text)
+    assert client.get(f"/v1/jobs/{recalibration}").json()["recalibration"]["parent_model_id"] == model_id
+    wait_until(browser, lambda b: b.find_element(By.ID, "job-model").is_displayed(), TRAINING_TIMEOUT)
+    assert browser.find_element(By.ID, "job-info").text.startswith(
+        f"BN statistics of {model_id} recomputed over its training split")
+    browser.find_element(By.ID, "job-model").click()
+    recalibrated = client.get(f"/v1/jobs/{recalibration}").json()["model_id"]
+    assert browser.find_element(By.ID, "model-title").text == recalibrated
+    wait_until(browser, lambda b: b.find_element(By.ID, "model-info").text.endswith(
+        f"BN statistics recalibrated from {model_id}"))
+    listed = wait_until(browser, lambda b: recalibrated in (ids := [row["modelId"] for row in rows(b, "model-rows")])
+                        and ids)
+    assert listed.index(recalibrated) < listed.index(model_id)  # newest first
 
 
 def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(

@@ -229,8 +229,12 @@ function onJobEvent(jobId, kind, data) {
 function showJob(job) {
   $("#job-status").textContent = job.status;
   $("#job-status").className = `status-${job.status}`;
-  const parts = [`${datasetOf(job.spec)}, ${job.spec.model.architecture} ${JSON.stringify(job.spec.model.hidden_sizes)}`,
-    `${job.spec.training.optimizer} lr ${job.spec.training.learning_rate}, batch ${job.spec.training.batch_size}`];
+  const recalibration = job.recalibration;
+  const parts = recalibration
+    ? [`BN statistics of ${recalibration.parent_model_id} recomputed over `
+      + (recalibration.dataset ? datasetOf(recalibration) : "its training split")]
+    : [`${datasetOf(job.spec)}, ${job.spec.model.architecture} ${JSON.stringify(job.spec.model.hidden_sizes)}`,
+      `${job.spec.training.optimizer} lr ${job.spec.training.learning_rate}, batch ${job.spec.training.batch_size}`];
   if (job.worker) parts.push(`worker ${job.worker}`);
   if (job.error) parts.push(`${job.error.code}: ${job.error.message}`);
   $("#job-info").textContent = parts.join(" · ");
@@ -311,13 +315,21 @@ async function selectModel(modelId) {
   $("#model-title").textContent = modelId;
   $("#model-error").textContent = "";
   $("#bn-rows").replaceChildren();
+  $("#model-info").textContent = "";
   $("#model-drift").textContent = "";
   const plot = $("#bn-plot");
   clearPlot(plot);
   const base = `/v1/models/${encodeURIComponent(modelId)}`;
   try {
-    const [batchnorm, drift] = await Promise.all([getJson(`${base}/batchnorm`), getJson(`${base}/drift`)]);
+    const [model, batchnorm, drift] = await Promise.all(
+      [getJson(base), getJson(`${base}/batchnorm`), getJson(`${base}/drift`)],
+    );
     if (state.modelId !== modelId) return;
+    $("#model-info").textContent = [
+      `${model.dataset}, ${model.spec.model.architecture} ${JSON.stringify(model.spec.model.hidden_sizes)}`,
+      `${model.parameter_count} parameters`, `val acc ${formatAccuracy(model.final_metrics.val_accuracy)}`,
+      ...(model.parent_id ? [`BN statistics recalibrated from ${model.parent_id}`] : []),
+    ].join(" · ");
     const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : NaN).toFixed(3);
     const served = new Map(drift.layers.map((layer) => [layer.name, layer]));
     $("#bn-rows").replaceChildren(...batchnorm.layers.map((layer) => {
@@ -599,6 +611,18 @@ function setup() {
       if (row && row.dataset[key]) select(row.dataset[key]);
     });
   }
+  $("#model-recalibrate").addEventListener("click", async () => {
+    try {
+      const path = `/v1/models/${encodeURIComponent(state.modelId)}/recalibrate`;
+      const job = await (await request(path, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+      })).json();
+      await refreshJobs();
+      selectJob(job.id);
+    } catch (error) {
+      $("#model-error").textContent = error.message;
+    }
+  });
   $("#job-model").addEventListener("click", () => state.job && state.job.model_id && selectModel(state.job.model_id));
   $("#job-cancel").addEventListener("click", async () => {
     try {
