@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bncore.database import Database, ExperimentRow, utcnow
-from bncore.errors import InvalidField, NotFound
-from bncore.job_store import FINISHED, JobRecord
+from bncore.errors import Conflict, InvalidField, NotFound
+from bncore.job_store import FINISHED, JobRecord, JobStore
 from bncore.pagination import newest_first
 from bncore.specs import JobSpec
 
@@ -123,6 +123,25 @@ class Experiment:
 
     def results(self, job: Callable[[str], JobRecord]) -> list[VariantResult]:
         return [VariantResult.of(v["name"], job(v["job_id"]), self.target_accuracy) for v in self.variants]
+
+
+def cancel_variants(experiment: Experiment, jobs: JobStore) -> list[str]:
+    """Cancel every variant's job that has not ended; the ids of those cancelled or asked to stop.
+
+    Conflict when all of them had ended already.
+    """
+    going = [job.id for job in jobs.get_many([v["job_id"] for v in experiment.variants]).values()
+             if job.status not in FINISHED]
+    if not going:
+        raise Conflict(f"experiment '{experiment.id}' has finished: every variant's job has ended")
+    cancelled = []
+    for job_id in going:
+        try:
+            jobs.cancel(job_id)
+        except Conflict:  # it ended meanwhile
+            continue
+        cancelled.append(job_id)
+    return cancelled
 
 
 def experiment_status(results: list[VariantResult]) -> str:

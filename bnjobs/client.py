@@ -270,6 +270,11 @@ class Experiment:
         self.info = self.client.request("GET", f"/v1/experiments/{self.id}", ExperimentOut)
         return self.info
 
+    def cancel(self) -> ExperimentOut:
+        """Cancel every variant's job that has not ended (a running one stops within a second)."""
+        self.info = self.client.request("POST", f"/v1/experiments/{self.id}/cancel", ExperimentOut)
+        return self.info
+
     def wait(self, timeout: float | None = None, poll_seconds: float = 0.5) -> ExperimentOut:
         """Poll until every variant's job ended; a failed or diverged variant is a result, not an error."""
         deadline = None if timeout is None else time.monotonic() + timeout

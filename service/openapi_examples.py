@@ -155,6 +155,10 @@ RESPONSES: dict[tuple[str, str], Any] = {
     ]},
     ("GET", "/v1/experiments"): {"items": [EXPERIMENT], "next_cursor": None},
     ("GET", "/v1/experiments/{experiment_id}"): EXPERIMENT,
+    ("POST", "/v1/experiments/{experiment_id}/cancel"): EXPERIMENT | {"status": "running", "variants": [
+        EXPERIMENT["variants"][0] | {"status": "running"},  # asked to stop: cancelled within a second
+        EXPERIMENT["variants"][1] | {"status": "cancelled", "final_val_accuracy": None, "best_val_accuracy": None},
+    ]},
     ("GET", "/v1/datasets"): {"items": [BUILTIN_DATASET, UPLOADED_DATASET]},
     ("POST", "/v1/datasets"): UPLOADED_DATASET,
     ("GET", "/v1/datasets/{dataset_id}"): UPLOADED_DATASET,

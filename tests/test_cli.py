@@ -209,6 +209,18 @@ def test_experiment_watch_prints_the_results_table(service, client: httpx.Client
     assert missing.returncode == 1 and "exp_missing" in missing.stderr
 
 
+def test_cancel_an_experiment(service, client: httpx.Client) -> None:
+    created = client.post("/v1/experiments", json={"name": "too long", "base": long_job(), "variants": [{"name": "only"}]})
+    assert created.status_code == 202, created.text
+    experiment_id, job_id = created.json()["id"], created.json()["variants"][0]["job_id"]
+    cancelled = bnjobs(service, "experiments", "cancel", experiment_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert row_of(cancelled.stdout, "only")[1] == job_id
+    assert wait_for(client, job_id)["status"] == "cancelled"
+    again = bnjobs(service, "experiments", "cancel", experiment_id)
+    assert again.returncode == 1 and "every variant's job has ended" in again.stderr
+
+
 def test_a_bad_spec_file_prints_the_apis_field_error_and_exits_1(service, tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text(IRIS_SPEC.replace("epochs: 3", "epochs: 0"))

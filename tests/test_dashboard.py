@@ -227,6 +227,22 @@ def test_an_experiment_shows_its_table_and_curves_and_leads_to_its_jobs(
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded")
 
 
+def test_an_experiment_still_going_is_cancelled_from_the_page(
+    service: RunningService, client: httpx.Client, browser: WebDriver
+) -> None:
+    created = client.post("/v1/experiments", json={
+        "name": "too long", "base": job_request(training={"epochs": 1000}), "variants": [{"name": "only"}],
+    }).json()
+    browser.get(f"{service.url}/")
+    click(browser, f"#experiment-rows tr[data-experiment-id='{created['id']}']")
+    wait_until(browser, lambda b: b.find_element(By.ID, "experiment-cancel").is_displayed())
+    browser.find_element(By.ID, "experiment-cancel").click()
+    assert wait_for(client, created["variants"][0]["job_id"])["status"] == "cancelled"
+    wait_until(browser, lambda b: b.find_element(By.ID, "experiment-status").text == "finished")  # on its next refresh
+    assert not browser.find_element(By.ID, "experiment-cancel").is_displayed()
+    assert rows(browser, "variant-rows")[0]["text"].split("\t")[2] == "cancelled"
+
+
 def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.jobs import wait_for
+from tests.support.jobs import long_job, wait_for
 from tests.support.uploads import iris_csv, uploaded
 
 SIGMOID_MLP = {
@@ -104,3 +104,20 @@ def test_experiments_are_listed_newest_first_a_page_at_a_time(client: httpx.Clie
 
     refused = client.get("/v1/experiments", params={"cursor": "not-a-cursor"})
     assert refused.status_code == 422 and refused.json()["error"]["fields"][0]["field"] == "cursor"
+
+
+def test_cancelling_an_experiment_stops_every_variant_still_going(client: httpx.Client) -> None:
+    created = client.post("/v1/experiments", json={
+        "name": "too long", "base": long_job(),
+        "variants": [{"name": "seed 0"}, {"name": "seed 1", "overrides": {"training": {"seed": 1}}}],
+    }).json()
+    wait_for(client, created["variants"][0]["job_id"], until={"running"})
+
+    cancelled = client.post(f"/v1/experiments/{created['id']}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["id"] == created["id"]
+    jobs = [wait_for(client, variant["job_id"]) for variant in created["variants"]]
+    assert [job["status"] for job in jobs] == ["cancelled", "cancelled"]
+    assert client.get(f"/v1/experiments/{created['id']}").json()["status"] == "finished"
+    again = client.post(f"/v1/experiments/{created['id']}/cancel")
+    assert again.status_code == 409 and "every variant's job has ended" in again.json()["error"]["message"]
+    assert client.post("/v1/experiments/exp_missing/cancel").status_code == 404

@@ -115,6 +115,12 @@ class Ids:
             return submit(self.client, long_job())["id"]
         if placeholder == "MODEL_ID":
             return train(self.client, job_request(training={"epochs": 1}))["model_id"]
+        if placeholder == "EXPERIMENT_ID":
+            experiment = self.client.post("/v1/experiments", json={
+                "name": "throwaway", "base": long_job(), "variants": [{"name": "only"}],
+            })
+            assert experiment.status_code == 202, experiment.text
+            return experiment.json()["id"]
         if placeholder == "DATASET_ID":
             rows = "\n".join(f"{i},{i % 3},{i % 2}" for i in range(20))
             response = self.client.post("/v1/datasets", files={"file": ("throwaway.csv", rows)})

@@ -22,7 +22,9 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="Training jobs: list, show, cancel.", no_args_is_help=True)
 models_app = typer.Typer(help="Trained models: list, show, delete.", no_args_is_help=True)
-experiments_app = typer.Typer(help="Experiments started with `bnjobs experiment`: list, show.", no_args_is_help=True)
+experiments_app = typer.Typer(
+    help="Experiments started with `bnjobs experiment`: list, show, cancel.", no_args_is_help=True
+)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(experiments_app, name="experiments")
@@ -245,6 +247,13 @@ def list_experiments(ctx: typer.Context, limit: Limit = 20, as_json: JsonFlag = 
 def show_experiment(ctx: typer.Context, experiment_id: str, watch: WatchFlag = False, as_json: JsonFlag = False) -> None:
     """An experiment's results table so far, or once every variant ended with --watch."""
     report(sdk(ctx).experiments.get(experiment_id), watch, as_json)
+
+
+@experiments_app.command("cancel")
+def cancel_experiment(ctx: typer.Context, experiment_id: str, as_json: JsonFlag = False) -> None:
+    """Cancel every variant's job that has not ended; running ones stop within a second."""
+    info = sdk(ctx).experiments.get(experiment_id).cancel()
+    render.show(info, as_json, lambda: render.experiment_table(info))
 
 
 def report(handle: Experiment, watch: bool, as_json: bool) -> None:

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Response
 
-from bncore.experiments import Experiment, ExperimentRequest, experiment_status, variant_specs
+from bncore.experiments import Experiment, ExperimentRequest, cancel_variants, experiment_status, variant_specs
 from bncore.job_store import JobRecord
 from bncore.planning import plan_job
 from bncore.plots import experiment_curves_png
@@ -73,6 +73,15 @@ def results_table(experiment: Experiment, job: Callable[[str], JobRecord]) -> Ex
         target_accuracy=experiment.target_accuracy, status=experiment_status(results),
         variants=[VariantOut(**result.__dict__) for result in results],
     )
+
+
+@router.post("/{experiment_id}/cancel", status_code=202, response_model=ExperimentOut,
+             responses=error_responses(404, 409))
+def cancel_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) -> ExperimentOut:
+    """Cancel every variant's job that has not ended: a queued one at once, a running one within a second."""
+    experiment = services.experiments.get(experiment_id, caller.owner_filter)
+    cancel_variants(experiment, services.jobs)
+    return results_table(experiment, services.jobs.get)
 
 
 @router.get("/{experiment_id}/plot.png", response_class=Response, responses={**PNG_RESPONSE, **error_responses(404)})

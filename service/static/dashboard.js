@@ -408,6 +408,7 @@ async function selectExperiment(experimentId) {
   $("#experiment-detail").hidden = false;
   $("#experiment-title").textContent = experimentId;
   $("#experiment-status").textContent = "…";
+  $("#experiment-cancel").hidden = true;
   $("#experiment-error").textContent = "";
   $("#variant-rows").replaceChildren();
   clearPlot($("#experiment-plot"));
@@ -425,6 +426,7 @@ async function showExperiment(experiment) {
   if (table === state.experimentShown) return;
   state.experimentShown = table;
   $("#experiment-status").textContent = experiment.status;
+  $("#experiment-cancel").hidden = experiment.status === "finished";
   $("#variant-rows").replaceChildren(...experiment.variants.map((v) => itemRow("jobId", v.job_id, state.jobId, [
     cell(v.name), cell(v.job_id, "id"), statusCell(v.status),
     cell(formatAccuracy(v.final_val_accuracy)), cell(formatAccuracy(v.best_val_accuracy)),
@@ -611,6 +613,15 @@ function setup() {
       if (row && row.dataset[key]) select(row.dataset[key]);
     });
   }
+  $("#experiment-cancel").addEventListener("click", async () => {
+    try {
+      const path = `/v1/experiments/${encodeURIComponent(state.experimentId)}/cancel`;
+      showExperiment(await (await request(path, { method: "POST" })).json());
+      refreshJobs();
+    } catch (error) {
+      $("#experiment-error").textContent = error.message;
+    }
+  });
   $("#model-recalibrate").addEventListener("click", async () => {
     try {
       const path = `/v1/models/${encodeURIComponent(state.modelId)}/recalibrate`;
