@@ -210,7 +210,9 @@ def test_experiment_watch_prints_the_results_table(service, client: httpx.Client
 
 
 def test_cancel_an_experiment(service, client: httpx.Client) -> None:
-    created = client.post("/v1/experiments", json={"name": "too long", "base": long_job(), "variants": [{"name": "only"}]})
+    created = client.post("/v1/experiments", json={
+        "name": "too long", "base": long_job(), "variants": [{"name": "only"}],
+    })
     assert created.status_code == 202, created.text
     experiment_id, job_id = created.json()["id"], created.json()["variants"][0]["job_id"]
     cancelled = bnjobs(service, "experiments", "cancel", experiment_id)
