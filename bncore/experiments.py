@@ -4,6 +4,7 @@ The paper's claims become a table: with and without BN, at several learning rate
 or ReLU, against SELU without BN; each variant a job with the same seed and data.
 """
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,23 +126,15 @@ class Experiment:
         return [VariantResult.of(v["name"], job(v["job_id"]), self.target_accuracy) for v in self.variants]
 
 
-def cancel_variants(experiment: Experiment, jobs: JobStore) -> list[str]:
-    """Cancel every variant's job that has not ended; the ids of those cancelled or asked to stop.
-
-    Conflict when all of them had ended already.
-    """
+def cancel_variants(experiment: Experiment, jobs: JobStore) -> None:
+    """Cancel every variant's job that has not ended; Conflict when all of them had ended already."""
     going = [job.id for job in jobs.get_many([v["job_id"] for v in experiment.variants]).values()
              if job.status not in FINISHED]
     if not going:
         raise Conflict(f"experiment '{experiment.id}' has finished: every variant's job has ended")
-    cancelled = []
     for job_id in going:
-        try:
+        with contextlib.suppress(Conflict):  # it ended meanwhile
             jobs.cancel(job_id)
-        except Conflict:  # it ended meanwhile
-            continue
-        cancelled.append(job_id)
-    return cancelled
 
 
 def experiment_status(results: list[VariantResult]) -> str:

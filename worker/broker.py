@@ -45,9 +45,8 @@ def waiting_job_ids(queue_folder: Path, task: str) -> set[str]:
             if message["properties"].get("body_encoding") == "base64":
                 body = base64.b64decode(body)
             args = json.loads(body)[0]
-        except FileNotFoundError:  # taken while we listed the folder
-            continue
-        except (ValueError, KeyError, IndexError, TypeError):  # not a message this service sent
+        # Taken by a worker while we listed the folder, or not a message this service sent.
+        except (FileNotFoundError, ValueError, KeyError, IndexError, TypeError):
             continue
         if args and isinstance(args[0], str):
             job_ids.add(args[0])
