@@ -1,6 +1,6 @@
 """Row 7: achieved FLOP/s of a training epoch of a wide MLP, as a fraction of dense matmul peak.
 
-The epoch is the service's own (bncore.training.train_epoch) on synthetic data; only the matmul
+The epoch is the service's own (bncore.training.loop.train_epoch) on synthetic data; only the matmul
 FLOPs count (BN, ReLU, loss and the optimizer step are left out). The peak is the best of several
 large float32 matrix products on this machine, in this run, with the same threads.
 """
@@ -9,10 +9,10 @@ import time
 
 import torch
 
-from bncore.datasets import PreparedData
-from bncore.networks import build_network
+from bncore.data.builtin import PreparedData
+from bncore.training.networks import build_network
 from bncore.specs import ModelSpec, TrainingSpec
-from bncore.training import make_optimizer, train_epoch
+from bncore.training.loop import make_optimizer, train_epoch
 from bench.report import Row, absolute_row
 
 WIDTHS = (784, 1024, 1024, 10)

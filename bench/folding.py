@@ -14,11 +14,11 @@ import time
 import torch
 from torch import nn
 
-from bncore.folding import serving_graph
-from bncore.networks import build_network
+from bncore.bn.folding import serving_graph
+from bncore.training.networks import build_network
 from bncore.settings import get_settings
 from bncore.specs import JobSpec
-from bncore.trained_model import Standardize, TrainedModel
+from bncore.training.trained_model import Standardize, TrainedModel
 from bench.report import Row, ratio_row
 
 TARGET_AT_256 = 1.2  # folded at least 1.2× faster at batch 256

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from bncore.trained_model import TrainedModel, spec_from_metadata
+from bncore.training.trained_model import TrainedModel, spec_from_metadata
 
 
 class PredictIn(BaseModel):

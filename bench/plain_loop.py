@@ -1,6 +1,6 @@
 """The baseline for training: a plain PyTorch loop over the same model, data and batch size as the job.
 
-Same split and standardisation as the job's (bncore.datasets), the same Linear(bias=False) → BN →
+Same split and standardisation as the job's (bncore.data.builtin), the same Linear(bias=False) → BN →
 ReLU blocks, SGD with momentum, a shuffled pass per epoch and a validation pass after it. No
 checkpoints, no metrics store, no cancel checks: what a notebook would do.
 """
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncore.datasets import PreparedData
+from bncore.data.builtin import PreparedData
 
 
 def mlp(inputs: int, hidden: list[int], classes: int) -> nn.Sequential:

@@ -2,7 +2,7 @@
 
 import httpx
 
-from bncore.datasets import load_dataset, prepare_data
+from bncore.data.builtin import load_dataset, prepare_data
 from bench import plain_loop
 from bench.jobs import MLP_64_100_100_100_10, job_body, train
 from bench.report import Row, ratio_row

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         None, ge=1, description="CPU threads torch uses per process; set it when several workers share the cores"
     )
     max_predict_rows: int = Field(10_000, ge=1, description="rows one predict request may carry")
-    # Dynamic batching, named as Triton and TorchServe name it (see bncore.batching).
+    # Dynamic batching, named as Triton and TorchServe name it (see bncore.serving.batching).
     max_batch_size: int = Field(
         64, ge=1, description="most rows one forward pass gathers from concurrent predict requests; 1: no batching"
     )

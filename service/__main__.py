@@ -7,7 +7,7 @@ import argparse
 
 import uvicorn
 
-from bncore.migrations import upgrade_database
+from bncore.storage.migrations import upgrade_database
 from bncore.settings import get_settings
 from bncore.structured_logs import configure_logging
 from service.app import create_app

@@ -9,19 +9,19 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from bncore.artifacts import ArtifactStore
-from bncore.batching import BatchingPolicy
-from bncore.database import Database
-from bncore.dataset_catalog import DatasetCatalog
-from bncore.dataset_store import DatasetStore
-from bncore.devices import limit_cpu_threads
-from bncore.experiments import ExperimentStore
-from bncore.inference import ModelCache
-from bncore.job_stats import JobStats
-from bncore.job_store import JobStore
-from bncore.migrations import upgrade_database
-from bncore.model_store import ModelStore
-from bncore.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
+from bncore.storage.artifacts import ArtifactStore
+from bncore.serving.batching import BatchingPolicy
+from bncore.storage.database import Database
+from bncore.data.catalog import DatasetCatalog
+from bncore.storage.dataset_store import DatasetStore
+from bncore.training.devices import limit_cpu_threads
+from bncore.jobs.experiments import ExperimentStore
+from bncore.serving.model_cache import ModelCache
+from bncore.storage.job_stats import JobStats
+from bncore.storage.job_store import JobStore
+from bncore.storage.migrations import upgrade_database
+from bncore.storage.model_store import ModelStore
+from bncore.jobs.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
 from bncore.settings import Settings, get_settings
 from service.auth import is_loopback, load_api_keys
 from service.deps import Services

@@ -17,7 +17,7 @@ STOP_GRACE_SECONDS = 5.0
 class EmbeddedWorkers:
     """Runs `python -m worker` children; one that dies is started again until we stop.
 
-    A job whose worker is stopped mid-way goes on from its checkpoint later (bncore.recovery),
+    A job whose worker is stopped mid-way goes on from its checkpoint later (bncore.jobs.recovery),
     so stopping does not wait for running jobs.
     """
 

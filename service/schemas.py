@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from bncore.specs import JobSpec, Recalibration
 
 if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load without torch or a database
-    from bncore.batchnorm import BatchNormLayer
-    from bncore.dataset_store import DatasetRecord
-    from bncore.datasets import DatasetInfo
-    from bncore.drift import DriftReport, DriftThresholds, LayerDrift
-    from bncore.job_store import JobRecord
-    from bncore.metrics import EpochMetrics
-    from bncore.model_store import ModelRecord
-    from bncore.trained_model import Prediction
+    from bncore.bn.layers import BatchNormLayer
+    from bncore.storage.dataset_store import DatasetRecord
+    from bncore.data.builtin import DatasetInfo
+    from bncore.serving.drift import DriftReport, DriftThresholds, LayerDrift
+    from bncore.storage.job_store import JobRecord
+    from bncore.training.epoch_metrics import EpochMetrics
+    from bncore.storage.model_store import ModelRecord
+    from bncore.training.trained_model import Prediction
 
 
 class FieldError(BaseModel):
@@ -184,7 +184,7 @@ class ModelOut(BaseModel):
 
     @classmethod
     def from_record(cls, model: ModelRecord, fold_batchnorm: bool) -> "ModelOut":
-        from bncore.folding import folded_layer_names  # imports torch, which API clients need not load
+        from bncore.bn.folding import folded_layer_names  # imports torch, which API clients need not load
 
         folded = folded_layer_names(model.spec.model, fold_batchnorm)
         return cls(

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from bncore.execution import train_model
-from bncore.networks import build_network
-from bncore.planning import plan_job
+from bncore.jobs.execution import train_model
+from bncore.training.networks import build_network
+from bncore.jobs.planning import plan_job
 from bncore.specs import JobSpec, ModelSpec
 
 

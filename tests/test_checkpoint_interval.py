@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bncore.artifacts import ArtifactStore
-from bncore.database import Database
-from bncore.checkpoints import Checkpoint
-from bncore.execution import RunLimits, Stores, run_job, train_model
-from bncore.job_store import JobStore, Lease
-from bncore.metrics import EpochMetrics
-from bncore.migrations import upgrade_database
-from bncore.model_store import ModelStore
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.database import Database
+from bncore.training.checkpoints import Checkpoint
+from bncore.jobs.execution import RunLimits, Stores, run_job, train_model
+from bncore.storage.job_store import JobStore, Lease
+from bncore.training.epoch_metrics import EpochMetrics
+from bncore.storage.migrations import upgrade_database
+from bncore.storage.model_store import ModelStore
 from bncore.specs import JobSpec
 from tests.support.jobs import job_request
 

@@ -6,7 +6,7 @@ import pickle
 import httpx
 import torch
 
-from bncore.artifacts import ArtifactStore
+from bncore.storage.artifacts import ArtifactStore
 from tests.support.jobs import job_request, train
 
 

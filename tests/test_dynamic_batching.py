@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from bncore.batching import BatchingPolicy, DynamicBatcher
+from bncore.serving.batching import BatchingPolicy, DynamicBatcher
 
 
 class RecordingForward:

@@ -8,14 +8,14 @@ import httpx
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from bncore.checkpoints import Checkpoint
-from bncore.database import Database
-from bncore.datasets import load_dataset, prepare_data
-from bncore.job_store import JobStore
-from bncore.migrations import alembic_config, upgrade_database
-from bncore.networks import build_network
+from bncore.training.checkpoints import Checkpoint
+from bncore.storage.database import Database
+from bncore.data.builtin import load_dataset, prepare_data
+from bncore.storage.job_store import JobStore
+from bncore.storage.migrations import alembic_config, upgrade_database
+from bncore.training.networks import build_network
 from bncore.specs import ModelSpec, TrainingSpec
-from bncore.training import train as train_network
+from bncore.training.loop import train as train_network
 from tests.support.jobs import job_request, train
 
 

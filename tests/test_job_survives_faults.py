@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bncore.artifacts import ArtifactStore
-from bncore.database import Database
-from bncore.job_store import JobStore
-from bncore.migrations import upgrade_database
-from bncore.recovery import recover_lost_jobs, remove_finished_checkpoints
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.database import Database
+from bncore.storage.job_store import JobStore
+from bncore.storage.migrations import upgrade_database
+from bncore.jobs.recovery import recover_lost_jobs, remove_finished_checkpoints
 from tests.conftest import FAST_RECOVERY, RunningService
 from tests.support.jobs import figures, job_request, submit, train, wait_for
 from tests.support.processes import own_service, start, stop

@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from bncore.database import Base
-from bncore.migrations import upgrade_database
+from bncore.storage.database import Base
+from bncore.storage.migrations import upgrade_database
 
 
 def test_migrating_an_empty_database_gives_the_mapped_schema(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bncore.datasets import load_dataset, raw_samples, split_indices
-from bncore.population_statistics import recalibrated
+from bncore.data.builtin import load_dataset, raw_samples, split_indices
+from bncore.bn.population_statistics import recalibrated
 from tests.support.jobs import train, wait_for
 from tests.support.trained_models import train_digits
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from bncore.execution import train_model
+from bncore.jobs.execution import train_model
 from bncore.specs import JobSpec
 from tests.support.jobs import figures, job_request, train
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import celery.apps.worker
 from celery.signals import setup_logging
 
-from bncore.devices import limit_cpu_threads
+from bncore.training.devices import limit_cpu_threads
 from bncore.settings import get_settings
 from bncore.structured_logs import configure_logging
 from worker.app import PARENT_PID_VARIABLE, celery_app, worker_queues

@@ -4,7 +4,7 @@ from typing import Any
 
 from celery import Celery
 
-from bncore.devices import training_device
+from bncore.training.devices import training_device
 from bncore.settings import Settings, get_settings
 
 TRAIN_TASK = "worker.tasks.train_job"

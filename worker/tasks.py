@@ -6,13 +6,13 @@ from functools import lru_cache
 
 from celery import Task
 
-from bncore.artifacts import ArtifactStore
-from bncore.database import Database
-from bncore.dataset_catalog import DatasetCatalog
-from bncore.dataset_store import DatasetStore
-from bncore.execution import RunLimits, Stores, run_job
-from bncore.job_store import JobStore
-from bncore.model_store import ModelStore
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.database import Database
+from bncore.data.catalog import DatasetCatalog
+from bncore.storage.dataset_store import DatasetStore
+from bncore.jobs.execution import RunLimits, Stores, run_job
+from bncore.storage.job_store import JobStore
+from bncore.storage.model_store import ModelStore
 from bncore.settings import get_settings
 from bncore.structured_logs import log_context
 from worker.app import TRAIN_TASK, celery_app

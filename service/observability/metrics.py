@@ -15,8 +15,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from bncore.inference import ModelCache
-from bncore.job_stats import JobStats
+from bncore.serving.model_cache import ModelCache
+from bncore.storage.job_stats import JobStats
 
 log = logging.getLogger(__name__)
 

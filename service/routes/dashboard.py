@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from bncore.datasets import list_datasets
+from bncore.data.builtin import list_datasets
 from service.deps import ServicesDep
 from service.schemas import DatasetOut, JobOut, ModelOut
 

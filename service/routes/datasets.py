@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
-from bncore.dataset_files import UploadLimits, parse_upload
-from bncore.dataset_store import DatasetStore
-from bncore.datasets import list_datasets
+from bncore.data.uploads import UploadLimits, parse_upload
+from bncore.storage.dataset_store import DatasetStore
+from bncore.data.builtin import list_datasets
 from bncore.errors import UnsupportedMediaType
 from service.auth import Caller, Trainer
 from service.deps import ServicesDep

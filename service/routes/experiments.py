@@ -4,10 +4,10 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Response
 
-from bncore.experiments import Experiment, ExperimentRequest, cancel_variants, experiment_status, variant_specs
-from bncore.job_store import JobRecord
-from bncore.planning import plan_job
-from bncore.plots import experiment_curves_png
+from bncore.jobs.experiments import Experiment, ExperimentRequest, cancel_variants, experiment_status, variant_specs
+from bncore.storage.job_store import JobRecord
+from bncore.jobs.planning import plan_job
+from bncore.training.plots import experiment_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
 from service.deps import PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json

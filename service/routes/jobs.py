@@ -9,9 +9,9 @@ from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import StreamingResponse
 
 from bncore.errors import InvalidField
-from bncore.job_store import FINISHED, JobStore
-from bncore.planning import plan_job
-from bncore.plots import training_curves_png
+from bncore.storage.job_store import FINISHED, JobStore
+from bncore.jobs.planning import plan_job
+from bncore.training.plots import training_curves_png
 from bncore.specs import JobSpec
 from service.auth import Trainer
 from service.deps import JobsDep, PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json

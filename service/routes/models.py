@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from bncore.batchnorm import batchnorm_layers
-from bncore.drift import DriftThresholds
-from bncore.inference import ServedModel, parse_inputs
-from bncore.plots import batchnorm_png
-from bncore.recalibration import check_recalibration
+from bncore.bn.layers import batchnorm_layers
+from bncore.serving.drift import DriftThresholds
+from bncore.serving.model_cache import ServedModel, parse_inputs
+from bncore.training.plots import batchnorm_png
+from bncore.jobs.recalibration import check_recalibration
 from bncore.specs import Recalibration, RecalibrationRequest
 from service.auth import Inferrer, Reader, Trainer
 from service.deps import (

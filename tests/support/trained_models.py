@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import load as load_safetensors
 from sklearn.datasets import load_digits
 
-from bncore.execution import train_model
-from bncore.planning import plan_job
+from bncore.jobs.execution import train_model
+from bncore.jobs.planning import plan_job
 from bncore.specs import JobSpec
-from bncore.trained_model import TrainedModel
+from bncore.training.trained_model import TrainedModel
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "mlp": {"architecture": "mlp", "hidden_sizes": [32, 32]},

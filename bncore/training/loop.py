@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncore.checkpoints import Checkpoint
-from bncore.datasets import PreparedData
-from bncore.metrics import EpochMetrics
+from bncore.training.checkpoints import Checkpoint
+from bncore.data.builtin import PreparedData
+from bncore.training.epoch_metrics import EpochMetrics
 from bncore.specs import TrainingSpec
 
 EVAL_BATCH = 4096

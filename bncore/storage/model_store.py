@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bncore.database import Database, ModelRow, utcnow
+from bncore.storage.database import Database, ModelRow, utcnow
 from bncore.errors import ModelNotFound
-from bncore.pagination import newest_first
+from bncore.storage.pagination import newest_first
 from bncore.specs import JobSpec
 
 

@@ -2,13 +2,13 @@
 
 import torch
 
-from bncore.dataset_catalog import BUILT_INS, DatasetCatalog
-from bncore.datasets import prepare_data, raw_samples, split_indices
+from bncore.data.catalog import BUILT_INS, DatasetCatalog
+from bncore.data.builtin import prepare_data, raw_samples, split_indices
 from bncore.errors import InvalidField
-from bncore.population_statistics import recalibrated
+from bncore.bn.population_statistics import recalibrated
 from bncore.specs import JobSpec, Recalibration, RecalibrationRequest, num_features
-from bncore.trained_model import TrainedModel
-from bncore.training import evaluate
+from bncore.training.trained_model import TrainedModel
+from bncore.training.loop import evaluate
 
 
 def check_recalibration(model_spec: JobSpec, request: RecalibrationRequest, datasets: DatasetCatalog = BUILT_INS) -> None:

@@ -4,8 +4,8 @@ import threading
 
 import torch
 
-from bncore.folding import serving_graph
-from bncore.trained_model import TrainedModel
+from bncore.bn.folding import serving_graph
+from bncore.training.trained_model import TrainedModel
 
 INPUT_NAME = "inputs"
 OUTPUT_NAME = "logits"

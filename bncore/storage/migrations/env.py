@@ -1,7 +1,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from bncore.database import Base
+from bncore.storage.database import Base
 
 url = context.config.attributes["url"]
 engine = create_engine(url)

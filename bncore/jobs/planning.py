@@ -2,10 +2,10 @@
 
 import math
 
-from bncore.dataset_catalog import BUILT_INS, DatasetCatalog
-from bncore.datasets import split_indices
+from bncore.data.catalog import BUILT_INS, DatasetCatalog
+from bncore.data.builtin import split_indices
 from bncore.errors import InvalidField
-from bncore.networks import parameter_count
+from bncore.training.networks import parameter_count
 from bncore.specs import JobSpec, num_features
 
 

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from bncore.database import Database, EpochRow, JobRow, utcnow
-from bncore.job_store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from bncore.storage.database import Database, EpochRow, JobRow, utcnow
+from bncore.storage.job_store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
 
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 

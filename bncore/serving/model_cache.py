@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bncore.artifacts import ArtifactStore
-from bncore.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
-from bncore.drift import BatchMoments, DriftMonitor
+from bncore.storage.artifacts import ArtifactStore
+from bncore.serving.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
+from bncore.serving.drift import BatchMoments, DriftMonitor
 from bncore.errors import InvalidField, ModelNotFound, PayloadTooLarge
-from bncore.folding import ServingGraph, serving_graph
-from bncore.model_store import ModelRecord
-from bncore.onnx_export import OnnxExport
-from bncore.trained_model import Prediction, TrainedModel
+from bncore.bn.folding import ServingGraph, serving_graph
+from bncore.storage.model_store import ModelRecord
+from bncore.serving.onnx_export import OnnxExport
+from bncore.training.trained_model import Prediction, TrainedModel
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -12,8 +12,8 @@ import copy
 import torch
 from torch import nn
 
-from bncore.drift import feature_rows
-from bncore.trained_model import TrainedModel
+from bncore.serving.drift import feature_rows
+from bncore.training.trained_model import TrainedModel
 
 BATCH = 2048
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from sqlalchemy import select
 
-from bncore.artifacts import ArtifactStore
-from bncore.database import Database, DatasetRow, utcnow
-from bncore.dataset_files import ParsedDataset
-from bncore.datasets import Dataset, DatasetInfo
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.database import Database, DatasetRow, utcnow
+from bncore.data.uploads import ParsedDataset
+from bncore.data.builtin import Dataset, DatasetInfo
 from bncore.errors import ArtifactUnavailable, DatasetNotFound, DatasetUnavailable
 
 

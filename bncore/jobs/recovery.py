@@ -9,9 +9,9 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
-from bncore.database import utcnow
-from bncore.artifacts import ArtifactStore
-from bncore.job_store import FINISHED, JobStore
+from bncore.storage.database import utcnow
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.job_store import FINISHED, JobStore
 from bncore.specs import JobSpec
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bncore.database import Database, ExperimentRow, utcnow
+from bncore.storage.database import Database, ExperimentRow, utcnow
 from bncore.errors import Conflict, InvalidField, NotFound
-from bncore.job_store import FINISHED, JobRecord, JobStore
-from bncore.pagination import newest_first
+from bncore.storage.job_store import FINISHED, JobRecord, JobStore
+from bncore.storage.pagination import newest_first
 from bncore.specs import JobSpec
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bncore.metrics import EpochMetrics
+from bncore.training.epoch_metrics import EpochMetrics
 
 NETWORK, OPTIMIZER, SHUFFLE = "network.", "optimizer.", "shuffle.state"
 

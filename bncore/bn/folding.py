@@ -14,9 +14,9 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from bncore.networks import build_network
+from bncore.training.networks import build_network
 from bncore.specs import ModelSpec
-from bncore.trained_model import Standardize, TrainedModel
+from bncore.training.trained_model import Standardize, TrainedModel
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
 Foldable = nn.Linear | nn.Conv2d

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bncore.networks import build_network
+from bncore.training.networks import build_network
 from bncore.specs import JobSpec
 
 FORMAT = "bnjobs.model/1"

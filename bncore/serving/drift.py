@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 
-from bncore.folding import GAMMA_FLOOR, PreBatchNorm, ServedBatchNorm
+from bncore.bn.folding import GAMMA_FLOOR, PreBatchNorm, ServedBatchNorm
 from bncore.settings import Settings
 
 

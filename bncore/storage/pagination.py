@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from bncore.database import decode_cursor, encode_cursor
+from bncore.storage.database import decode_cursor, encode_cursor
 
 Row = TypeVar("Row", bound=Any)
 

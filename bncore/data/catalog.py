@@ -1,7 +1,7 @@
 """Where a job's DatasetRef leads: a built-in dataset by name, or an uploaded one by id."""
 
-from bncore.dataset_store import DatasetRecord, DatasetStore
-from bncore.datasets import Dataset, DatasetInfo, load_dataset
+from bncore.storage.dataset_store import DatasetRecord, DatasetStore
+from bncore.data.builtin import Dataset, DatasetInfo, load_dataset
 from bncore.errors import DatasetNotFound, DatasetUnavailable, InvalidField
 from bncore.specs import DatasetRef
 

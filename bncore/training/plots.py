@@ -12,8 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bncore.batchnorm import BatchNormLayer
-from bncore.metrics import EpochMetrics
+from bncore.bn.layers import BatchNormLayer
+from bncore.training.epoch_metrics import EpochMetrics
 
 DPI = 100
 TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bncore.database import Database, EpochRow, JobRow, utcnow
+from bncore.storage.database import Database, EpochRow, JobRow, utcnow
 from bncore.errors import Conflict, JobNotFound
-from bncore.metrics import EpochMetrics
-from bncore.pagination import newest_first
+from bncore.training.epoch_metrics import EpochMetrics
+from bncore.storage.pagination import newest_first
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)

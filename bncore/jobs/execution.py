@@ -1,6 +1,6 @@
 """Run one training job: the worker's whole job, from queued record to stored model.
 
-A job killed with its worker is picked up again (see bncore.recovery) and goes on from its last
+A job killed with its worker is picked up again (see bncore.jobs.recovery) and goes on from its last
 epoch checkpoint, so the model is the one an uninterrupted run would have produced.
 """
 
@@ -16,20 +16,20 @@ from functools import partial
 
 import torch
 
-from bncore.artifacts import ArtifactStore
-from bncore.checkpoints import Checkpoint
-from bncore.dataset_catalog import BUILT_INS, DatasetCatalog
-from bncore.datasets import prepare_data
-from bncore.devices import training_device
+from bncore.storage.artifacts import ArtifactStore
+from bncore.training.checkpoints import Checkpoint
+from bncore.data.catalog import BUILT_INS, DatasetCatalog
+from bncore.data.builtin import prepare_data
+from bncore.training.devices import training_device
 from bncore.errors import ArtifactUnavailable, DatasetUnavailable
-from bncore.job_store import JobRecord, JobStore, Lease, LeaseLost
-from bncore.metrics import EpochMetrics
-from bncore.model_store import ModelStore, new_model_id
-from bncore.networks import build_network
-from bncore.recalibration import recalibrate
+from bncore.storage.job_store import JobRecord, JobStore, Lease, LeaseLost
+from bncore.training.epoch_metrics import EpochMetrics
+from bncore.storage.model_store import ModelStore, new_model_id
+from bncore.training.networks import build_network
+from bncore.jobs.recalibration import recalibrate
 from bncore.specs import JobSpec, Recalibration
-from bncore.trained_model import TrainedModel
-from bncore.training import TrainingDiverged, TrainingInterrupted, train
+from bncore.training.trained_model import TrainedModel
+from bncore.training.loop import TrainingDiverged, TrainingInterrupted, train
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Batch Normalization itself: reading BN layers, folding into the layer before, exact population statistics."""

@@ -1,0 +1,1 @@
+"""Built-in datasets, uploaded dataset files, and the catalog that finds either for a job."""

@@ -1,0 +1,1 @@
+"""Running jobs: execution on a worker, recovery of lost ones, planning, recalibration, experiments."""

@@ -1,0 +1,1 @@
+"""Inference: the served model and its cache, dynamic batching, the drift monitor, ONNX export."""

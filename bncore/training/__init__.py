@@ -1,0 +1,1 @@
+"""Networks, the training loop, checkpoints, epoch metrics, devices, the trained model and its plots."""
