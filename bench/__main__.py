@@ -55,20 +55,93 @@ def serving_rows(client: httpx.Client, url: str, folder: Path, scale: Scale) -> 
     artifact = folder / "mlp.safetensors"
     artifact.write_bytes(client.get(f"/v1/models/{model_id}/artifact").content)
     port = free_port()
-    sample = {"inputs": [[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0,
-                          8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6,
-                          13, 10, 0, 0, 0]]}
-    with python_module("bench.minimal_endpoint", {}, folder / "minimal.log", f"http://127.0.0.1:{port}/healthz",
-                       (str(artifact), str(port))):
+    sample = {
+        "inputs": [
+            [
+                0,
+                0,
+                5,
+                13,
+                9,
+                1,
+                0,
+                0,
+                0,
+                0,
+                13,
+                15,
+                10,
+                15,
+                5,
+                0,
+                0,
+                3,
+                15,
+                2,
+                0,
+                11,
+                8,
+                0,
+                0,
+                4,
+                12,
+                0,
+                0,
+                8,
+                8,
+                0,
+                0,
+                5,
+                8,
+                0,
+                0,
+                9,
+                8,
+                0,
+                0,
+                4,
+                11,
+                0,
+                1,
+                12,
+                7,
+                0,
+                0,
+                2,
+                14,
+                5,
+                10,
+                12,
+                0,
+                0,
+                0,
+                0,
+                6,
+                13,
+                10,
+                0,
+                0,
+                0,
+            ]
+        ]
+    }
+    with python_module(
+        "bench.minimal_endpoint", {}, folder / "minimal.log", f"http://127.0.0.1:{port}/healthz", (str(artifact), str(port))
+    ):
         progress("rows 1-2: latency and throughput, service and minimal endpoint in turns")
         ours = http_load.post_json(f"{url}/v1/models/{model_id}/predict", sample)
         theirs = http_load.post_json(f"http://127.0.0.1:{port}/predict", sample)
         rows = latency.measure(ours, theirs, scale.latency_rounds, scale.latency_per_round)
         rows.append(throughput.measure(ours, theirs, scale.throughput_rounds, scale.throughput_seconds))
     stats = client.get(f"/v1/models/{model_id}/serving").json()
-    rows[-1] = dataclasses.replace(rows[-1], note=rows[-1].note + (
-        f"; the service answered {stats['requests']} requests in {stats['forward_passes']} forward passes"
-        f" (largest batch {stats['largest_batch_rows']} rows)"))
+    rows[-1] = dataclasses.replace(
+        rows[-1],
+        note=rows[-1].note
+        + (
+            f"; the service answered {stats['requests']} requests in {stats['forward_passes']} forward passes"
+            f" (largest batch {stats['largest_batch_rows']} rows)"
+        ),
+    )
     return rows
 
 
@@ -121,8 +194,10 @@ def main() -> None:
         rows += redis_rows(folder, scale)
     rows.sort(key=lambda row: row.name[:2])
     print(table(rows))
-    print(f"\n{'quick' if args.quick else 'full'} run in {time.monotonic() - STARTED:.0f} s on "
-          f"{torch.get_num_threads()} torch threads; each ratio compares numbers measured in this run.")
+    print(
+        f"\n{'quick' if args.quick else 'full'} run in {time.monotonic() - STARTED:.0f} s on "
+        f"{torch.get_num_threads()} torch threads; each ratio compares numbers measured in this run."
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ def dispatch_seconds(client: httpx.Client, jobs: int, seed: int = 0) -> tuple[li
 def row(mode: str, latencies: list[float], limit_ms: float) -> Row:
     p50 = statistics.median(latencies) * 1000
     return absolute_row(
-        f"5. job dispatch p50, submit → running ({mode})", p50, None, "ms", f"≤ {limit_ms:g} ms", p50 <= limit_ms,
+        f"5. job dispatch p50, submit → running ({mode})",
+        p50,
+        None,
+        "ms",
+        f"≤ {limit_ms:g} ms",
+        p50 <= limit_ms,
         note=f"{len(latencies)} jobs, max {max(latencies) * 1000:.0f} ms",
     )

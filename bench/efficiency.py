@@ -5,15 +5,16 @@ FLOPs count (BN, ReLU, loss and the optimizer step are left out). The peak is th
 large float32 matrix products on this machine, in this run, with the same threads.
 """
 
+import itertools
 import time
 
 import torch
 
+from bench.report import Row, absolute_row
 from bncore.data.builtin import PreparedData
-from bncore.training.networks import build_network
 from bncore.specs import ModelSpec, TrainingSpec
 from bncore.training.loop import make_optimizer, train_epoch
-from bench.report import Row, absolute_row
+from bncore.training.networks import build_network
 
 WIDTHS = (784, 1024, 1024, 10)
 BATCH = 512
@@ -32,7 +33,7 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 
 def flops_per_sample() -> int:
     """Forward 2·MACs; backward 2·MACs for weight gradients and 2·MACs for input gradients (not the first layer's)."""
-    macs = [fan_in * fan_out for fan_in, fan_out in zip(WIDTHS, WIDTHS[1:])]
+    macs = [fan_in * fan_out for fan_in, fan_out in itertools.pairwise(WIDTHS)]
     return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
 
 
@@ -57,7 +58,11 @@ def measure(batches: int, matmul_size: int) -> Row:
     peak = max(peak, matmul_peak(matmul_size))  # the machine is shared: the better of two peaks around the epoch
     return absolute_row(
         f"7. training epoch, MLP {'-'.join(map(str, WIDTHS))} batch {BATCH}: achieved vs matmul peak",
-        achieved / 1e9, peak / 1e9, "GFLOP/s", "—", None,
+        achieved / 1e9,
+        peak / 1e9,
+        "GFLOP/s",
+        "—",
+        None,
         note=f"{batches * BATCH} synthetic samples; matmul FLOPs only; peak: best {matmul_size}² float32 torch.mm, "
         f"{torch.get_num_threads()} torch threads",
     )

@@ -14,12 +14,12 @@ import time
 import torch
 from torch import nn
 
+from bench.report import Row, ratio_row
 from bncore.bn.folding import serving_graph
-from bncore.training.networks import build_network
 from bncore.settings import get_settings
 from bncore.specs import JobSpec
+from bncore.training.networks import build_network
 from bncore.training.trained_model import Standardize, TrainedModel
-from bench.report import Row, ratio_row
 
 TARGET_AT_256 = 1.2  # folded at least 1.2× faster at batch 256
 SHAPES = ((1, 8, 8), (3, 32, 32))
@@ -27,10 +27,12 @@ BATCHES = (1, 256)
 
 
 def cnn(input_shape: tuple[int, ...]) -> TrainedModel:
-    spec = JobSpec.model_validate({
-        "model": {"architecture": "cnn", "num_classes": 10, "input_shape": list(input_shape)},
-        "dataset": {"name": "digits"},
-    })
+    spec = JobSpec.model_validate(
+        {
+            "model": {"architecture": "cnn", "num_classes": 10, "input_shape": list(input_shape)},
+            "dataset": {"name": "digits"},
+        }
+    )
     torch.manual_seed(0)
     network = build_network(spec.model, input_shape)
     for module in network.modules():
@@ -71,16 +73,28 @@ def _measure(seconds_per_case: float) -> list[Row]:
         for batch in BATCHES:
             inputs = torch.randn(batch, *shape)
             rate = _samples_per_second(graphs, inputs, seconds_per_case)
-            rows.append(ratio_row(
-                f"{name}, batch {batch} (served, BN folded, vs eval)", rate["served"], rate["eval"], "samples/s",
-                TARGET_AT_256 if batch == 256 else None, higher_is_better=True,
-                note=f"{torch.get_num_threads()} torch thread(s), median of 5 alternating runs" if batch == 1 else "",
-            ))
+            rows.append(
+                ratio_row(
+                    f"{name}, batch {batch} (served, BN folded, vs eval)",
+                    rate["served"],
+                    rate["eval"],
+                    "samples/s",
+                    TARGET_AT_256 if batch == 256 else None,
+                    higher_is_better=True,
+                    note=f"{torch.get_num_threads()} torch thread(s), median of 5 alternating runs" if batch == 1 else "",
+                )
+            )
             if batch == 256:
-                rows.append(ratio_row(
-                    f"{name}, batch {batch}: folding alone (same NHWC graph, BN kept)", rate["served"],
-                    rate["unfolded NHWC"], "samples/s", None, higher_is_better=True,
-                ))
+                rows.append(
+                    ratio_row(
+                        f"{name}, batch {batch}: folding alone (same NHWC graph, BN kept)",
+                        rate["served"],
+                        rate["unfolded NHWC"],
+                        "samples/s",
+                        None,
+                        higher_is_better=True,
+                    )
+                )
     return rows
 
 

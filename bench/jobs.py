@@ -14,9 +14,7 @@ def job_body(model: dict[str, Any], dataset: str, **training: Any) -> dict[str, 
     return {"model": model, "dataset": {"name": dataset}, "training": {"seed": 0, **training}}
 
 
-def wait_finished(
-    client: httpx.Client, job_id: str, timeout: float = 300, poll_seconds: float = 0.05
-) -> dict[str, Any]:
+def wait_finished(client: httpx.Client, job_id: str, timeout: float = 300, poll_seconds: float = 0.05) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()

@@ -21,8 +21,21 @@ def measure(service: tuple[str, int, bytes], baseline: tuple[str, int, bytes], r
     service_latency, baseline_latency = http_load.summarise(ours), http_load.summarise(theirs)
     note = f"{len(ours)} requests each, in {rounds} alternating rounds"
     return [
-        ratio_row("1. predict latency p50, 1 sample (service vs minimal FastAPI)", service_latency.p50_ms,
-                  baseline_latency.p50_ms, "ms", TARGET_P50, higher_is_better=False, note=note),
-        ratio_row("1. predict latency p99, 1 sample (service vs minimal FastAPI)", service_latency.p99_ms,
-                  baseline_latency.p99_ms, "ms", None, higher_is_better=False),
+        ratio_row(
+            "1. predict latency p50, 1 sample (service vs minimal FastAPI)",
+            service_latency.p50_ms,
+            baseline_latency.p50_ms,
+            "ms",
+            TARGET_P50,
+            higher_is_better=False,
+            note=note,
+        ),
+        ratio_row(
+            "1. predict latency p99, 1 sample (service vs minimal FastAPI)",
+            service_latency.p99_ms,
+            baseline_latency.p99_ms,
+            "ms",
+            None,
+            higher_is_better=False,
+        ),
     ]

@@ -19,7 +19,11 @@ def load_into_cache(client: httpx.Client, model_ids: list[str]) -> None:
 def row(api_pid: int, models: int, rss_at_start: int) -> Row:
     rss = rss_bytes(api_pid) / MB
     return absolute_row(
-        f"6. API process RSS, {models} small models cached (vs at start)", rss, rss_at_start / MB, "MB",
-        f"≤ {LIMIT_MB:g} MB", rss <= LIMIT_MB,
+        f"6. API process RSS, {models} small models cached (vs at start)",
+        rss,
+        rss_at_start / MB,
+        "MB",
+        f"≤ {LIMIT_MB:g} MB",
+        rss <= LIMIT_MB,
         note="the API process alone (its embedded worker is another process), after rows 1, 2, 4 and 5 ran in it",
     )

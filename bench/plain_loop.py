@@ -22,8 +22,16 @@ def mlp(inputs: int, hidden: list[int], classes: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(inputs, classes))
 
 
-def train_seconds(data: PreparedData, hidden: list[int], classes: int, epochs: int, batch_size: int,
-                  learning_rate: float = 0.1, momentum: float = 0.9, seed: int = 0) -> float:
+def train_seconds(
+    data: PreparedData,
+    hidden: list[int],
+    classes: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float = 0.1,
+    momentum: float = 0.9,
+    seed: int = 0,
+) -> float:
     """Wall-clock seconds for `epochs` epochs of training, each followed by a validation pass."""
     torch.manual_seed(seed)
     model = mlp(data.x_train.shape[1], hidden, classes)
@@ -34,7 +42,7 @@ def train_seconds(data: PreparedData, hidden: list[int], classes: int, epochs: i
         model.train()
         order = torch.randperm(len(data.x_train), generator=shuffle)
         for first in range(0, len(order), batch_size):
-            batch = order[first:first + batch_size]
+            batch = order[first : first + batch_size]
             if len(batch) < 2:  # BN needs two values per feature
                 break
             loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])

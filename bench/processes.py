@@ -52,8 +52,11 @@ def python_module(
     """`python -m module` from the repository root with `env` on top of ours, stopped on exit."""
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *args], cwd=ROOT, env={**os.environ, **env},
-            stdout=output, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for_http(ready_url, process, log)
@@ -82,7 +85,8 @@ def redis_server(folder: Path) -> Iterator[str | None]:
     port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "no"],
-        stdout=(folder / "redis.log").open("ab"), stderr=subprocess.STDOUT,
+        stdout=(folder / "redis.log").open("ab"),
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 10

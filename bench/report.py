@@ -29,8 +29,9 @@ def ratio_row(
     return Row(name, measured, baseline, unit, f"{'≥' if higher_is_better else '≤'} {target:g}×", passed, note)
 
 
-def absolute_row(name: str, measured: float, baseline: float | None, unit: str, target: str, passed: bool | None,
-                 note: str = "") -> Row:
+def absolute_row(
+    name: str, measured: float, baseline: float | None, unit: str, target: str, passed: bool | None, note: str = ""
+) -> Row:
     """A row judged by the measured value itself; a baseline, where there is one, gives the ratio context."""
     return Row(name, measured, baseline, unit, target, passed, note)
 
@@ -50,7 +51,7 @@ def table(rows: list[Row]) -> str:
         result = "—" if row.passed is None else ("pass" if row.passed else "MISS")
         lines.append([row.name, _number(row.measured, row.unit), _number(row.baseline, row.unit), ratio, row.target, result])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths)) + " |" for line in lines]
+    out = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + " |" for line in lines]
     out.insert(1, "| " + " | ".join("-" * width for width in widths) + " |")
     notes = [f"- {row.name}: {row.note}" for row in rows if row.note]
-    return "\n".join(out + ([""] + notes if notes else []))
+    return "\n".join(out + (["", *notes] if notes else []))

@@ -14,6 +14,10 @@ def measure(service: tuple[str, int, bytes], baseline: tuple[str, int, bytes], r
         theirs.append(http_load.throughput(baseline, CLIENTS, seconds))
     return ratio_row(
         f"2. predict throughput, {CLIENTS} clients (batching service vs minimal FastAPI)",
-        http_load.median(ours), http_load.median(theirs), "req/s", TARGET, higher_is_better=True,
+        http_load.median(ours),
+        http_load.median(theirs),
+        "req/s",
+        TARGET,
+        higher_is_better=True,
         note=f"median of {rounds} alternating rounds of {seconds:g} s, 1 sample per request",
     )

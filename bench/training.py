@@ -2,10 +2,10 @@
 
 import httpx
 
-from bncore.data.builtin import load_dataset, prepare_data
 from bench import plain_loop
 from bench.jobs import MLP_64_100_100_100_10, job_body, train
 from bench.report import Row, ratio_row
+from bncore.data.builtin import load_dataset, prepare_data
 
 TARGET = 0.9  # the job at least 0.9× the plain loop's samples per second
 BATCH_SIZE = 64
@@ -19,14 +19,17 @@ def measure(client: httpx.Client, epochs: int, rounds: int) -> Row:
     samples = epochs * len(data.x_train)
     job_rates, plain_rates = [], []
     for _ in range(rounds):
-        job = train(client, job_body(MLP_64_100_100_100_10, "digits", epochs=epochs, batch_size=BATCH_SIZE),
-                    POLL_SECONDS)
+        job = train(client, job_body(MLP_64_100_100_100_10, "digits", epochs=epochs, batch_size=BATCH_SIZE), POLL_SECONDS)
         job_rates.append(samples / sum(epoch["seconds"] for epoch in job["metrics"]))
         seconds = plain_loop.train_seconds(data, MLP_64_100_100_100_10["hidden_sizes"], 10, epochs, BATCH_SIZE)
         plain_rates.append(samples / seconds)
     return ratio_row(
         f"4. training, digits MLP 64-100-100-100-10, batch {BATCH_SIZE} (job vs plain loop)",
-        max(job_rates), max(plain_rates), "samples/s", TARGET, higher_is_better=True,
+        max(job_rates),
+        max(plain_rates),
+        "samples/s",
+        TARGET,
+        higher_is_better=True,
         note=f"{epochs} epochs, best of {rounds}; both time only their epochs (a shuffled training pass and a "
         "validation pass each): the job's are the sum of its metrics' `seconds`, so loading, building the "
         f"network, checkpoints between epochs and storing the model are not counted; polled every {POLL_SECONDS:g} s "

@@ -1,9 +1,11 @@
 """Errors of the domain. The service maps each kind to one HTTP status in one place."""
 
+from typing import ClassVar
+
 
 class DomainError(Exception):
     code = "error"
-    headers: dict[str, str] = {}
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -80,7 +82,7 @@ class QueueUnavailable(ServiceUnavailable):
 
 class Unauthorized(DomainError):
     code = "unauthorized"
-    headers = {"WWW-Authenticate": "Bearer"}
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(DomainError):

@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(16 * 2**20, ge=1024, description="largest request body (413 beyond)")
     max_upload_bytes: int = Field(
-        64 * 2**20, ge=1024,
+        64 * 2**20,
+        ge=1024,
         description="largest dataset file POST /v1/datasets takes (413 beyond); that one route's body may be this "
         "plus 1 MiB of form fields, whatever MAX_REQUEST_BYTES says",
     )
@@ -54,19 +55,24 @@ class Settings(BaseSettings):
         2.0, ge=0, le=1000, description="the longest a predict request waits for others to join its batch; 0: no batching"
     )
     inference_threads: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="torch threads of the API process; default: TORCH_THREADS if set, else 1. Its forward passes "
         "are small and run several at once (one per model batching), beside the HTTP threads and the embedded worker",
     )
     api_threads: int = Field(
-        64, ge=1, le=1024,
+        64,
+        ge=1,
+        le=1024,
         description="threads the API runs blocking route handlers in (anyio's default is 40); predict holds none "
         "while it waits for its batch",
     )
     max_parameters: int = Field(20_000_000, ge=1, description="largest network a job may ask for")
     model_cache_size: int = Field(32, ge=1, description="models kept loaded for inference")
     model_recheck_seconds: float = Field(
-        5.0, ge=0, description="how long an API process serves a cached model without reading its record again; "
+        5.0,
+        ge=0,
+        description="how long an API process serves a cached model without reading its record again; "
         "a model deleted through another API process is served by this one for at most this long",
     )
     cancel_poll_seconds: float = Field(1.0, gt=0, description="how often a running job looks for a cancel request")

@@ -20,10 +20,14 @@ class StrictModel(BaseModel):
 
 
 class ModelSpec(StrictModel):
-    architecture: Literal["mlp", "cnn"] = Field(description="`mlp`: Linear-BN-activation blocks; `cnn`: Conv-BN-activation blocks")
+    architecture: Literal["mlp", "cnn"] = Field(
+        description="`mlp`: Linear-BN-activation blocks; `cnn`: Conv-BN-activation blocks"
+    )
     num_classes: int = Field(ge=2, le=10_000, description="outputs of the linear head; must match the dataset")
     input_shape: list[Dim] | None = Field(
-        None, min_length=1, max_length=3,
+        None,
+        min_length=1,
+        max_length=3,
         description="one sample's shape: [features] for mlp, [C, H, W] for cnn; default: the dataset's",
     )
     hidden_sizes: list[Width] = Field([100, 100, 100], max_length=32, description="mlp: width of each hidden layer")

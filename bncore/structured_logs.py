@@ -11,11 +11,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Literal
 
 LogFormat = Literal["json", "text"]
 
-LOG_CONTEXT: ContextVar[Mapping[str, str]] = ContextVar("log_context", default={})
+LOG_CONTEXT: ContextVar[Mapping[str, str]] = ContextVar("log_context", default=MappingProxyType({}))
 
 
 @contextmanager

@@ -11,7 +11,15 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from service.schemas import (
-    BatchNormOut, DatasetList, DatasetOut, ExperimentOut, ExperimentPage, JobOut, JobPage, ModelOut, ModelPage,
+    BatchNormOut,
+    DatasetList,
+    DatasetOut,
+    ExperimentOut,
+    ExperimentPage,
+    JobOut,
+    JobPage,
+    ModelOut,
+    ModelPage,
     PredictOut,
 )
 
@@ -90,8 +98,12 @@ class Jobs:
         self.client = client
 
     def create(
-        self, model: dict[str, Any], dataset: dict[str, Any], training: dict[str, Any] | None = None,
-        resources: dict[str, Any] | None = None, idempotency_key: str | None = None,
+        self,
+        model: dict[str, Any],
+        dataset: dict[str, Any],
+        training: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> "Job":
         body: dict[str, Any] = {"model": model, "dataset": dataset}
         body |= {k: v for k, v in (("training", training), ("resources", resources)) if v is not None}
@@ -211,7 +223,10 @@ class Datasets:
         return self.client.request("GET", "/v1/datasets", DatasetList).items
 
     def upload(
-        self, path: str | Path, label_column: str | int | None = None, name: str | None = None,
+        self,
+        path: str | Path,
+        label_column: str | int | None = None,
+        name: str | None = None,
         description: str | None = None,
     ) -> DatasetOut:
         """Upload a .csv or .npz file; train on it with `dataset={"id": uploaded.id}`."""
@@ -219,9 +234,7 @@ class Datasets:
         fields = {"label_column": label_column, "name": name, "description": description}
         data = {key: str(value) for key, value in fields.items() if value is not None}
         with path.open("rb") as file:
-            return self.client.request(
-                "POST", "/v1/datasets", DatasetOut, files={"file": (path.name, file)}, data=data
-            )
+            return self.client.request("POST", "/v1/datasets", DatasetOut, files={"file": (path.name, file)}, data=data)
 
     def get(self, dataset_id: str) -> DatasetOut:
         return self.client.request("GET", f"/v1/datasets/{dataset_id}", DatasetOut)

@@ -7,8 +7,8 @@ import argparse
 
 import uvicorn
 
-from bncore.storage.migrations import upgrade_database
 from bncore.settings import get_settings
+from bncore.storage.migrations import upgrade_database
 from bncore.structured_logs import configure_logging
 from service.app import create_app
 from service.embedded_workers import EmbeddedWorkers

@@ -9,20 +9,20 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from bncore.storage.artifacts import ArtifactStore
-from bncore.serving.batching import BatchingPolicy
-from bncore.storage.database import Database
 from bncore.data.catalog import DatasetCatalog
-from bncore.storage.dataset_store import DatasetStore
-from bncore.training.devices import limit_cpu_threads
 from bncore.jobs.experiments import ExperimentStore
+from bncore.jobs.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
+from bncore.serving.batching import BatchingPolicy
 from bncore.serving.model_cache import ModelCache
+from bncore.settings import Settings, get_settings
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.database import Database
+from bncore.storage.dataset_store import DatasetStore
 from bncore.storage.job_stats import JobStats
 from bncore.storage.job_store import JobStore
 from bncore.storage.migrations import upgrade_database
 from bncore.storage.model_store import ModelStore
-from bncore.jobs.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
-from bncore.settings import Settings, get_settings
+from bncore.training.devices import limit_cpu_threads
 from service.auth import is_loopback, load_api_keys
 from service.deps import Services
 from service.errors import install_error_handlers
@@ -53,17 +53,26 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
     database = Database(settings.resolved_database_url)
     artifacts = ArtifactStore(settings.resolved_artifacts_dir)
     return Services(
-        settings=settings, database=database, jobs=JobStore(database), models=ModelStore(database),
-        artifacts=artifacts, checkpoints=ArtifactStore(settings.resolved_checkpoints_dir),
+        settings=settings,
+        database=database,
+        jobs=JobStore(database),
+        models=ModelStore(database),
+        artifacts=artifacts,
+        checkpoints=ArtifactStore(settings.resolved_checkpoints_dir),
         cache=ModelCache(
-            artifacts, settings.model_cache_size, settings.fold_batchnorm,
+            artifacts,
+            settings.model_cache_size,
+            settings.fold_batchnorm,
             BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
-            on_batch=metrics.observe_batch if metrics else None, recheck_seconds=settings.model_recheck_seconds,
+            on_batch=metrics.observe_batch if metrics else None,
+            recheck_seconds=settings.model_recheck_seconds,
         ),
-        enqueue=enqueue_training, broker_reachable=broker_reachable,
+        enqueue=enqueue_training,
+        broker_reachable=broker_reachable,
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
-        api_keys=api_keys, submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
+        api_keys=api_keys,
+        submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
         experiments=ExperimentStore(database),
         datasets=DatasetCatalog(DatasetStore.in_artifacts(database, settings.resolved_artifacts_dir)),
     )
@@ -106,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = service_metrics
     app.add_middleware(PredictFastPath, metrics=service_metrics)
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_request_bytes,
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
         larger={datasets.UPLOAD_PATH: settings.max_upload_bytes + datasets.FORM_FIELDS_BYTES},
     )
     app.add_middleware(RequestObserver, metrics=service_metrics)  # outermost: it sees even the 413s

@@ -41,9 +41,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 def error_response(status: int, code: str, message: str, fields: list[FieldError] | None = None) -> JSONResponse:
-    body = ErrorOut(
-        error=ErrorDetail(code=code, message=message, fields=fields or [], request_id=current_request_id())
-    )
+    body = ErrorOut(error=ErrorDetail(code=code, message=message, fields=fields or [], request_id=current_request_id()))
     return JSONResponse(status_code=status, content=body.model_dump())
 
 

@@ -31,9 +31,14 @@ def add_examples(document: dict[str, Any]) -> dict[str, Any]:
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_examples(get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes,
-            ))
+            app.openapi_schema = add_examples(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

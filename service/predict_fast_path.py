@@ -64,9 +64,16 @@ class PredictFastPath:
         except DomainError as error:  # inputs that overflow the network: found only by running it
             await domain_error_response(error)(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-length", str(len(answer)).encode()), (b"content-type", b"application/json"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(answer)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": answer})
 
 

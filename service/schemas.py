@@ -11,12 +11,12 @@ from bncore.specs import JobSpec, Recalibration
 
 if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load without torch or a database
     from bncore.bn.layers import BatchNormLayer
-    from bncore.storage.dataset_store import DatasetRecord
     from bncore.data.builtin import DatasetInfo
     from bncore.serving.drift import DriftReport, DriftThresholds, LayerDrift
+    from bncore.storage.dataset_store import DatasetRecord
     from bncore.storage.job_store import JobRecord
-    from bncore.training.epoch_metrics import EpochMetrics
     from bncore.storage.model_store import ModelRecord
+    from bncore.training.epoch_metrics import EpochMetrics
     from bncore.training.trained_model import Prediction
 
 
@@ -49,9 +49,13 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 }
 ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}, "description": "`Bearer`"}},
-    429: {"Retry-After": {
-        "required": True, "schema": {"type": "integer", "minimum": 1}, "description": "seconds to wait",
-    }},
+    429: {
+        "Retry-After": {
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "seconds to wait",
+        }
+    },
 }
 
 
@@ -90,7 +94,7 @@ class EpochMetricsOut(FinalMetricsOut):
     )
 
     @classmethod
-    def from_metrics(cls, metrics: EpochMetrics) -> "EpochMetricsOut":
+    def from_metrics(cls, metrics: EpochMetrics) -> EpochMetricsOut:
         return cls(**metrics.__dict__)
 
 
@@ -116,13 +120,21 @@ class JobOut(BaseModel):
     recalibration: Recalibration | None = Field(description="set for jobs that recompute a model's BN statistics")
 
     @classmethod
-    def from_record(cls, job: JobRecord) -> "JobOut":
+    def from_record(cls, job: JobRecord) -> JobOut:
         return cls(
-            id=job.id, status=job.status, created_at=job.created_at, started_at=job.started_at,  # type: ignore[arg-type]
-            finished_at=job.finished_at, progress=Progress(epoch=job.epoch, epochs=job.epochs),
-            metrics=[EpochMetricsOut.from_metrics(m) for m in job.metrics], model_id=job.model_id,
+            id=job.id,
+            status=job.status,
+            created_at=job.created_at,
+            started_at=job.started_at,  # type: ignore[arg-type]
+            finished_at=job.finished_at,
+            progress=Progress(epoch=job.epoch, epochs=job.epochs),
+            metrics=[EpochMetricsOut.from_metrics(m) for m in job.metrics],
+            model_id=job.model_id,
             error=JobError(code=job.error.code, message=job.error.message) if job.error else None,
-            device=job.device, worker=job.worker, attempts=job.attempts, resumed_from_epoch=job.resumed_from_epoch,
+            device=job.device,
+            worker=job.worker,
+            attempts=job.attempts,
+            resumed_from_epoch=job.resumed_from_epoch,
             cancel_requested=job.cancel_requested,
             spec=JobSpec.model_validate(job.spec),
             recalibration=Recalibration.model_validate(job.recalibration) if job.recalibration else None,
@@ -147,15 +159,22 @@ class DatasetOut(BaseModel):
     created_at: datetime | None = None
 
     @classmethod
-    def from_info(cls, info: DatasetInfo) -> "DatasetOut":
+    def from_info(cls, info: DatasetInfo) -> DatasetOut:
         return cls(**{**info.__dict__, "input_shape": list(info.input_shape)}, source="builtin")
 
     @classmethod
-    def from_record(cls, record: DatasetRecord) -> "DatasetOut":
+    def from_record(cls, record: DatasetRecord) -> DatasetOut:
         return cls(
-            name=record.name, description=record.description, input_shape=list(record.input_shape),
-            num_classes=record.num_classes, num_samples=record.num_samples, source="upload", id=record.id,
-            sha256=record.sha256, format=record.format, created_at=record.created_at,  # type: ignore[arg-type]
+            name=record.name,
+            description=record.description,
+            input_shape=list(record.input_shape),
+            num_classes=record.num_classes,
+            num_samples=record.num_samples,
+            source="upload",
+            id=record.id,
+            sha256=record.sha256,
+            format=record.format,
+            created_at=record.created_at,  # type: ignore[arg-type]
         )
 
 
@@ -183,15 +202,22 @@ class ModelOut(BaseModel):
     serving: ServingOut
 
     @classmethod
-    def from_record(cls, model: ModelRecord, fold_batchnorm: bool) -> "ModelOut":
+    def from_record(cls, model: ModelRecord, fold_batchnorm: bool) -> ModelOut:
         from bncore.bn.folding import folded_layer_names  # imports torch, which API clients need not load
 
         folded = folded_layer_names(model.spec.model, fold_batchnorm)
         return cls(
-            id=model.id, job_id=model.job_id, created_at=model.created_at, spec=model.spec,
-            dataset=model.spec.dataset.name or str(model.spec.dataset.id), input_shape=model.spec.model.input_shape or [],
-            num_classes=model.spec.model.num_classes, final_metrics=FinalMetricsOut(**model.final_metrics),
-            parameter_count=model.parameter_count, artifact_sha256=model.artifact_sha256, parent_id=model.parent_id,
+            id=model.id,
+            job_id=model.job_id,
+            created_at=model.created_at,
+            spec=model.spec,
+            dataset=model.spec.dataset.name or str(model.spec.dataset.id),
+            input_shape=model.spec.model.input_shape or [],
+            num_classes=model.spec.model.num_classes,
+            final_metrics=FinalMetricsOut(**model.final_metrics),
+            parameter_count=model.parameter_count,
+            artifact_sha256=model.artifact_sha256,
+            parent_id=model.parent_id,
             serving=ServingOut(folded=bool(folded), folded_layers=folded),
         )
 
@@ -213,7 +239,7 @@ class BatchNormLayerOut(BaseModel):
     num_batches_tracked: int
 
     @classmethod
-    def from_layer(cls, layer: BatchNormLayer) -> "BatchNormLayerOut":
+    def from_layer(cls, layer: BatchNormLayer) -> BatchNormLayerOut:
         return cls(**layer.__dict__)
 
 
@@ -229,7 +255,7 @@ class DriftThresholdsOut(BaseModel):
     min_samples: int = Field(description="no layer is flagged before the model has served this many samples")
 
     @classmethod
-    def from_thresholds(cls, thresholds: DriftThresholds) -> "DriftThresholdsOut":
+    def from_thresholds(cls, thresholds: DriftThresholds) -> DriftThresholdsOut:
         return cls(**thresholds.__dict__)
 
 
@@ -246,7 +272,7 @@ class LayerDriftOut(BaseModel):
     drifted: bool
 
     @classmethod
-    def from_layer(cls, layer: LayerDrift) -> "LayerDriftOut":
+    def from_layer(cls, layer: LayerDrift) -> LayerDriftOut:
         return cls(**layer.__dict__)
 
 
@@ -259,10 +285,13 @@ class DriftOut(BaseModel):
     layers: list[LayerDriftOut] = Field(description="per BN layer, from the inputs it sees at serving time")
 
     @classmethod
-    def from_report(cls, model_id: str, report: DriftReport) -> "DriftOut":
+    def from_report(cls, model_id: str, report: DriftReport) -> DriftOut:
         return cls(
-            model_id=model_id, since=report.since, samples_seen=report.samples_seen,
-            thresholds=DriftThresholdsOut.from_thresholds(report.thresholds), drifted=report.drifted,
+            model_id=model_id,
+            since=report.since,
+            samples_seen=report.samples_seen,
+            thresholds=DriftThresholdsOut.from_thresholds(report.thresholds),
+            drifted=report.drifted,
             layers=[LayerDriftOut.from_layer(layer) for layer in report.layers],
         )
 
@@ -270,8 +299,7 @@ class DriftOut(BaseModel):
 JOB_EXAMPLES: dict[str, dict[str, Any]] = {
     "digits": {
         "summary": "an MLP on digits, the rest left to its defaults",
-        "value": {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"},
-                  "training": {"epochs": 10}},
+        "value": {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"}, "training": {"epochs": 10}},
     },
 }
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
@@ -293,7 +321,7 @@ class PredictOut(BaseModel):
     predictions: list[int] = Field(description="the most probable class of each sample")
 
     @classmethod
-    def of(cls, model_id: str, prediction: Prediction) -> "PredictOut":
+    def of(cls, model_id: str, prediction: Prediction) -> PredictOut:
         """Not validated again: the values come straight from float and integer tensors."""
         return cls.model_construct(
             model_id=model_id,

@@ -110,8 +110,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     data_dir = tmp_path_factory.mktemp("data")
     env = {
-        "DATA_DIR": str(data_dir), "PORT": str(free_port()), "HOST": "127.0.0.1",
-        **FAST_RECOVERY, **EVERY_EPOCH_CHECKPOINTS, **SAMPLE_EPOCH_CAP, **MODELS_KEPT, **ONE_THREAD_EACH,
+        "DATA_DIR": str(data_dir),
+        "PORT": str(free_port()),
+        "HOST": "127.0.0.1",
+        **FAST_RECOVERY,
+        **EVERY_EPOCH_CHECKPOINTS,
+        **SAMPLE_EPOCH_CAP,
+        **MODELS_KEPT,
+        **ONE_THREAD_EACH,
     }
     running = RunningService(data_dir=data_dir, env=env)
     with ExitStack() as stack:
@@ -123,9 +129,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService
             env |= {"REDIS_URL": running.redis.url, "EMBEDDED_WORKERS": "0"}
             if admin_url := os.environ.get("TEST_POSTGRES_URL"):
                 env["DATABASE_URL"] = stack.enter_context(fresh_postgres_database(admin_url))
-            subprocess.run(
-                [sys.executable, "-m", "service", "migrate"], cwd=ROOT, env={**os.environ, **env}, check=True
-            )
+            subprocess.run([sys.executable, "-m", "service", "migrate"], cwd=ROOT, env={**os.environ, **env}, check=True)
             for name in WORKER_NAMES:
                 running.start_worker(name)
         else:

@@ -49,10 +49,15 @@ def test_without_a_key_only_the_probes_answer(secured: str, alices_model: dict) 
     with as_(secured, None) as anonymous:
         assert anonymous.get("/healthz").status_code == 200
         assert anonymous.get("/readyz").status_code == 200
-        for method, path in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", f"/v1/jobs/{alices_model['id']}"),
-                             ("GET", "/v1/models"), ("GET", "/v1/datasets"),
-                             ("POST", f"/v1/models/{alices_model['model_id']}/predict"),
-                             ("DELETE", f"/v1/models/{alices_model['model_id']}")]:
+        for method, path in [
+            ("GET", "/v1/jobs"),
+            ("POST", "/v1/jobs"),
+            ("GET", f"/v1/jobs/{alices_model['id']}"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/datasets"),
+            ("POST", f"/v1/models/{alices_model['model_id']}/predict"),
+            ("DELETE", f"/v1/models/{alices_model['model_id']}"),
+        ]:
             response = anonymous.request(method, path, json={})
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"] == "Bearer"
@@ -82,9 +87,14 @@ def test_a_key_sees_and_uses_only_its_owners_jobs_and_models(secured: str, alice
 
 def test_a_key_lists_and_reads_only_its_owners_experiments(secured: str) -> None:
     with as_(secured, "bob") as bob:
-        created = bob.post("/v1/experiments", json={
-            "name": "bob's", "base": job_request(training={"epochs": 1}), "variants": [{"name": "batchnorm"}],
-        })
+        created = bob.post(
+            "/v1/experiments",
+            json={
+                "name": "bob's",
+                "base": job_request(training={"epochs": 1}),
+                "variants": [{"name": "batchnorm"}],
+            },
+        )
         assert created.status_code == 202, created.text
         experiment_id = created.json()["id"]
         assert experiment_id in {e["id"] for e in bob.get("/v1/experiments").json()["items"]}
@@ -130,7 +140,11 @@ def test_job_submissions_are_rate_limited_per_owner(secured: str) -> None:
 
 def run_service(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "service"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "DATA_DIR": str(tmp_path), "EMBEDDED_WORKERS": "0", "PORT": str(free_port()), **env},
     )
 

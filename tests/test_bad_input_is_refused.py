@@ -28,9 +28,7 @@ BAD_JOBS = [
 
 
 @pytest.mark.parametrize("overrides, field, expected", BAD_JOBS, ids=[case[1] + ":" + str(case[0]) for case in BAD_JOBS])
-def test_a_bad_job_is_refused_with_the_field_named(
-    client: httpx.Client, overrides: dict, field: str, expected: str
-) -> None:
+def test_a_bad_job_is_refused_with_the_field_named(client: httpx.Client, overrides: dict, field: str, expected: str) -> None:
     response = client.post("/v1/jobs", json=job_request(**overrides))
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -46,7 +44,9 @@ def test_a_job_without_model_or_dataset_names_both(client: httpx.Client) -> None
 
 
 def test_nan_in_a_hyper_parameter_is_refused(client: httpx.Client) -> None:
-    body = '{"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"}, "training": {"learning_rate": NaN}}'
+    body = (
+        '{"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"}, "training": {"learning_rate": NaN}}'
+    )
     response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "training.learning_rate"
@@ -86,9 +86,7 @@ def test_non_finite_predict_inputs_are_refused(client: httpx.Client, digits_mode
     good_row = "[" + ", ".join(["0"] * 64) + "]"
     bad_row = "[" + ", ".join(["0"] * 63 + [literal]) + "]"
     body = '{"inputs": [' + good_row + ", " + bad_row + "]}"
-    response = client.post(
-        f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"}
-    )
+    response = client.post(f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "inputs[1]"
     assert "NaN or infinite" in response.json()["error"]["message"]
@@ -102,8 +100,11 @@ def test_too_many_rows_is_refused_with_413(client: httpx.Client, digits_model: d
 
 def test_unknown_ids_are_404(client: httpx.Client) -> None:
     for method, url in [
-        ("GET", "/v1/jobs/job_missing"), ("POST", "/v1/jobs/job_missing/cancel"), ("GET", "/v1/models/m"),
-        ("GET", "/v1/models/m/batchnorm"), ("DELETE", "/v1/models/m"),
+        ("GET", "/v1/jobs/job_missing"),
+        ("POST", "/v1/jobs/job_missing/cancel"),
+        ("GET", "/v1/models/m"),
+        ("GET", "/v1/models/m/batchnorm"),
+        ("DELETE", "/v1/models/m"),
     ]:
         response = client.request(method, url)
         assert response.status_code == 404, url
@@ -134,9 +135,7 @@ def test_stored_jobs_and_models_are_intact_after_bad_requests(client: httpx.Clie
 def test_a_body_over_the_size_limit_is_refused_with_413(client: httpx.Client, digits_model: dict) -> None:
     body = b'{"inputs": [' + b",".join([b"[" + b",".join([b"0.000000"] * 64) + b"]"] * 40_000) + b"]}"
     assert len(body) > 16 * 2**20
-    response = client.post(
-        f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"}
-    )
+    response = client.post(f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert "exceeds 16777216 bytes" in response.json()["error"]["message"]
 
@@ -182,9 +181,7 @@ def test_every_error_the_api_answers_is_declared_with_the_error_shape(client: ht
     [(b'{"model": "\xff\xfe"}', "not UTF-8 at byte 11"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply")],
     ids=["not utf-8", "nested too deeply"],
 )
-def test_a_json_body_that_cannot_be_decoded_is_a_422_naming_the_body(
-    client: httpx.Client, body: bytes, reason: str
-) -> None:
+def test_a_json_body_that_cannot_be_decoded_is_a_422_naming_the_body(client: httpx.Client, body: bytes, reason: str) -> None:
     """FastAPI answered these with an undeclared 400 `http_error`; they are malformed JSON like any other."""
     response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
@@ -195,8 +192,7 @@ def test_a_json_body_that_cannot_be_decoded_is_a_422_naming_the_body(
 
 @pytest.mark.parametrize(
     "method, path, allowed",
-    [("OPTIONS", "/v1/jobs", "GET, POST"), ("PUT", "/v1/models/m", "DELETE, GET"),
-     ("GET", "/v1/jobs/j/cancel", "POST")],
+    [("OPTIONS", "/v1/jobs", "GET, POST"), ("PUT", "/v1/models/m", "DELETE, GET"), ("GET", "/v1/jobs/j/cancel", "POST")],
 )
 def test_a_method_the_path_does_not_serve_is_405_naming_every_method_it_does(
     client: httpx.Client, method: str, path: str, allowed: str
@@ -217,20 +213,14 @@ def test_a_job_value_of_the_wrong_json_type_is_refused_not_coerced(client: httpx
     assert response.status_code == 422, response.text
 
 
-def test_an_integer_too_large_for_a_float_in_predict_inputs_is_a_422_not_a_500(
-    client: httpx.Client, digits_model: dict
-) -> None:
+def test_an_integer_too_large_for_a_float_in_predict_inputs_is_a_422_not_a_500(client: httpx.Client, digits_model: dict) -> None:
     body = '{"inputs": [[' + ", ".join(["0"] * 63 + ["1" + "0" * 400]) + "]]}"
-    response = client.post(
-        f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"}
-    )
+    response = client.post(f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "inputs"
 
 
-def test_inputs_too_large_for_the_model_are_refused_not_answered_with_nulls(
-    client: httpx.Client, digits_model: dict
-) -> None:
+def test_inputs_too_large_for_the_model_are_refused_not_answered_with_nulls(client: httpx.Client, digits_model: dict) -> None:
     response = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": [[1e39] * 64]})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["fields"][0]["field"] == "inputs[0]"

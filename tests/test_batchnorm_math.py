@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from bncore.jobs.execution import train_model
-from bncore.training.networks import build_network
 from bncore.jobs.planning import plan_job
 from bncore.specs import JobSpec, ModelSpec
+from bncore.training.networks import build_network
 
 
 def mlp(**fields: object) -> nn.Sequential:
@@ -32,7 +32,7 @@ def test_training_mode_output_has_mean_beta_and_std_gamma_per_feature() -> None:
     network.train()
     network(torch.randn(256, 64) * 3 + 1)
     assert set(outputs) == {"bn1", "bn2", "bn3"}
-    for name, bn in zip(outputs, bn_layers(network)):
+    for name, bn in zip(outputs, bn_layers(network), strict=True):
         y = outputs[name]
         torch.testing.assert_close(y.mean(dim=0), bn.bias.detach(), atol=1e-4, rtol=0)
         torch.testing.assert_close(y.std(dim=0, unbiased=False), bn.weight.detach(), atol=1e-3, rtol=1e-3)
@@ -94,12 +94,24 @@ def test_running_statistics_equal_an_independent_recomputation_of_the_momentum_u
     architecture: str, input_shape: list[int] | None
 ) -> None:
     """Replay every training-mode input each BN layer saw, apply the update in numpy, compare."""
-    spec = plan_job(JobSpec.model_validate({
-        "model": {"architecture": architecture, "num_classes": 10, "input_shape": input_shape,
-                  "hidden_sizes": [32, 32], "channels": [4, 8], "bn_momentum": 0.2},
-        "dataset": {"name": "digits"},
-        "training": {"epochs": 2, "batch_size": 100, "seed": 3},
-    }), 10**7, 10**9)
+    spec = plan_job(
+        JobSpec.model_validate(
+            {
+                "model": {
+                    "architecture": architecture,
+                    "num_classes": 10,
+                    "input_shape": input_shape,
+                    "hidden_sizes": [32, 32],
+                    "channels": [4, 8],
+                    "bn_momentum": 0.2,
+                },
+                "dataset": {"name": "digits"},
+                "training": {"epochs": 2, "batch_size": 100, "seed": 3},
+            }
+        ),
+        10**7,
+        10**9,
+    )
     seen: dict[nn.Module, list[np.ndarray]] = {}
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -128,11 +140,17 @@ def test_running_statistics_equal_an_independent_recomputation_of_the_momentum_u
 
 
 def test_mixed_precision_keeps_bn_in_fp32_and_still_learns() -> None:
-    spec = plan_job(JobSpec.model_validate({
-        "model": {"architecture": "mlp", "num_classes": 10, "hidden_sizes": [64, 64]},
-        "dataset": {"name": "digits"},
-        "training": {"epochs": 3, "mixed_precision": True},
-    }), 10**7, 10**9)
+    spec = plan_job(
+        JobSpec.model_validate(
+            {
+                "model": {"architecture": "mlp", "num_classes": 10, "hidden_sizes": [64, 64]},
+                "dataset": {"name": "digits"},
+                "training": {"epochs": 3, "mixed_precision": True},
+            }
+        ),
+        10**7,
+        10**9,
+    )
     dtypes: set[tuple[str, torch.dtype]] = set()
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.embedded_only
     reason="the benchmark starts its own processes whatever the mode: once per CI run is enough",
 )
 def test_the_quick_benchmark_prints_a_row_for_each_measurement() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
+    run = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     lines = run.stdout.splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from bncore.jobs.execution import RunLimits, Stores, run_job, train_model
+from bncore.specs import JobSpec
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database
-from bncore.training.checkpoints import Checkpoint
-from bncore.jobs.execution import RunLimits, Stores, run_job, train_model
 from bncore.storage.job_store import JobStore, Lease
-from bncore.training.epoch_metrics import EpochMetrics
 from bncore.storage.migrations import upgrade_database
 from bncore.storage.model_store import ModelStore
-from bncore.specs import JobSpec
+from bncore.training.checkpoints import Checkpoint
+from bncore.training.epoch_metrics import EpochMetrics
 from tests.support.jobs import job_request
 
 EPOCHS = 5
@@ -47,9 +47,7 @@ class CountingJobStore(JobStore):
 
 
 @pytest.mark.parametrize(("seconds", "expected"), [(0.0, list(range(1, EPOCHS))), (3600.0, [])], ids=["0s", "1h"])
-def test_checkpoints_follow_the_interval_and_metrics_every_epoch(
-    tmp_path: Path, seconds: float, expected: list[int]
-) -> None:
+def test_checkpoints_follow_the_interval_and_metrics_every_epoch(tmp_path: Path, seconds: float, expected: list[int]) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
     upgrade_database(url)
     database = Database(url)
@@ -66,10 +64,14 @@ def test_checkpoints_follow_the_interval_and_metrics_every_epoch(
     assert not checkpoints.exists(job.id)  # a finished job leaves no checkpoint behind
 
 
-@pytest.mark.parametrize(("seconds", "expected"), [
-    (0.0, [[epoch] for epoch in range(1, EPOCHS + 1)]),
-    (3600.0, [[1], list(range(2, EPOCHS + 1))]),  # the first epoch at once, the rest when the job ends
-], ids=["0s", "1h"])
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0.0, [[epoch] for epoch in range(1, EPOCHS + 1)]),
+        (3600.0, [[1], list(range(2, EPOCHS + 1))]),  # the first epoch at once, the rest when the job ends
+    ],
+    ids=["0s", "1h"],
+)
 def test_short_epochs_share_a_write_of_metrics_and_none_is_lost(
     tmp_path: Path, seconds: float, expected: list[list[int]]
 ) -> None:
@@ -92,8 +94,9 @@ def test_a_resumed_job_reports_the_epochs_its_lost_worker_checkpointed_but_never
     url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
     upgrade_database(url)
     database = Database(url)
-    stores = Stores(JobStore(database), ModelStore(database), ArtifactStore(tmp_path / "artifacts"),
-                    ArtifactStore(tmp_path / "checkpoints"))
+    stores = Stores(
+        JobStore(database), ModelStore(database), ArtifactStore(tmp_path / "artifacts"), ArtifactStore(tmp_path / "checkpoints")
+    )
     job, _ = stores.jobs.create(job_request(training={"epochs": EPOCHS}) | {"resources": {"device": "cpu"}}, "alice")
     # The first worker trained two epochs and checkpointed the second, but had written only the first's
     # metrics when it was killed.
@@ -101,8 +104,11 @@ def test_a_resumed_job_reports_the_epochs_its_lost_worker_checkpointed_but_never
     assert lost is not None
     spec = JobSpec.model_validate(job.spec)
     captured: list[Checkpoint] = []
-    train_model(spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2})}),
-                torch.device("cpu"), on_epoch=lambda metrics, capture: captured.append(capture()))
+    train_model(
+        spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2})}),
+        torch.device("cpu"),
+        on_epoch=lambda metrics, capture: captured.append(capture()),
+    )
     stores.checkpoints.save(job.id, captured[-1].tensors, captured[-1].metadata)
     stores.jobs.record_epochs(lost, list(captured[0].history))
     assert stores.jobs.requeue_if_stale(job.id, datetime.now(timezone.utc) + timedelta(minutes=1))

@@ -4,12 +4,12 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import httpx
 import numpy as np
+import tomllib
 from sklearn.datasets import load_digits
 
 from tests.support.jobs import job_request, long_job, train, wait_for
@@ -45,9 +45,7 @@ variants:
 def bnjobs(service, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m bnjobs ARGS` from the repository root, pointed at the service by BNJOBS_URL."""
     env = {**os.environ, "BNJOBS_URL": url or service.url}
-    return subprocess.run(
-        [sys.executable, "-m", "bnjobs", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "bnjobs", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def row_of(table: str, key: str) -> list[str]:
@@ -78,10 +76,15 @@ def test_submit_a_yaml_spec_and_watch_it_train(service, client: httpx.Client, tm
 
 def test_a_failing_job_exits_1_with_its_error_code_and_message(service, tmp_path: Path) -> None:
     spec = tmp_path / "diverges.json"
-    spec.write_text(json.dumps({
-        "model": {"architecture": "mlp", "num_classes": 10, "normalization": "none"}, "dataset": {"name": "digits"},
-        "training": {"epochs": 50, "learning_rate": 10.0},
-    }))
+    spec.write_text(
+        json.dumps(
+            {
+                "model": {"architecture": "mlp", "num_classes": 10, "normalization": "none"},
+                "dataset": {"name": "digits"},
+                "training": {"epochs": 50, "learning_rate": 10.0},
+            }
+        )
+    )
     result = bnjobs(service, "submit", str(spec), "--watch")
     assert result.returncode == 1
     job_id = result.stdout.splitlines()[0]
@@ -99,9 +102,7 @@ def test_list_show_and_cancel_jobs(service, client: httpx.Client, digits_model: 
     assert listing.returncode == 0, listing.stderr
     assert row_of(listing.stdout, job_id)[2].endswith("/1000")
     trained = client.get(f"/v1/jobs/{digits_model['job_id']}").json()
-    assert row_of(listing.stdout, trained["id"])[1:4] == [
-        "succeeded", "3/3", f"{trained['metrics'][-1]['val_accuracy']:.4f}"
-    ]
+    assert row_of(listing.stdout, trained["id"])[1:4] == ["succeeded", "3/3", f"{trained['metrics'][-1]['val_accuracy']:.4f}"]
 
     shown = bnjobs(service, "jobs", "show", trained["id"])
     assert shown.returncode == 0, shown.stderr
@@ -161,18 +162,22 @@ def test_bn_table_lists_every_layer_with_the_apis_values(service, client: httpx.
     layers = client.get(f"/v1/models/{digits_model['id']}/batchnorm").json()["layers"]
     summaries = json.loads(bnjobs(service, "bn", digits_model["id"], "--json").stdout)
     assert [s["name"] for s in summaries] == [layer["name"] for layer in layers] == ["bn1", "bn2", "bn3"]
-    for summary, layer in zip(summaries, layers):
+    for summary, layer in zip(summaries, layers, strict=True):
         gamma, beta = np.array(layer["gamma"]), np.array(layer["beta"])
         mean, var = np.array(layer["running_mean"]), np.array(layer["running_var"])
         assert summary["features"] == layer["num_features"] == 100
         np.testing.assert_allclose(
             [summary[k] for k in ("gamma_mean", "gamma_min", "gamma_max", "beta_mean", "beta_min", "beta_max")],
-            [gamma.mean(), gamma.min(), gamma.max(), beta.mean(), beta.min(), beta.max()], rtol=1e-12,
+            [gamma.mean(), gamma.min(), gamma.max(), beta.mean(), beta.min(), beta.max()],
+            rtol=1e-12,
         )
         np.testing.assert_allclose(
-            [summary[k] for k in ("running_mean_mean", "running_mean_std", "running_var_mean", "running_var_min",
-                                  "running_var_max")],
-            [mean.mean(), mean.std(), var.mean(), var.min(), var.max()], rtol=1e-12,
+            [
+                summary[k]
+                for k in ("running_mean_mean", "running_mean_std", "running_var_mean", "running_var_min", "running_var_max")
+            ],
+            [mean.mean(), mean.std(), var.mean(), var.min(), var.max()],
+            rtol=1e-12,
         )
 
     table = bnjobs(service, "bn", digits_model["id"])
@@ -197,22 +202,32 @@ def test_experiment_watch_prints_the_results_table(service, client: httpx.Client
 
     later = bnjobs(service, "experiments", "show", experiment["id"])  # e.g. after Ctrl-C stopped the watch
     assert later.returncode == 0, later.stderr
-    assert [row_of(later.stdout, v["name"]) for v in experiment["variants"]] \
-        == [row_of(result.stdout, v["name"]) for v in experiment["variants"]]
+    assert [row_of(later.stdout, v["name"]) for v in experiment["variants"]] == [
+        row_of(result.stdout, v["name"]) for v in experiment["variants"]
+    ]
     listing = bnjobs(service, "experiments", "ls", "-n", "100")
     assert listing.returncode == 0, listing.stderr
     best = max(experiment["variants"], key=lambda v: v["best_val_accuracy"])
     assert row_of(listing.stdout, experiment["id"])[1:6] == [
-        "BN or not on iris", "finished", "2", best["name"], f"{best['best_val_accuracy']:.4f}"
+        "BN or not on iris",
+        "finished",
+        "2",
+        best["name"],
+        f"{best['best_val_accuracy']:.4f}",
     ]
     missing = bnjobs(service, "experiments", "show", "exp_missing")
     assert missing.returncode == 1 and "exp_missing" in missing.stderr
 
 
 def test_cancel_an_experiment(service, client: httpx.Client) -> None:
-    created = client.post("/v1/experiments", json={
-        "name": "too long", "base": long_job(), "variants": [{"name": "only"}],
-    })
+    created = client.post(
+        "/v1/experiments",
+        json={
+            "name": "too long",
+            "base": long_job(),
+            "variants": [{"name": "only"}],
+        },
+    )
     assert created.status_code == 202, created.text
     experiment_id, job_id = created.json()["id"], created.json()["variants"][0]["job_id"]
     cancelled = bnjobs(service, "experiments", "cancel", experiment_id)
@@ -250,7 +265,10 @@ def test_serve_starts_the_api_with_its_options(tmp_path: Path) -> None:
     with log.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "bnjobs", "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_ready(f"http://127.0.0.1:{port}", process, log)

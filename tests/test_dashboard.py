@@ -23,8 +23,11 @@ from tests.support.uploads import iris_csv, upload, uploaded
 
 TRAINING_TIMEOUT = 180
 SERIES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]
-IRIS_JOB = {"model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]}, "dataset": {"name": "iris"},
-            "training": {"epochs": 2, "batch_size": 16}}
+IRIS_JOB = {
+    "model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
+    "dataset": {"name": "iris"},
+    "training": {"epochs": 2, "batch_size": 16},
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +38,9 @@ def browser() -> Iterator[WebDriver]:
 
 def wait_until(browser: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 30) -> Any:
     """Poll until condition is truthy; an element missing or replaced by a re-render meanwhile means "not yet"."""
-    return WebDriverWait(browser, timeout, poll_frequency=0.2,
-                         ignored_exceptions=[StaleElementReferenceException]).until(condition)
+    return WebDriverWait(browser, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]).until(
+        condition
+    )
 
 
 def click(browser: WebDriver, selector: str) -> None:
@@ -60,19 +64,22 @@ def rows(browser: WebDriver, table: str) -> list[dict[str, str]]:
     """The rows' data attributes and text, read in one script: the page re-renders its lists by itself,
     so an element found by one WebDriver call may be gone by the next."""
     return browser.execute_script(
-        "return Array.from(document.querySelectorAll(arguments[0]),"
-        " (row) => ({...row.dataset, text: row.innerText}))", f"#{table} tr")
+        "return Array.from(document.querySelectorAll(arguments[0]), (row) => ({...row.dataset, text: row.innerText}))",
+        f"#{table} tr",
+    )
 
 
 def chart_points(browser: WebDriver) -> dict[str, int]:
     return browser.execute_script(
         "return Object.fromEntries(Array.from(document.querySelectorAll('#job-chart polyline'),"
-        " (line) => [line.dataset.series, line.getAttribute('points').trim().split(/\\s+/).length]))")
+        " (line) => [line.dataset.series, line.getAttribute('points').trim().split(/\\s+/).length]))"
+    )
 
 
 def dataset_choices(browser: WebDriver) -> dict[str, str]:
-    return dict(browser.execute_script(
-        "return Array.from(document.querySelectorAll('#dataset-select option'), (o) => [o.value, o.text])"))
+    return dict(
+        browser.execute_script("return Array.from(document.querySelectorAll('#dataset-select option'), (o) => [o.value, o.text])")
+    )
 
 
 def plot_width(browser: WebDriver, image: str = "bn-plot") -> int:
@@ -86,8 +93,14 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
     form = browser.find_element(By.ID, "job-form")
     fill(form, "dataset.name", "iris")
     assert form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"  # from the dataset
-    for name, value in {"model.hidden_sizes": "16, 8", "model.activation": "tanh", "training.epochs": "3",
-                        "training.batch_size": "16", "training.learning_rate": "0.05", "training.optimizer": "adam"}.items():
+    for name, value in {
+        "model.hidden_sizes": "16, 8",
+        "model.activation": "tanh",
+        "training.epochs": "3",
+        "training.batch_size": "16",
+        "training.learning_rate": "0.05",
+        "training.optimizer": "adam",
+    }.items():
         fill(form, name, value)
     browser.find_element(By.ID, "job-submit").click()
 
@@ -95,14 +108,15 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["spec"]["dataset"]["name"] == "iris"
     assert job["spec"]["model"] | {"hidden_sizes": [16, 8], "activation": "tanh", "num_classes": 3} == job["spec"]["model"]
-    assert job["spec"]["training"] | {"epochs": 3, "batch_size": 16, "learning_rate": 0.05, "optimizer": "adam"} \
+    assert (
+        job["spec"]["training"] | {"epochs": 3, "batch_size": 16, "learning_rate": 0.05, "optimizer": "adam"}
         == job["spec"]["training"]
+    )
 
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
     assert chart_points(browser) == {name: 3 for name in SERIES}
     seconds = [epoch["seconds"] for epoch in client.get(f"/v1/jobs/{job_id}").json()["metrics"]]
-    assert browser.find_element(By.ID, "job-pace").text == \
-        f"epoch 3 took {seconds[-1]:.3f} s; {sum(seconds):.2f} s over 3 epochs"
+    assert browser.find_element(By.ID, "job-pace").text == f"epoch 3 took {seconds[-1]:.3f} s; {sum(seconds):.2f} s over 3 epochs"
 
     def listed_once_succeeded(b: WebDriver) -> list[str] | None:  # the list refreshes by itself
         listed = rows(b, "job-rows")
@@ -127,19 +141,21 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
     assert "no BN layer has drifted" in browser.find_element(By.ID, "model-drift").text
 
     browser.find_element(By.ID, "model-recalibrate").click()
-    recalibration = wait_until(browser, lambda b: b.find_element(By.ID, "job-title").text not in ("", job_id)
-                               and b.find_element(By.ID, "job-title").text)
+    recalibration = wait_until(
+        browser, lambda b: b.find_element(By.ID, "job-title").text not in ("", job_id) and b.find_element(By.ID, "job-title").text
+    )
     assert client.get(f"/v1/jobs/{recalibration}").json()["recalibration"]["parent_model_id"] == model_id
     wait_until(browser, lambda b: b.find_element(By.ID, "job-model").is_displayed(), TRAINING_TIMEOUT)
     assert browser.find_element(By.ID, "job-info").text.startswith(
-        f"BN statistics of {model_id} recomputed over its training split")
+        f"BN statistics of {model_id} recomputed over its training split"
+    )
     browser.find_element(By.ID, "job-model").click()
     recalibrated = client.get(f"/v1/jobs/{recalibration}").json()["model_id"]
     assert browser.find_element(By.ID, "model-title").text == recalibrated
-    wait_until(browser, lambda b: b.find_element(By.ID, "model-info").text.endswith(
-        f"BN statistics recalibrated from {model_id}"))
-    listed = wait_until(browser, lambda b: recalibrated in (ids := [row["modelId"] for row in rows(b, "model-rows")])
-                        and ids)
+    wait_until(
+        browser, lambda b: b.find_element(By.ID, "model-info").text.endswith(f"BN statistics recalibrated from {model_id}")
+    )
+    listed = wait_until(browser, lambda b: recalibrated in (ids := [row["modelId"] for row in rows(b, "model-rows")]) and ids)
     assert listed.index(recalibrated) < listed.index(model_id)  # newest first
 
 
@@ -161,8 +177,12 @@ def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(
     assert client.get(f"/v1/jobs/{job_id}").json()["spec"]["dataset"] == {"id": dataset_id}
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
     assert browser.find_element(By.ID, "job-info").text.startswith(f"{dataset_id}, mlp")
-    listed = wait_until(browser, lambda b: next(
-        (row["text"] for row in rows(b, "job-rows") if row["jobId"] == job_id and "succeeded" in row["text"]), None))
+    listed = wait_until(
+        browser,
+        lambda b: next(
+            (row["text"] for row in rows(b, "job-rows") if row["jobId"] == job_id and "succeeded" in row["text"]), None
+        ),
+    )
     assert listed.split()[:3] == [job_id, "succeeded", dataset_id]
     assert f"<td>{dataset_id}</td>" in httpx.get(f"{service.url}/").text  # in the page's own markup too
 
@@ -183,40 +203,51 @@ def test_a_file_uploaded_from_the_page_is_stored_and_picked_for_the_next_job(
     form.find_element(By.NAME, "file").send_keys(str(iris_csv(tmp_path / "flowers.csv")))
     fill(form, "name", "flowers")
     browser.find_element(By.ID, "upload-submit").click()
-    stored = wait_until(browser, lambda b: "stored as" in b.find_element(By.ID, "upload-message").text
-                        and b.find_element(By.ID, "upload-message").text)
+    stored = wait_until(
+        browser,
+        lambda b: "stored as" in b.find_element(By.ID, "upload-message").text and b.find_element(By.ID, "upload-message").text,
+    )
     dataset_id = stored.split("stored as ")[1].split(";")[0]
     assert stored.startswith("flowers: 150 samples, 3 classes")
     assert client.get(f"/v1/datasets/{dataset_id}").json()["name"] == "flowers"
     job_form = browser.find_element(By.ID, "job-form")
-    assert Select(job_form.find_element(By.NAME, "dataset.name")).first_selected_option.get_attribute("value") \
-        == dataset_id
+    assert Select(job_form.find_element(By.NAME, "dataset.name")).first_selected_option.get_attribute("value") == dataset_id
     assert job_form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"
 
 
 def test_an_experiment_shows_its_table_and_curves_and_leads_to_its_jobs(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
-    created = client.post("/v1/experiments", json={
-        "name": "relu or sigmoid", "base": IRIS_JOB,
-        "variants": [{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}],
-    }).json()
+    created = client.post(
+        "/v1/experiments",
+        json={
+            "name": "relu or sigmoid",
+            "base": IRIS_JOB,
+            "variants": [{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}],
+        },
+    ).json()
     for variant in created["variants"]:
         wait_for(client, variant["job_id"])
     table = client.get(f"/v1/experiments/{created['id']}").json()
 
     browser.get(f"{service.url}/")
-    listed = wait_until(browser, lambda b: next(
-        (row["text"] for row in rows(b, "experiment-rows") if row["experimentId"] == created["id"]), None))
+    listed = wait_until(
+        browser, lambda b: next((row["text"] for row in rows(b, "experiment-rows") if row["experimentId"] == created["id"]), None)
+    )
     best = max(table["variants"], key=lambda v: v["best_val_accuracy"])
-    assert listed.split("\t")[1:6] == [
-        "relu or sigmoid", "finished", "2", best["name"], f"{best['best_val_accuracy']:.3f}"
-    ]
+    assert listed.split("\t")[1:6] == ["relu or sigmoid", "finished", "2", best["name"], f"{best['best_val_accuracy']:.3f}"]
     click(browser, f"#experiment-rows tr[data-experiment-id='{created['id']}']")
     wait_until(browser, lambda b: b.find_element(By.ID, "experiment-status").text == "finished")
     assert [row["text"].split("\t") for row in rows(browser, "variant-rows")] == [
-        [v["name"], v["job_id"], "succeeded", f"{v['final_val_accuracy']:.3f}", f"{v['best_val_accuracy']:.3f}",
-         "", "no"]  # no target accuracy: no epochs to it
+        [
+            v["name"],
+            v["job_id"],
+            "succeeded",
+            f"{v['final_val_accuracy']:.3f}",
+            f"{v['best_val_accuracy']:.3f}",
+            "",
+            "no",
+        ]  # no target accuracy: no epochs to it
         for v in table["variants"]
     ]
     wait_until(browser, lambda b: plot_width(b, "experiment-plot") > 0, 60)
@@ -230,9 +261,14 @@ def test_an_experiment_shows_its_table_and_curves_and_leads_to_its_jobs(
 def test_an_experiment_still_going_is_cancelled_from_the_page(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
-    created = client.post("/v1/experiments", json={
-        "name": "too long", "base": job_request(training={"epochs": 1000}), "variants": [{"name": "only"}],
-    }).json()
+    created = client.post(
+        "/v1/experiments",
+        json={
+            "name": "too long",
+            "base": job_request(training={"epochs": 1000}),
+            "variants": [{"name": "only"}],
+        },
+    ).json()
     browser.get(f"{service.url}/")
     click(browser, f"#experiment-rows tr[data-experiment-id='{created['id']}']")
     wait_until(browser, lambda b: b.find_element(By.ID, "experiment-cancel").is_displayed())
@@ -351,9 +387,15 @@ def test_answers_that_arrive_after_the_key_was_forgotten_are_not_shown(secured: 
 @contextmanager
 def slow_network(browser: WebDriver, latency_ms: int) -> Iterator[None]:
     def emulate(latency: int) -> None:
-        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
-            "offline": False, "latency": latency, "downloadThroughput": -1, "uploadThroughput": -1,
-        })
+        browser.execute_cdp_cmd(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": latency,
+                "downloadThroughput": -1,
+                "uploadThroughput": -1,
+            },
+        )
 
     emulate(latency_ms)
     try:
@@ -364,5 +406,8 @@ def slow_network(browser: WebDriver, latency_ms: int) -> Iterator[None]:
 
 def answered(browser: WebDriver) -> Counter[str]:
     """How many answers of each API listing (`jobs`, `models`, ...) have reached the page."""
-    return Counter(browser.execute_script(
-        "return performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname.split('/')[2])"))
+    return Counter(
+        browser.execute_script(
+            "return performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname.split('/')[2])"
+        )
+    )

@@ -23,8 +23,20 @@ APP_SERVICES = ("migrate", "api", "worker", "worker-gpu")
 LONG_RUNNING = ("api", "worker", "worker-gpu", "redis", "postgres", "flower")
 # Every variable the deployment contract names; NOT_YET_SETTINGS are not fields of Settings yet.
 CONTRACT_SETTINGS = {
-    "HOST", "PORT", "DATA_DIR", "DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACTS_DIR", "EMBEDDED_WORKERS",
-    "WORKER_QUEUES", "API_KEYS_FILE", "ALLOW_OPEN_ACCESS", "MAX_PREDICT_ROWS", "MAX_PARAMETERS", "MODEL_CACHE_SIZE",
+    "HOST",
+    "PORT",
+    "DATA_DIR",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "BROKER_URL",
+    "ARTIFACTS_DIR",
+    "EMBEDDED_WORKERS",
+    "WORKER_QUEUES",
+    "API_KEYS_FILE",
+    "ALLOW_OPEN_ACCESS",
+    "MAX_PREDICT_ROWS",
+    "MAX_PARAMETERS",
+    "MODEL_CACHE_SIZE",
 }
 NOT_YET_SETTINGS = {"WORKER_QUEUES", "API_KEYS_FILE"}
 # Read by Python itself, not by Settings.
@@ -112,8 +124,7 @@ def settings_names() -> set[str]:
 def defines(module_file: str, name: str) -> bool:
     tree = ast.parse((ROOT / module_file).read_text())
     return any(
-        isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
-        for node in tree.body
+        isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets) for node in tree.body
     )
 
 
@@ -131,9 +142,7 @@ def test_migrate_command_applies_migrations_and_exits(tmp_path: Path) -> None:
     """The compose `migrate` service must exit 0, or nothing that depends on it ever starts."""
     # An unbindable HOST: a `python -m service` that ignores `migrate` and serves fails fast instead of hanging.
     env = {**os.environ, "DATA_DIR": str(tmp_path), "EMBEDDED_WORKERS": "0", "HOST": "256.0.0.0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "migrate"], cwd=ROOT, env=env, capture_output=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-m", "service", "migrate"], cwd=ROOT, env=env, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
@@ -246,7 +255,10 @@ def test_image_runs_as_non_root_with_a_healthcheck() -> None:
     assert "--from=builder /opt/venv /opt/venv" in args_of("COPY", stage)
     env = assignments("ENV", stage)
     assert {name: env.get(name) for name in ("DATA_DIR", "HOST", "PORT", "PYTHONUNBUFFERED")} == {
-        "DATA_DIR": "/data", "HOST": "0.0.0.0", "PORT": "8000", "PYTHONUNBUFFERED": "1",
+        "DATA_DIR": "/data",
+        "HOST": "0.0.0.0",
+        "PORT": "8000",
+        "PYTHONUNBUFFERED": "1",
     }
     assert env["PATH"].startswith("/opt/venv/bin:")
     healthcheck = args_of("HEALTHCHECK", stage)[-1]
@@ -274,8 +286,15 @@ def test_image_has_no_secrets() -> None:
 
 
 def test_build_context_leaves_out_local_state_but_keeps_what_pip_install_needs() -> None:
-    for path in (".venv/bin/python", "data/bnjobs.sqlite3", ".git", "bncore/__pycache__/settings.cpython-311.pyc",
-                 "bnjobs.egg-info/PKG-INFO", ".pytest_cache/README.md", "tests/conftest.py"):
+    for path in (
+        ".venv/bin/python",
+        "data/bnjobs.sqlite3",
+        ".git",
+        "bncore/__pycache__/settings.cpython-311.pyc",
+        "bnjobs.egg-info/PKG-INFO",
+        ".pytest_cache/README.md",
+        "tests/conftest.py",
+    ):
         assert ignored(path), path
     for path in ("pyproject.toml", "README.md", "bncore/settings.py", "service/__main__.py", "worker/__main__.py"):
         assert not ignored(path), path

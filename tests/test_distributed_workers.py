@@ -25,9 +25,7 @@ def test_eight_jobs_at_once_all_succeed_spread_over_both_workers(client: httpx.C
     assert workers == set(WORKER_NAMES)
 
 
-def test_a_model_trained_by_a_worker_is_served_exactly_as_stored(
-    client: httpx.Client, service: RunningService
-) -> None:
+def test_a_model_trained_by_a_worker_is_served_exactly_as_stored(client: httpx.Client, service: RunningService) -> None:
     job = wait_for(client, submit(client, job_request(training={"epochs": 2}))["id"])
     assert job["status"] == "succeeded" and job["worker"].split("@")[0] in WORKER_NAMES
     model = client.get(f"/v1/models/{job['model_id']}").json()
@@ -35,14 +33,16 @@ def test_a_model_trained_by_a_worker_is_served_exactly_as_stored(
     assert hashlib.sha256(path.read_bytes()).hexdigest() == model["artifact_sha256"]
     stored = load_file(path)
     for layer in client.get(f"/v1/models/{job['model_id']}/batchnorm").json()["layers"]:
-        for field, tensor in [("gamma", "weight"), ("beta", "bias"), ("running_mean", "running_mean"),
-                              ("running_var", "running_var")]:
+        for field, tensor in [
+            ("gamma", "weight"),
+            ("beta", "bias"),
+            ("running_mean", "running_mean"),
+            ("running_var", "running_var"),
+        ]:
             assert torch.equal(torch.tensor(layer[field]), stored[f"network.{layer['name']}.{tensor}"]), field
 
 
-def test_readiness_goes_unready_while_redis_is_down_and_jobs_resume_after(
-    client: httpx.Client, service: RunningService
-) -> None:
+def test_readiness_goes_unready_while_redis_is_down_and_jobs_resume_after(client: httpx.Client, service: RunningService) -> None:
     assert service.redis is not None
     assert client.get("/readyz").status_code == 200
     service.redis.stop()
@@ -60,9 +60,7 @@ def test_readiness_goes_unready_while_redis_is_down_and_jobs_resume_after(
     assert job["status"] == "succeeded"
 
 
-def test_jobs_queued_and_running_all_finish_across_a_redis_restart(
-    client: httpx.Client, service: RunningService
-) -> None:
+def test_jobs_queued_and_running_all_finish_across_a_redis_restart(client: httpx.Client, service: RunningService) -> None:
     """Redis keeps its queue in the append-only file; workers reconnect and take up the rest."""
     assert service.redis is not None
     jobs = [submit(client, job_request(training={"epochs": 8, "seed": seed})) for seed in range(6)]

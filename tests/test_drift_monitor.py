@@ -29,15 +29,15 @@ def test_training_like_inputs_keep_every_layer_calm_and_shifted_inputs_raise_the
     report = fresh.json()
     assert report["model_id"] == model_id and report["samples_seen"] == 0 and report["drifted"] is False
     assert before <= datetime.fromisoformat(report["since"]) <= datetime.now(timezone.utc)
-    assert report["thresholds"] == {
-        "mean_shift": 0.5, "variance_ratio_min": 0.5, "variance_ratio_max": 2.0, "min_samples": 100
-    }
+    assert report["thresholds"] == {"mean_shift": 0.5, "variance_ratio_min": 0.5, "variance_ratio_max": 2.0, "min_samples": 100}
     assert [(layer["name"], layer["samples"], layer["mean_shift"]) for layer in report["layers"]] == [
-        ("bn1", 0, None), ("bn2", 0, None), ("bn3", 0, None)
+        ("bn1", 0, None),
+        ("bn2", 0, None),
+        ("bn3", 0, None),
     ]
 
     for start in range(0, len(digits), 500):
-        assert client.post(f"{url}/predict", json={"inputs": digits[start:start + 500].tolist()}).status_code == 200
+        assert client.post(f"{url}/predict", json={"inputs": digits[start : start + 500].tolist()}).status_code == 200
     calm = client.get(f"{url}/drift")
     assert calm.status_code == 200
     report = calm.json()
@@ -81,7 +81,8 @@ def recorded_bn_inputs(network: nn.Module, inputs: torch.Tensor) -> dict[str, np
 
     hooks = [
         module.register_forward_pre_hook(lambda m, args, name=name: record(name, args[0]))
-        for name, module in network.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for name, module in network.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
     ]
     try:
         network.eval()
@@ -138,7 +139,7 @@ def test_concurrent_requests_lose_no_samples() -> None:
     trained = train_digits(ARCHITECTURES["cnn"], epochs=1)
     digits = digits_inputs(trained)
     concurrent, sequential = ServedModel.of(trained, fold_batchnorm=True), ServedModel.of(trained, fold_batchnorm=True)
-    batches = [digits[i:i + 37] for i in range(0, 37 * 40, 37)]
+    batches = [digits[i : i + 37] for i in range(0, 37 * 40, 37)]
 
     def serve(part: list[torch.Tensor]) -> None:
         for batch in part:

@@ -156,7 +156,7 @@ def test_concurrent_clients_each_get_their_own_rows_from_shared_forward_passes(
     url = f"/v1/models/{digits_model['id']}/predict"
     digits = load_digits().data
     # Client c sends rows [start, start + 1 + c % 3): requests of one to three rows.
-    requests = [digits[5 * c: 5 * c + 1 + c % 3] for c in range(48)]
+    requests = [digits[5 * c : 5 * c + 1 + c % 3] for c in range(48)]
     alone = []
     for rows in requests:
         response = client.post(url, json={"inputs": rows.tolist()})

@@ -8,14 +8,14 @@ import httpx
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from bncore.training.checkpoints import Checkpoint
-from bncore.storage.database import Database
 from bncore.data.builtin import load_dataset, prepare_data
+from bncore.specs import ModelSpec, TrainingSpec
+from bncore.storage.database import Database
 from bncore.storage.job_store import JobStore
 from bncore.storage.migrations import alembic_config, upgrade_database
-from bncore.training.networks import build_network
-from bncore.specs import ModelSpec, TrainingSpec
+from bncore.training.checkpoints import Checkpoint
 from bncore.training.loop import train as train_network
+from bncore.training.networks import build_network
 from tests.support.jobs import job_request, train
 
 
@@ -31,8 +31,12 @@ def test_a_job_resumed_from_an_older_checkpoint_goes_on_with_0_s_for_its_epochs(
     data = prepare_data(load_dataset("iris"), (4,), 0.2, 0)
     model, spec = ModelSpec(architecture="mlp", num_classes=3, hidden_sizes=[8]), TrainingSpec(epochs=2)
     captured: list[Checkpoint] = []
-    train_network(build_network(model, (4,)), data, spec.model_copy(update={"epochs": 1}),
-                  on_epoch=lambda metrics, capture: captured.append(capture()))
+    train_network(
+        build_network(model, (4,)),
+        data,
+        spec.model_copy(update={"epochs": 1}),
+        on_epoch=lambda metrics, capture: captured.append(capture()),
+    )
     header = json.loads(captured[0].metadata["checkpoint"])
     for metrics in header["history"]:
         del metrics["seconds"]
@@ -47,14 +51,19 @@ def test_epochs_recorded_before_migration_0005_read_as_0_s(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
     command.upgrade(alembic_config(url), "0004")
     with create_engine(url).begin() as connection:
-        connection.execute(text(
-            "INSERT INTO jobs (id, status, spec, created_at, epochs, cancel_requested, attempts) "
-            "VALUES ('job_old', 'succeeded', :spec, '2025-01-01 00:00:00', 1, 0, 1)"
-        ), {"spec": json.dumps(job_request())})
-        connection.execute(text(
-            "INSERT INTO job_epochs (job_id, epoch, train_loss, train_accuracy, val_loss, val_accuracy) "
-            "VALUES ('job_old', 1, 0.5, 0.8, 0.4, 0.9)"
-        ))
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, status, spec, created_at, epochs, cancel_requested, attempts) "
+                "VALUES ('job_old', 'succeeded', :spec, '2025-01-01 00:00:00', 1, 0, 1)"
+            ),
+            {"spec": json.dumps(job_request())},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO job_epochs (job_id, epoch, train_loss, train_accuracy, val_loss, val_accuracy) "
+                "VALUES ('job_old', 1, 0.5, 0.8, 0.4, 0.9)"
+            )
+        )
 
     upgrade_database(url)
 

@@ -15,17 +15,22 @@ SIGMOID_MLP = {
 
 
 def test_bn_against_plain_networks_side_by_side(client: httpx.Client) -> None:
-    response = client.post("/v1/experiments", json={
-        "name": "sigmoid 3x100, as the paper's MNIST figure",
-        "base": SIGMOID_MLP,
-        "variants": [
-            {"name": "batchnorm"},
-            {"name": "no-bn", "overrides": {"model": {"normalization": "none"}}},
-            {"name": "no-bn relu lr×100",
-             "overrides": {"model": {"normalization": "none", "activation": "relu"}, "training": {"learning_rate": 10}}},
-        ],
-        "target_accuracy": 0.9,
-    })
+    response = client.post(
+        "/v1/experiments",
+        json={
+            "name": "sigmoid 3x100, as the paper's MNIST figure",
+            "base": SIGMOID_MLP,
+            "variants": [
+                {"name": "batchnorm"},
+                {"name": "no-bn", "overrides": {"model": {"normalization": "none"}}},
+                {
+                    "name": "no-bn relu lr×100",
+                    "overrides": {"model": {"normalization": "none", "activation": "relu"}, "training": {"learning_rate": 10}},
+                },
+            ],
+            "target_accuracy": 0.9,
+        },
+    )
     assert response.status_code == 202
     experiment = response.json()
     assert response.headers["location"] == f"/v1/experiments/{experiment['id']}"
@@ -52,31 +57,47 @@ def test_bn_against_plain_networks_side_by_side(client: httpx.Client) -> None:
 
 
 def test_a_bad_override_names_the_variant_and_field(client: httpx.Client) -> None:
-    response = client.post("/v1/experiments", json={
-        "name": "typo", "base": SIGMOID_MLP,
-        "variants": [{"name": "ok"}, {"name": "typo", "overrides": {"model": {"normalization": "layernorm"}}}],
-    })
+    response = client.post(
+        "/v1/experiments",
+        json={
+            "name": "typo",
+            "base": SIGMOID_MLP,
+            "variants": [{"name": "ok"}, {"name": "typo", "overrides": {"model": {"normalization": "layernorm"}}}],
+        },
+    )
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "variants[1].overrides.model.normalization"
-    response = client.post("/v1/experiments", json={
-        "name": "mismatch", "base": SIGMOID_MLP, "variants": [{"name": "iris", "overrides": {"dataset": {"name": "iris"}}}],
-    })
+    response = client.post(
+        "/v1/experiments",
+        json={
+            "name": "mismatch",
+            "base": SIGMOID_MLP,
+            "variants": [{"name": "iris", "overrides": {"dataset": {"name": "iris"}}}],
+        },
+    )
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "variants[0].overrides.model.num_classes"
-    duplicate = client.post("/v1/experiments", json={"name": "d", "base": SIGMOID_MLP,
-                                                     "variants": [{"name": "a"}, {"name": "a"}]})
+    duplicate = client.post(
+        "/v1/experiments", json={"name": "d", "base": SIGMOID_MLP, "variants": [{"name": "a"}, {"name": "a"}]}
+    )
     assert duplicate.status_code == 422 and "distinct" in duplicate.json()["error"]["message"]
     assert client.get("/v1/experiments/exp_missing").status_code == 404
 
 
 def test_an_uploaded_dataset_against_the_built_in_one(client: httpx.Client, tmp_path: Path) -> None:
     upload = uploaded(client, iris_csv(tmp_path / "my-iris.csv"))
-    response = client.post("/v1/experiments", json={
-        "name": "my iris export against sklearn's",
-        "base": {"model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
-                 "dataset": {"id": upload["id"]}, "training": {"epochs": 2, "batch_size": 16}},
-        "variants": [{"name": "uploaded"}, {"name": "built-in", "overrides": {"dataset": {"name": "iris"}}}],
-    })
+    response = client.post(
+        "/v1/experiments",
+        json={
+            "name": "my iris export against sklearn's",
+            "base": {
+                "model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
+                "dataset": {"id": upload["id"]},
+                "training": {"epochs": 2, "batch_size": 16},
+            },
+            "variants": [{"name": "uploaded"}, {"name": "built-in", "overrides": {"dataset": {"name": "iris"}}}],
+        },
+    )
     assert response.status_code == 202, response.text
 
     jobs = {v["name"]: wait_for(client, v["job_id"]) for v in response.json()["variants"]}
@@ -88,9 +109,14 @@ def test_an_uploaded_dataset_against_the_built_in_one(client: httpx.Client, tmp_
 def test_experiments_are_listed_newest_first_a_page_at_a_time(client: httpx.Client) -> None:
     made = []
     for name in ("first", "second"):
-        response = client.post("/v1/experiments", json={
-            "name": name, "base": SIGMOID_MLP | {"training": {"epochs": 1}}, "variants": [{"name": "batchnorm"}],
-        })
+        response = client.post(
+            "/v1/experiments",
+            json={
+                "name": name,
+                "base": SIGMOID_MLP | {"training": {"epochs": 1}},
+                "variants": [{"name": "batchnorm"}],
+            },
+        )
         assert response.status_code == 202, response.text
         made.append(response.json())
 
@@ -107,10 +133,14 @@ def test_experiments_are_listed_newest_first_a_page_at_a_time(client: httpx.Clie
 
 
 def test_cancelling_an_experiment_stops_every_variant_still_going(client: httpx.Client) -> None:
-    created = client.post("/v1/experiments", json={
-        "name": "too long", "base": long_job(),
-        "variants": [{"name": "seed 0"}, {"name": "seed 1", "overrides": {"training": {"seed": 1}}}],
-    }).json()
+    created = client.post(
+        "/v1/experiments",
+        json={
+            "name": "too long",
+            "base": long_job(),
+            "variants": [{"name": "seed 0"}, {"name": "seed 1", "overrides": {"training": {"seed": 1}}}],
+        },
+    ).json()
     wait_for(client, created["variants"][0]["job_id"], until={"running"})
 
     cancelled = client.post(f"/v1/experiments/{created['id']}/cancel")

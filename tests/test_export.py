@@ -26,7 +26,7 @@ def cnn_model(service: RunningService) -> dict:
 def safetensors_metadata(payload: bytes) -> dict[str, str]:
     """The `__metadata__` of a safetensors file: an 8-byte little-endian header size, then a JSON header."""
     size = int.from_bytes(payload[:8], "little")
-    return json.loads(payload[8:8 + size])["__metadata__"]
+    return json.loads(payload[8 : 8 + size])["__metadata__"]
 
 
 def test_the_safetensors_download_is_the_stored_training_form_file(

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bncore.jobs.recovery import recover_lost_jobs, remove_finished_checkpoints
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database
 from bncore.storage.job_store import JobStore
 from bncore.storage.migrations import upgrade_database
-from bncore.jobs.recovery import recover_lost_jobs, remove_finished_checkpoints
 from tests.conftest import FAST_RECOVERY, RunningService
 from tests.support.jobs import figures, job_request, submit, train, wait_for
 from tests.support.processes import own_service, start, stop
@@ -39,9 +39,7 @@ def stored(service: RunningService, model_id: str) -> dict[str, torch.Tensor]:
     return load_file(service.data_dir / "artifacts" / f"{model_id}.safetensors")
 
 
-def test_job_survives_worker_sigkill_and_resumes_from_its_checkpoint(
-    client: httpx.Client, service: RunningService
-) -> None:
+def test_job_survives_worker_sigkill_and_resumes_from_its_checkpoint(client: httpx.Client, service: RunningService) -> None:
     job = submit(client, RESUMABLE)
     running = wait_for_epoch(client, job["id"], 4)
     assert running["status"] == "running" and running["progress"]["epoch"] < 12, running["progress"]
@@ -138,10 +136,13 @@ def test_a_job_whose_message_a_killed_worker_took_is_sent_again(tmp_path: Path) 
 
 
 def test_a_diverging_job_stops_at_once_with_a_hint(client: httpx.Client) -> None:
-    job = submit(client, job_request(
-        model={"normalization": "none", "hidden_sizes": [100, 100]},
-        training={"epochs": 200, "learning_rate": 10.0},
-    ))
+    job = submit(
+        client,
+        job_request(
+            model={"normalization": "none", "hidden_sizes": [100, 100]},
+            training={"epochs": 200, "learning_rate": 10.0},
+        ),
+    )
     failed = wait_for(client, job["id"])
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "diverged"
@@ -151,8 +152,7 @@ def test_a_diverging_job_stops_at_once_with_a_hint(client: httpx.Client) -> None
 
 
 def test_a_job_past_its_time_limit_fails_as_timeout_and_frees_the_worker(client: httpx.Client) -> None:
-    job = submit(client, job_request(training={"epochs": 1000, "time_limit_seconds": 2},
-                                     model={"hidden_sizes": [512, 512]}))
+    job = submit(client, job_request(training={"epochs": 1000, "time_limit_seconds": 2}, model={"hidden_sizes": [512, 512]}))
     failed = wait_for(client, job["id"], timeout=60)
     assert failed["status"] == "failed" and failed["error"]["code"] == "timeout"
     assert "time limit of 2 s" in failed["error"]["message"]
@@ -165,9 +165,7 @@ def test_the_same_idempotency_key_and_body_return_the_same_job(client: httpx.Cli
     again = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-run-1"})
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"]
-    other_body = client.post(
-        "/v1/jobs", json=job_request(training={"epochs": 2}), headers={"Idempotency-Key": "nightly-run-1"}
-    )
+    other_body = client.post("/v1/jobs", json=job_request(training={"epochs": 2}), headers={"Idempotency-Key": "nightly-run-1"})
     assert other_body.status_code == 409
     assert "different request" in other_body.json()["error"]["message"]
     other_key = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-run-2"})

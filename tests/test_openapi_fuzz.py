@@ -26,14 +26,23 @@ SEED = 20240601
 DATASETS = ["digits", "iris", "wine", "breast_cancer", "two_moons"]
 # A job that passes validation trains within seconds; the OpenAPI example (digits, 10 epochs) just fits.
 FUZZ_LIMITS = {
-    "MAX_SAMPLE_EPOCHS": "15000", "MAX_PARAMETERS": "50000", "JOB_TIME_LIMIT_SECONDS": "30",
-    "JOB_SUBMISSIONS_PER_MINUTE": "100000", "TORCH_THREADS": "1",
+    "MAX_SAMPLE_EPOCHS": "15000",
+    "MAX_PARAMETERS": "50000",
+    "JOB_TIME_LIMIT_SECONDS": "30",
+    "JOB_SUBMISSIONS_PER_MINUTE": "100000",
+    "TORCH_THREADS": "1",
 }
 # Operations that must have answered 200 (202) at least once, from the real model or job.
 MUST_SUCCEED = [
-    "POST /v1/jobs", "GET /v1/jobs/{job_id}", "GET /v1/jobs/{job_id}/plot.png", "GET /v1/models/{model_id}",
-    "GET /v1/models/{model_id}/batchnorm", "GET /v1/models/{model_id}/batchnorm/plot.png",
-    "POST /v1/models/{model_id}/predict", "GET /v1/models/{model_id}/drift", "GET /v1/models/{model_id}/artifact",
+    "POST /v1/jobs",
+    "GET /v1/jobs/{job_id}",
+    "GET /v1/jobs/{job_id}/plot.png",
+    "GET /v1/models/{model_id}",
+    "GET /v1/models/{model_id}/batchnorm",
+    "GET /v1/models/{model_id}/batchnorm/plot.png",
+    "POST /v1/models/{model_id}/predict",
+    "GET /v1/models/{model_id}/drift",
+    "GET /v1/models/{model_id}/artifact",
     "DELETE /v1/models/{model_id}",
 ]
 # Every built-in check runs: not_a_server_error, status_code_conformance, content_type_conformance,
@@ -107,34 +116,36 @@ def _cancel_unfinished(client: httpx.Client) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_schema(fuzz_target: FuzzTarget) -> schemathesis.BaseSchema:
-    config = schemathesis.Config.from_dict({
-        "seed": SEED,
-        "request-timeout": 60,
-        "generation": {"mode": "all", "deterministic": True, "database": "none"},
-        "checks": DISABLED_CHECKS,
-        "dictionaries": {
-            "models": {"values": [fuzz_target.model_id]},
-            "doomed": {"values": [fuzz_target.doomed_model_id]},
-            "jobs": {"values": [fuzz_target.job_id]},
-            "datasets": {"values": DATASETS},
-        },
-        "parameters": {
-            "path.model_id": {"dictionary": "models", "probability": 0.5},
-            "path.job_id": {"dictionary": "jobs", "probability": 0.5},
-            # Past an unknown name, a job meets the checks against its dataset and the service's limits.
-            "body.dataset.name": {"dictionary": "datasets", "probability": 0.5},
-        },
-        "operations": [
-            {
-                "include-name": "DELETE /v1/models/{model_id}",
-                "parameters": {"path.model_id": {"dictionary": "doomed", "probability": 0.5}},
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "request-timeout": 60,
+            "generation": {"mode": "all", "deterministic": True, "database": "none"},
+            "checks": DISABLED_CHECKS,
+            "dictionaries": {
+                "models": {"values": [fuzz_target.model_id]},
+                "doomed": {"values": [fuzz_target.doomed_model_id]},
+                "jobs": {"values": [fuzz_target.job_id]},
+                "datasets": {"values": DATASETS},
             },
-            # Each answer draws a chart or exports ONNX (a second or more of CPU), and the only inputs are an id
-            # (and a format): fewer generated cases here keep the run within minutes.
-            {"include-path-regex": r"(plot\.png|/artifact)$", "generation": {"max-examples": 20}},
-            {"include-name": "POST /v1/jobs", "checks": {"negative_data_rejection": {"enabled": False}}},
-        ],
-    })
+            "parameters": {
+                "path.model_id": {"dictionary": "models", "probability": 0.5},
+                "path.job_id": {"dictionary": "jobs", "probability": 0.5},
+                # Past an unknown name, a job meets the checks against its dataset and the service's limits.
+                "body.dataset.name": {"dictionary": "datasets", "probability": 0.5},
+            },
+            "operations": [
+                {
+                    "include-name": "DELETE /v1/models/{model_id}",
+                    "parameters": {"path.model_id": {"dictionary": "doomed", "probability": 0.5}},
+                },
+                # Each answer draws a chart or exports ONNX (a second or more of CPU), and the only inputs are an id
+                # (and a format): fewer generated cases here keep the run within minutes.
+                {"include-path-regex": r"(plot\.png|/artifact)$", "generation": {"max-examples": 20}},
+                {"include-name": "POST /v1/jobs", "checks": {"negative_data_rejection": {"enabled": False}}},
+            ],
+        }
+    )
     return schemathesis.openapi.from_url(f"{fuzz_target.url}/openapi.json", config=config)
 
 

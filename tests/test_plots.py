@@ -42,17 +42,17 @@ def test_a_job_without_metrics_still_gets_a_chart_that_says_so(client: httpx.Cli
     assert image.width >= 400 and image.height >= 200
 
 
-def test_a_model_plots_gamma_beta_and_running_statistics_of_each_bn_layer(
-    client: httpx.Client, digits_model: dict
-) -> None:
+def test_a_model_plots_gamma_beta_and_running_statistics_of_each_bn_layer(client: httpx.Client, digits_model: dict) -> None:
     image = png(client.get(f"/v1/models/{digits_model['id']}/batchnorm/plot.png"))
 
     assert image.width >= 1000 and image.height >= 3 * 200  # four panels per layer, one row per BN layer
 
 
 def test_plots_of_unknown_jobs_and_models_are_404(client: httpx.Client) -> None:
-    for url, code in [("/v1/jobs/job_missing/plot.png", "job_not_found"),
-                      ("/v1/models/model_missing/batchnorm/plot.png", "model_not_found")]:
+    for url, code in [
+        ("/v1/jobs/job_missing/plot.png", "job_not_found"),
+        ("/v1/models/model_missing/batchnorm/plot.png", "model_not_found"),
+    ]:
         response = client.get(url)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == code

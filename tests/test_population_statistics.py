@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bncore.data.builtin import load_dataset, raw_samples, split_indices
 from bncore.bn.population_statistics import recalibrated
+from bncore.data.builtin import load_dataset, raw_samples, split_indices
 from tests.support.jobs import train, wait_for
 from tests.support.trained_models import train_digits
 
@@ -94,8 +94,14 @@ def test_recalibration_refuses_data_the_model_cannot_take(client: httpx.Client, 
 
 def test_recalibrating_on_a_named_dataset_measures_all_of_it(client: httpx.Client) -> None:
     """With `dataset` given (AdaBN when it is another domain), every sample of it is measured, not a split."""
-    parent = train(client, {"model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
-                            "dataset": {"name": "wine"}, "training": {"epochs": 3, "batch_size": 16}})
+    parent = train(
+        client,
+        {
+            "model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
+            "dataset": {"name": "wine"},
+            "training": {"epochs": 3, "batch_size": 16},
+        },
+    )
     split = wait_for(client, client.post(f"/v1/models/{parent['model_id']}/recalibrate", json={}).json()["id"])
     whole = client.post(f"/v1/models/{parent['model_id']}/recalibrate", json={"dataset": {"name": "wine"}}).json()
     whole = wait_for(client, whole["id"])

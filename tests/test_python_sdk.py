@@ -9,8 +9,9 @@ from bnjobs import ApiError, Client, JobFailed
 
 def test_train_wait_with_a_progress_bar_and_predict(service, capsys: pytest.CaptureFixture[str]) -> None:
     with Client(service.url) as client:
-        job = client.jobs.create(model={"architecture": "mlp", "num_classes": 10}, dataset={"name": "digits"},
-                                 training={"epochs": 3})
+        job = client.jobs.create(
+            model={"architecture": "mlp", "num_classes": 10}, dataset={"name": "digits"}, training={"epochs": 3}
+        )
         finished = job.wait(progress=True, timeout=180)
         assert finished.status == "succeeded" and len(finished.metrics) == 3
         assert "3/3" in capsys.readouterr().err
@@ -31,8 +32,11 @@ def test_errors_carry_the_services_message_and_fields(service) -> None:
             client.jobs.create(model={"architecture": "mlp", "num_classes": 10}, dataset={"name": "mnist"})
         assert refused.value.status == 422 and refused.value.fields[0]["field"] == "dataset.name"
         assert "unknown dataset 'mnist'" in str(refused.value)
-        job = client.jobs.create(model={"architecture": "mlp", "num_classes": 10, "normalization": "none"},
-                                 dataset={"name": "digits"}, training={"epochs": 50, "learning_rate": 10.0})
+        job = client.jobs.create(
+            model={"architecture": "mlp", "num_classes": 10, "normalization": "none"},
+            dataset={"name": "digits"},
+            training={"epochs": 50, "learning_rate": 10.0},
+        )
         with pytest.raises(JobFailed, match="diverged"):
             job.wait(timeout=180)
         with pytest.raises(ApiError, match="404"):
@@ -43,8 +47,11 @@ def test_run_an_experiment_wait_for_its_table_and_find_it_listed(service) -> Non
     with Client(service.url) as client:
         experiment = client.experiments.create(
             "relu or sigmoid on iris",
-            base={"model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
-                  "dataset": {"name": "iris"}, "training": {"epochs": 2, "batch_size": 16}},
+            base={
+                "model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
+                "dataset": {"name": "iris"},
+                "training": {"epochs": 2, "batch_size": 16},
+            },
             variants=[{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}],
             target_accuracy=0.5,
         )

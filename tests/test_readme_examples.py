@@ -56,10 +56,7 @@ def sh_commands(markdown: str) -> Iterator[str]:
 
 def readme_commands() -> list[str]:
     """The README's curl commands and the python one-liners that make their data files, in order."""
-    return [
-        command for command in sh_commands((ROOT / "README.md").read_text())
-        if command.startswith(("curl ", README_PYTHON))
-    ]
+    return [command for command in sh_commands((ROOT / "README.md").read_text()) if command.startswith(("curl ", README_PYTHON))]
 
 
 def curl_examples() -> list[CurlExample]:
@@ -69,10 +66,7 @@ def curl_examples() -> list[CurlExample]:
         if words[0] != "curl":
             continue
         url = next(word for word in words if word.startswith(README_URL))
-        if "-X" in words:
-            method = words[words.index("-X") + 1]
-        else:
-            method = "POST" if {"-d", "-F", "--data"} & set(words) else "GET"
+        method = words[words.index("-X") + 1] if "-X" in words else "POST" if {"-d", "-F", "--data"} & set(words) else "GET"
         examples.append(CurlExample(command, method, url.removeprefix(README_URL).split("?")[0]))
     return examples
 
@@ -90,7 +84,8 @@ def covers(example: CurlExample, method: str, template: str) -> bool:
 def test_every_endpoint_has_a_curl_example_in_the_readme(client: httpx.Client) -> None:
     examples = curl_examples()
     missing = {
-        (method, template) for method, template in operation_templates(client)
+        (method, template)
+        for method, template in operation_templates(client)
         if not any(covers(example, method, template) for example in examples)
     }
     assert not missing, f"endpoints without a curl example in README.md: {sorted(missing)}"
@@ -101,10 +96,14 @@ class Ids:
 
     def __init__(self, client: httpx.Client, model: dict) -> None:
         self.client = client
-        experiment = client.post("/v1/experiments", json={
-            "name": "readme", "base": job_request(dataset={"name": "iris"}, model={"num_classes": 3}, training={"epochs": 1}),
-            "variants": [{"name": "batchnorm"}],
-        })
+        experiment = client.post(
+            "/v1/experiments",
+            json={
+                "name": "readme",
+                "base": job_request(dataset={"name": "iris"}, model={"num_classes": 3}, training={"epochs": 1}),
+                "variants": [{"name": "batchnorm"}],
+            },
+        )
         assert experiment.status_code == 202, experiment.text
         for variant in experiment.json()["variants"]:
             wait_for(client, variant["job_id"])
@@ -116,9 +115,14 @@ class Ids:
         if placeholder == "MODEL_ID":
             return train(self.client, job_request(training={"epochs": 1}))["model_id"]
         if placeholder == "EXPERIMENT_ID":
-            experiment = self.client.post("/v1/experiments", json={
-                "name": "throwaway", "base": long_job(), "variants": [{"name": "only"}],
-            })
+            experiment = self.client.post(
+                "/v1/experiments",
+                json={
+                    "name": "throwaway",
+                    "base": long_job(),
+                    "variants": [{"name": "only"}],
+                },
+            )
             assert experiment.status_code == 202, experiment.text
             return experiment.json()["id"]
         if placeholder == "DATASET_ID":
@@ -188,7 +192,11 @@ def test_the_readme_python_examples_run_as_written(service: RunningService, tmp_
         script = tmp_path / "example.py"
         script.write_text(block.replace(README_URL, service.url))
         result = subprocess.run(
-            [sys.executable, str(script)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True, text=True, timeout=300,
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, f"{block}\n{result.stdout}\n{result.stderr}"

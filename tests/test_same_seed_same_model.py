@@ -19,8 +19,15 @@ def test_same_seed_same_job_gives_identical_weights(client: httpx.Client, servic
     first, second = train(client, body), train(client, body)
     a, b = stored_tensors(service, first["model_id"]), stored_tensors(service, second["model_id"])
     assert a.keys() == b.keys()
-    assert {"network.bn1.running_mean", "network.bn1.running_var", "network.bn1.num_batches_tracked",
-            "network.bn1.weight", "network.bn1.bias", "input.mean", "input.std"} <= a.keys()
+    assert {
+        "network.bn1.running_mean",
+        "network.bn1.running_var",
+        "network.bn1.num_batches_tracked",
+        "network.bn1.weight",
+        "network.bn1.bias",
+        "input.mean",
+        "input.std",
+    } <= a.keys()
     assert "network.fc1.bias" not in a  # the layer feeding BN has no bias
     for name in a:
         assert torch.equal(a[name], b[name]), name

@@ -12,8 +12,7 @@ from tests.support.jobs import cancel_all, figures, job_request, long_job, occup
 
 
 def test_submit_a_digits_job_follow_it_and_predict(client: httpx.Client) -> None:
-    body = {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"},
-            "training": {"epochs": 20}}
+    body = {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"}, "training": {"epochs": 20}}
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202
     job = response.json()
@@ -89,8 +88,14 @@ def test_a_cnn_trains_on_digits_as_8x8_images(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("dataset, classes", [("iris", 3), ("wine", 3), ("breast_cancer", 2), ("two_moons", 2)])
 def test_every_built_in_dataset_trains(client: httpx.Client, dataset: str, classes: int) -> None:
-    job = train(client, {"model": {"architecture": "mlp", "num_classes": classes, "hidden_sizes": [16]},
-                         "dataset": {"name": dataset}, "training": {"epochs": 5, "batch_size": 16}})
+    job = train(
+        client,
+        {
+            "model": {"architecture": "mlp", "num_classes": classes, "hidden_sizes": [16]},
+            "dataset": {"name": dataset},
+            "training": {"epochs": 5, "batch_size": 16},
+        },
+    )
     assert job["metrics"][-1]["val_accuracy"] > 0.7
 
 
@@ -100,8 +105,16 @@ def test_datasets_are_listed_with_their_shapes(client: httpx.Client) -> None:
     datasets = {d["name"]: d for d in response.json()["items"]}
     assert {"digits", "iris", "wine", "breast_cancer", "two_moons"} <= set(datasets)
     assert datasets["digits"] | {"description": ""} == {
-        "name": "digits", "description": "", "input_shape": [64], "num_classes": 10, "num_samples": 1797,
-        "source": "builtin", "id": None, "sha256": None, "format": None, "created_at": None,
+        "name": "digits",
+        "description": "",
+        "input_shape": [64],
+        "num_classes": 10,
+        "num_samples": 1797,
+        "source": "builtin",
+        "id": None,
+        "sha256": None,
+        "format": None,
+        "created_at": None,
     }
 
 

@@ -37,8 +37,9 @@ def test_a_csv_upload_trains_a_model_that_predicts(client: httpx.Client, service
     assert {"digits", "iris"} <= {item["name"] for item in listed if item["source"] == "builtin"}
     assert dataset in listed
 
-    job = train(client, {"model": SMALL_MLP, "dataset": {"id": dataset["id"]},
-                         "training": {"epochs": 30, "batch_size": 16, "seed": 0}})
+    job = train(
+        client, {"model": SMALL_MLP, "dataset": {"id": dataset["id"]}, "training": {"epochs": 30, "batch_size": 16, "seed": 0}}
+    )
     assert job["spec"]["dataset"] == {"id": dataset["id"]}
     assert job["spec"]["model"]["input_shape"] == [4]  # the upload's, as for a built-in
     model = client.get(f"/v1/models/{job['model_id']}").json()
@@ -67,19 +68,27 @@ def test_an_npz_of_images_trains_a_cnn(client: httpx.Client, tmp_path: Path) -> 
     dataset = uploaded(client, path)
     assert (dataset["input_shape"], dataset["num_classes"], dataset["format"]) == ([1, 8, 8], 10, "npz")
 
-    job = train(client, {"model": {"architecture": "cnn", "num_classes": 10, "channels": [8]},
-                         "dataset": {"id": dataset["id"]}, "training": {"epochs": 3, "batch_size": 32}})
+    job = train(
+        client,
+        {
+            "model": {"architecture": "cnn", "num_classes": 10, "channels": [8]},
+            "dataset": {"id": dataset["id"]},
+            "training": {"epochs": 3, "batch_size": 32},
+        },
+    )
     assert job["spec"]["model"]["input_shape"] == [1, 8, 8]
-    predicted = client.post(f"/v1/models/{job['model_id']}/predict",
-                            json={"inputs": images[600:700].reshape(-1, 1, 8, 8).tolist()})
+    predicted = client.post(
+        f"/v1/models/{job['model_id']}/predict", json={"inputs": images[600:700].reshape(-1, 1, 8, 8).tolist()}
+    )
     assert predicted.status_code == 200
     assert np.mean(np.array(predicted.json()["predictions"]) == labels[600:700]) > 0.5
 
 
 def test_the_sdk_uploads_a_file_and_trains_on_it(service: RunningService, tmp_path: Path) -> None:
     with Client(service.url) as client:
-        dataset = client.datasets.upload(iris_csv(tmp_path / "iris.csv", label_first=True), label_column="species",
-                                         name="iris from the SDK")
+        dataset = client.datasets.upload(
+            iris_csv(tmp_path / "iris.csv", label_first=True), label_column="species", name="iris from the SDK"
+        )
         assert dataset.id is not None and dataset.name == "iris from the SDK" and dataset.num_classes == 3
         assert client.datasets.get(dataset.id) == dataset
         job = client.jobs.create(SMALL_MLP, {"id": dataset.id}, {"epochs": 20, "batch_size": 16})
@@ -142,20 +151,48 @@ BAD_UPLOADS: list[tuple[str, str, bytes, dict[str, str], int, str, str]] = [
     ("a missing class", "data.csv", _rows("1,2,3"), {}, 422, "file", "[2] never occur"),
     ("one class", "data.csv", b"1,2,0\n" * 12, {}, 422, "file", "every sample has label 0; at least 2 classes"),
     ("too few samples", "data.csv", b"1,2,0\n3,4,1\n" * 4, {}, 422, "file", "8 samples; at least 10"),
-    ("too many features", "data.csv", (",".join(["1"] * 4098) + "\n" + ",".join(["0"] * 4098) + "\n").encode(), {},
-     422, "file", "4,097 feature columns; at most 4,096"),
-    ("unknown label column", "data.csv", _rows("a,b,c"), {"label_column": "species"}, 422, "label_column",
-     "'species' is not a column name of the header ['a', 'b', 'c']"),
-    ("label column out of range", "data.csv", _rows(), {"label_column": "3"}, 422, "label_column",
-     "a 0-based column index below 3"),
+    (
+        "too many features",
+        "data.csv",
+        (",".join(["1"] * 4098) + "\n" + ",".join(["0"] * 4098) + "\n").encode(),
+        {},
+        422,
+        "file",
+        "4,097 feature columns; at most 4,096",
+    ),
+    (
+        "unknown label column",
+        "data.csv",
+        _rows("a,b,c"),
+        {"label_column": "species"},
+        422,
+        "label_column",
+        "'species' is not a column name of the header ['a', 'b', 'c']",
+    ),
+    (
+        "label column out of range",
+        "data.csv",
+        _rows(),
+        {"label_column": "3"},
+        422,
+        "label_column",
+        "a 0-based column index below 3",
+    ),
     ("pickled npz", "data.npz", PICKLED_NPZ, {}, 422, "file", "pickled Python objects"),
     ("not a zip", "data.npz", b"PK but not really a zip archive", {}, 422, "file", "not a valid .npz file"),
     ("npz without y", "data.npz", _npz(x=IMAGES), {}, 422, "file", "lacks ['y']"),
     ("npz labels of another length", "data.npz", _npz(x=IMAGES, y=LABELS[:5]), {}, 422, "file", "`y` is shaped (5,)"),
     ("npz of strings", "data.npz", _npz(x=np.array([["a"]] * 12), y=LABELS), {}, 422, "file", "numbers"),
     ("npz with nan", "data.npz", _npz(x=np.where(IMAGES == 0, np.nan, 0), y=LABELS), {}, 422, "file", "x[0] holds NaN"),
-    ("npz with a label column", "data.npz", _npz(x=IMAGES, y=LABELS), {"label_column": "y"}, 422, "label_column",
-     "only for CSV files"),
+    (
+        "npz with a label column",
+        "data.npz",
+        _npz(x=IMAGES, y=LABELS),
+        {"label_column": "y"},
+        422,
+        "label_column",
+        "only for CSV files",
+    ),
     ("name with a NUL", "data.csv", _rows(), {"name": "a\x00b"}, 422, "name", "pattern"),
 ]
 
@@ -175,7 +212,8 @@ def unchanged_uploads(client: httpx.Client, service: RunningService) -> Iterator
 
 @pytest.mark.parametrize(
     ("filename", "content", "fields", "status", "field", "words"),
-    [case[1:] for case in BAD_UPLOADS], ids=[case[0] for case in BAD_UPLOADS],
+    [case[1:] for case in BAD_UPLOADS],
+    ids=[case[0] for case in BAD_UPLOADS],
 )
 @pytest.mark.usefixtures("unchanged_uploads")
 def test_a_bad_upload_is_refused_naming_the_field(
@@ -193,8 +231,9 @@ def test_an_upload_that_is_not_a_multipart_file_is_refused(client: httpx.Client)
     assert client.post("/v1/datasets", json={"file": "1,2,0"}).status_code == 415
     without_file = client.post("/v1/datasets", files={"other": ("a.csv", b"1,2,0")})
     assert without_file.status_code == 422 and without_file.json()["error"]["fields"][0]["field"] == "file"
-    broken = client.post("/v1/datasets", content=b"--xyz\r\nnot a part", headers={
-        "Content-Type": "multipart/form-data; boundary=xyz"})
+    broken = client.post(
+        "/v1/datasets", content=b"--xyz\r\nnot a part", headers={"Content-Type": "multipart/form-data; boundary=xyz"}
+    )
     assert broken.status_code == 422 and broken.json()["error"]["fields"][0]["field"] == "body"
 
 
@@ -214,8 +253,9 @@ def test_a_tampered_upload_fails_the_job_clearly(client: httpx.Client, service: 
     payload[-1] ^= 0x01  # one bit of the data: the file still parses, only its checksum tells
     path.write_bytes(bytes(payload))
 
-    job = wait_for(client, submit(client, {"model": SMALL_MLP, "dataset": {"id": dataset["id"]},
-                                           "training": {"epochs": 1}})["id"])
+    job = wait_for(
+        client, submit(client, {"model": SMALL_MLP, "dataset": {"id": dataset["id"]}, "training": {"epochs": 1}})["id"]
+    )
     assert job["status"] == "failed" and job["model_id"] is None
     assert job["error"]["code"] == "dataset_unavailable"
     assert f"dataset '{dataset['id']}' fail their sha256 check" in job["error"]["message"]
@@ -261,8 +301,7 @@ def as_(secured: str) -> Iterator[Callable[[str], httpx.Client]]:
     clients: list[httpx.Client] = []
 
     def client_of(who: str) -> httpx.Client:
-        clients.append(httpx.Client(base_url=secured, headers={"Authorization": f"Bearer {KEYS[who]['key']}"},
-                                    timeout=60))
+        clients.append(httpx.Client(base_url=secured, headers={"Authorization": f"Bearer {KEYS[who]['key']}"}, timeout=60))
         return clients[-1]
 
     yield client_of
@@ -293,7 +332,7 @@ def test_a_file_over_the_upload_limit_is_refused_with_413(as_: Callable[[str], h
     before = alice.get("/v1/datasets").json()["items"]
     rows = "\n".join(f"{i},{i % 7},{i % 2}" for i in range(20_000))  # about 200 kB
     over_file_limit = tmp_path / "big.csv"
-    over_file_limit.write_text(rows[:UPLOAD_LIMIT + 100])
+    over_file_limit.write_text(rows[: UPLOAD_LIMIT + 100])
     response = upload(alice, over_file_limit)
     assert response.status_code == 413, response.text
     assert response.json()["error"]["fields"] == [

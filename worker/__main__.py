@@ -16,9 +16,9 @@ from pathlib import Path
 import celery.apps.worker
 from celery.signals import setup_logging
 
-from bncore.training.devices import limit_cpu_threads
 from bncore.settings import get_settings
 from bncore.structured_logs import configure_logging
+from bncore.training.devices import limit_cpu_threads
 from worker.app import PARENT_PID_VARIABLE, celery_app, worker_queues
 
 ALIVE_FILE = Path(tempfile.gettempdir()) / "bnjobs-worker.alive"
@@ -62,8 +62,7 @@ def say_as_json(message: str, stream: object = None) -> None:
     They bypass logging on purpose: a handler taking the logging lock could deadlock. os.write does not.
     """
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    line = {"time": now, "level": "INFO", "logger": "celery.apps.worker",
-            "message": message.strip(), "pid": os.getpid()}
+    line = {"time": now, "level": "INFO", "logger": "celery.apps.worker", "message": message.strip(), "pid": os.getpid()}
     os.write(2, (json.dumps(line) + "\n").encode())
 
 
@@ -80,17 +79,19 @@ def main(argv: list[str]) -> None:
         in_background(lambda: exit_with_parent(int(parent)), "parent-watch")
     in_background(keep_alive_file, "alive-file")
     limit_cpu_threads(settings.torch_threads)
-    celery_app.worker_main([
-        "--quiet",  # no banner: every line the worker writes is a log line
-        "worker",
-        "--pool=solo",  # torch trains with its own threads; one job per process
-        "--concurrency=1",
-        f"--queues={','.join(worker_queues(settings))}",
-        "--without-gossip",
-        "--without-mingle",
-        f"--loglevel={settings.log_level}",
-        *argv,
-    ])
+    celery_app.worker_main(
+        [
+            "--quiet",  # no banner: every line the worker writes is a log line
+            "worker",
+            "--pool=solo",  # torch trains with its own threads; one job per process
+            "--concurrency=1",
+            f"--queues={','.join(worker_queues(settings))}",
+            "--without-gossip",
+            "--without-mingle",
+            f"--loglevel={settings.log_level}",
+            *argv,
+        ]
+    )
 
 
 if __name__ == "__main__":

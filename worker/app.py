@@ -4,8 +4,8 @@ from typing import Any
 
 from celery import Celery
 
-from bncore.training.devices import training_device
 from bncore.settings import Settings, get_settings
+from bncore.training.devices import training_device
 
 TRAIN_TASK = "worker.tasks.train_job"
 PARENT_PID_VARIABLE = "BN_EMBEDDED_PARENT_PID"  # set for workers the API process starts and watches

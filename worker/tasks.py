@@ -6,14 +6,14 @@ from functools import lru_cache
 
 from celery import Task
 
+from bncore.data.catalog import DatasetCatalog
+from bncore.jobs.execution import RunLimits, Stores, run_job
+from bncore.settings import get_settings
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database
-from bncore.data.catalog import DatasetCatalog
 from bncore.storage.dataset_store import DatasetStore
-from bncore.jobs.execution import RunLimits, Stores, run_job
 from bncore.storage.job_store import JobStore
 from bncore.storage.model_store import ModelStore
-from bncore.settings import get_settings
 from bncore.structured_logs import log_context
 from worker.app import TRAIN_TASK, celery_app
 

@@ -6,6 +6,7 @@ skips one pass over the activations and gives the same answers up to float round
 """
 
 import copy
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from bncore.training.networks import build_network
 from bncore.specs import ModelSpec
+from bncore.training.networks import build_network
 from bncore.training.trained_model import Standardize, TrainedModel
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
@@ -102,7 +103,7 @@ def fold_pairs(network: nn.Module) -> dict[str, str]:
     children = list(network.named_children())
     return {
         bn_name: layer_name
-        for (layer_name, layer), (bn_name, bn) in zip(children, children[1:], strict=False)
+        for (layer_name, layer), (bn_name, bn) in itertools.pairwise(children)
         if isinstance(layer, Foldable) and isinstance(bn, BatchNorm)
     }
 

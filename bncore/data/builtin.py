@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ _SOURCES: dict[str, tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_dataset(name: str) -> Dataset:
     """The whole dataset by name; raises InvalidField('dataset.name') for an unknown one."""
     if name not in _SOURCES:
@@ -79,9 +79,12 @@ class PreparedData:
     input_std: torch.Tensor
 
     def to(self, device: torch.device) -> "PreparedData":
-        return PreparedData(*(t.to(device, non_blocking=True) for t in (
-            self.x_train, self.y_train, self.x_val, self.y_val, self.input_mean, self.input_std
-        )))
+        return PreparedData(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.input_mean, self.input_std)
+            )
+        )
 
 
 def split_indices(count: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

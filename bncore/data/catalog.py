@@ -1,9 +1,9 @@
 """Where a job's DatasetRef leads: a built-in dataset by name, or an uploaded one by id."""
 
-from bncore.storage.dataset_store import DatasetRecord, DatasetStore
 from bncore.data.builtin import Dataset, DatasetInfo, load_dataset
 from bncore.errors import DatasetNotFound, DatasetUnavailable, InvalidField
 from bncore.specs import DatasetRef
+from bncore.storage.dataset_store import DatasetRecord, DatasetStore
 
 
 class DatasetCatalog:

@@ -78,7 +78,9 @@ def _read_csv(content: bytes, label_column: str | None, limits: UploadLimits) ->
     except UnicodeDecodeError as error:
         raise InvalidField("file", f"not UTF-8 text (byte {error.start}): is it really a CSV file?") from None
     try:
-        rows = [(number, [cell.strip() for cell in row]) for number, row in enumerate(csv.reader(io.StringIO(text), strict=True), 1)]
+        rows = [
+            (number, [cell.strip() for cell in row]) for number, row in enumerate(csv.reader(io.StringIO(text), strict=True), 1)
+        ]
     except csv.Error as error:
         raise InvalidField("file", f"not a readable CSV file: {error}") from None
     rows = [(number, row) for number, row in rows if any(row)]
@@ -91,9 +93,7 @@ def _read_csv(content: bytes, label_column: str | None, limits: UploadLimits) ->
     if width < 2:
         raise InvalidField("file", "a CSV needs at least two columns: one or more features, then the label")
     if width - 1 > min(limits.max_features, MAX_DIMENSION):
-        raise InvalidField(
-            "file", f"{width - 1:,} feature columns; at most {min(limits.max_features, MAX_DIMENSION):,}"
-        )
+        raise InvalidField("file", f"{width - 1:,} feature columns; at most {min(limits.max_features, MAX_DIMENSION):,}")
     for number, row in data:
         if len(row) != width:
             raise InvalidField("file", f"line {number} has {len(row)} columns, the first row has {width}")
@@ -108,9 +108,7 @@ def _read_csv(content: bytes, label_column: str | None, limits: UploadLimits) ->
         finite = np.isfinite(table.astype(np.float32))
     if not finite.all():
         number, column = _first(~finite, data)
-        raise InvalidField(
-            "file", f"line {number}, column {_column_name(column, header)}: not a finite float32 number"
-        )
+        raise InvalidField("file", f"line {number}, column {_column_name(column, header)}: not a finite float32 number")
     features = np.delete(table, label_index, axis=1)
     return features, _labels(table[:, label_index], f"label column {_column_name(label_index, header)}", data)
 
@@ -179,9 +177,7 @@ def _read_npz(content: bytes, limits: UploadLimits) -> tuple[np.ndarray, np.ndar
     except (zipfile.BadZipFile, ValueError, OSError):
         raise InvalidField("file", "not a valid .npz file (an NPZ is a zip archive of .npy arrays)") from None
     if inflated > MAX_INFLATION * limits.max_bytes:
-        raise PayloadTooLarge(
-            "file", f"the archive inflates to {inflated:,} bytes; at most {MAX_INFLATION * limits.max_bytes:,}"
-        )
+        raise PayloadTooLarge("file", f"the archive inflates to {inflated:,} bytes; at most {MAX_INFLATION * limits.max_bytes:,}")
     try:
         with np.load(io.BytesIO(content), allow_pickle=False) as arrays:
             missing = [key for key in ("x", "y") if key not in arrays.files]
@@ -207,8 +203,8 @@ def _read_npz(content: bytes, limits: UploadLimits) -> tuple[np.ndarray, np.ndar
         raise InvalidField("file", f"`y` is shaped {y.shape}; expected ({len(x)},), one label per sample of `x`")
     if max(x.shape[1:]) > MAX_DIMENSION or math.prod(x.shape[1:]) > limits.max_features:
         raise InvalidField(
-            "file", f"samples shaped {list(x.shape[1:])}; at most {limits.max_features:,} values and "
-            f"{MAX_DIMENSION} along each side"
+            "file",
+            f"samples shaped {list(x.shape[1:])}; at most {limits.max_features:,} values and {MAX_DIMENSION} along each side",
         )
     _enough(len(x))
     with np.errstate(over="ignore"):

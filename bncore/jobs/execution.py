@@ -16,20 +16,20 @@ from functools import partial
 
 import torch
 
-from bncore.storage.artifacts import ArtifactStore
-from bncore.training.checkpoints import Checkpoint
-from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.data.builtin import prepare_data
-from bncore.training.devices import training_device
+from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.errors import ArtifactUnavailable, DatasetUnavailable
-from bncore.storage.job_store import JobRecord, JobStore, Lease, LeaseLost
-from bncore.training.epoch_metrics import EpochMetrics
-from bncore.storage.model_store import ModelStore, new_model_id
-from bncore.training.networks import build_network
 from bncore.jobs.recalibration import recalibrate
 from bncore.specs import JobSpec, Recalibration
-from bncore.training.trained_model import TrainedModel
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.job_store import JobRecord, JobStore, Lease, LeaseLost
+from bncore.storage.model_store import ModelStore, new_model_id
+from bncore.training.checkpoints import Checkpoint
+from bncore.training.devices import training_device
+from bncore.training.epoch_metrics import EpochMetrics
 from bncore.training.loop import TrainingDiverged, TrainingInterrupted, train
+from bncore.training.networks import build_network
+from bncore.training.trained_model import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ class EpochRecorder:
     heartbeat's would.
     """
 
-    def __init__(
-        self, write: Callable[[list[EpochMetrics]], None], lost: threading.Event, every_seconds: float
-    ) -> None:
+    def __init__(self, write: Callable[[list[EpochMetrics]], None], lost: threading.Event, every_seconds: float) -> None:
         self._write = write
         self._lost = lost
         self._every_seconds = every_seconds
@@ -245,10 +243,16 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
         recorder.record(metrics)
 
     try:
-        with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost, \
-                EpochRecorder(partial(jobs.record_epochs, lease), lost, limits.metrics_seconds) as recorder:
+        with (
+            heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost,
+            EpochRecorder(partial(jobs.record_epochs, lease), lost, limits.metrics_seconds) as recorder,
+        ):
             trained, history = train_model(
-                spec, device, stores.datasets, on_epoch=after_epoch, interrupt=_interrupt(lease, jobs, limits, lost),
+                spec,
+                device,
+                stores.datasets,
+                on_epoch=after_epoch,
+                interrupt=_interrupt(lease, jobs, limits, lost),
                 resume=checkpoint,
             )
             recorder.flush()
@@ -290,7 +294,11 @@ def _run_recalibration(lease: Lease, job: JobRecord, stores: Stores) -> None:
 
 
 def _store_model(
-    lease: Lease, owner: str | None, trained: TrainedModel, final_metrics: dict[str, float], stores: Stores,
+    lease: Lease,
+    owner: str | None,
+    trained: TrainedModel,
+    final_metrics: dict[str, float],
+    stores: Stores,
     parent_id: str | None = None,
 ) -> None:
     """Artifact, then model record, then the job: no model is ever listed without its weights."""

@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bncore.storage.database import Database, ExperimentRow, utcnow
 from bncore.errors import Conflict, InvalidField, NotFound
+from bncore.specs import JobSpec
+from bncore.storage.database import Database, ExperimentRow, utcnow
 from bncore.storage.job_store import FINISHED, JobRecord, JobStore
 from bncore.storage.pagination import newest_first
-from bncore.specs import JobSpec
 
 
 class Variant(BaseModel):
@@ -27,7 +27,7 @@ class Variant(BaseModel):
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description='deep-merged into `base`, e.g. {"model": {"normalization": "none"}}; '
-                    "a `dataset.name` or `dataset.id` here replaces the base's dataset",
+        "a `dataset.name` or `dataset.id` here replaces the base's dataset",
     )
 
 
@@ -101,7 +101,9 @@ class VariantResult:
         accuracies = [m.val_accuracy for m in job.metrics]
         reached = [m.epoch for m in job.metrics if target is not None and m.val_accuracy >= target]
         return cls(
-            name=name, job_id=job.id, status=job.status,
+            name=name,
+            job_id=job.id,
+            status=job.status,
             final_val_accuracy=accuracies[-1] if accuracies else None,
             best_val_accuracy=max(accuracies, default=None),
             epochs_to_target=reached[0] if reached else None,
@@ -128,8 +130,7 @@ class Experiment:
 
 def cancel_variants(experiment: Experiment, jobs: JobStore) -> None:
     """Cancel every variant's job that has not ended; Conflict when all of them had ended already."""
-    going = [job.id for job in jobs.get_many([v["job_id"] for v in experiment.variants]).values()
-             if job.status not in FINISHED]
+    going = [job.id for job in jobs.get_many([v["job_id"] for v in experiment.variants]).values() if job.status not in FINISHED]
     if not going:
         raise Conflict(f"experiment '{experiment.id}' has finished: every variant's job has ended")
     for job_id in going:
@@ -158,8 +159,12 @@ class ExperimentStore:
 
     def add(self, name: str, owner: str, target_accuracy: float | None, variants: list[dict[str, str]]) -> Experiment:
         row = ExperimentRow(
-            id=f"exp_{uuid.uuid4().hex}", name=name, owner=owner, created_at=utcnow(),
-            target_accuracy=target_accuracy, variants=variants,
+            id=f"exp_{uuid.uuid4().hex}",
+            name=name,
+            owner=owner,
+            created_at=utcnow(),
+            target_accuracy=target_accuracy,
+            variants=variants,
         )
         with self.db.session() as session, session.begin():
             session.add(row)

@@ -2,11 +2,11 @@
 
 import math
 
-from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.data.builtin import split_indices
+from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.errors import InvalidField
-from bncore.training.networks import parameter_count
 from bncore.specs import JobSpec, num_features
+from bncore.training.networks import parameter_count
 
 
 def _cnn_shape_hint(features: int) -> str:
@@ -15,7 +15,10 @@ def _cnn_shape_hint(features: int) -> str:
 
 
 def plan_job(
-    spec: JobSpec, max_parameters: int, max_sample_epochs: int, max_seconds: float = math.inf,
+    spec: JobSpec,
+    max_parameters: int,
+    max_sample_epochs: int,
+    max_seconds: float = math.inf,
     datasets: DatasetCatalog = BUILT_INS,
 ) -> JobSpec:
     """The spec with `model.input_shape` filled in from the dataset; InvalidField names what is wrong."""
@@ -38,9 +41,7 @@ def plan_job(
             "model.num_classes", f"dataset '{info.name}' has {info.num_classes} classes, got {spec.model.num_classes}"
         )
     if spec.training.time_limit_seconds is not None and spec.training.time_limit_seconds > max_seconds:
-        raise InvalidField(
-            "training.time_limit_seconds", f"at most {max_seconds:g} s, this service's limit per job"
-        )
+        raise InvalidField("training.time_limit_seconds", f"at most {max_seconds:g} s, this service's limit per job")
     train_samples = len(split_indices(info.num_samples, spec.training.validation_fraction, spec.training.seed)[0])
     if spec.training.epochs * train_samples > max_sample_epochs:
         raise InvalidField(

@@ -2,13 +2,13 @@
 
 import torch
 
-from bncore.data.catalog import BUILT_INS, DatasetCatalog
-from bncore.data.builtin import prepare_data, raw_samples, split_indices
-from bncore.errors import InvalidField
 from bncore.bn.population_statistics import recalibrated
+from bncore.data.builtin import prepare_data, raw_samples, split_indices
+from bncore.data.catalog import BUILT_INS, DatasetCatalog
+from bncore.errors import InvalidField
 from bncore.specs import JobSpec, Recalibration, RecalibrationRequest, num_features
-from bncore.training.trained_model import TrainedModel
 from bncore.training.loop import evaluate
+from bncore.training.trained_model import TrainedModel
 
 
 def check_recalibration(model_spec: JobSpec, request: RecalibrationRequest, datasets: DatasetCatalog = BUILT_INS) -> None:
@@ -32,9 +32,7 @@ def check_recalibration(model_spec: JobSpec, request: RecalibrationRequest, data
         )
 
 
-def recalibration_inputs(
-    spec: JobSpec, recalibration: Recalibration, datasets: DatasetCatalog = BUILT_INS
-) -> torch.Tensor:
+def recalibration_inputs(spec: JobSpec, recalibration: Recalibration, datasets: DatasetCatalog = BUILT_INS) -> torch.Tensor:
     """Raw samples to measure: the model's training split, or all of another dataset; a seeded subset if asked."""
     input_shape = tuple(spec.model.input_shape or ())
     if recalibration.dataset is None:
@@ -45,7 +43,7 @@ def recalibration_inputs(
         inputs = raw_samples(datasets.load(recalibration.dataset), input_shape)
     if recalibration.max_samples is not None and recalibration.max_samples < len(inputs):
         subset = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(spec.training.seed))
-        inputs = inputs[subset[:recalibration.max_samples]]
+        inputs = inputs[subset[: recalibration.max_samples]]
     return inputs
 
 
@@ -55,8 +53,6 @@ def recalibrate(
     """The recalibrated model, and its loss and accuracy on the parent's validation split."""
     model = recalibrated(parent, recalibration_inputs(parent.spec, recalibration, datasets))
     spec = parent.spec
-    data = prepare_data(
-        datasets.load(spec.dataset), parent.input_shape, spec.training.validation_fraction, spec.training.seed
-    )
+    data = prepare_data(datasets.load(spec.dataset), parent.input_shape, spec.training.validation_fraction, spec.training.seed)
     val_loss, val_accuracy = evaluate(model.network, data.x_val, data.y_val)
     return model, {"val_loss": val_loss, "val_accuracy": val_accuracy}

@@ -9,10 +9,10 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
-from bncore.storage.database import utcnow
-from bncore.storage.artifacts import ArtifactStore
-from bncore.storage.job_store import FINISHED, JobStore
 from bncore.specs import JobSpec
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.database import utcnow
+from bncore.storage.job_store import FINISHED, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ only when the batch before it had some.
 """
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -64,10 +65,8 @@ class _Request(Generic[Result]):
         if self.answered is not None:
             self.answered.set()
         else:
-            try:
+            with contextlib.suppress(RuntimeError):  # its event loop is closed: nobody waits for the answer
                 self.future.get_loop().call_soon_threadsafe(_settle, self.future, self.result, self.error)
-            except RuntimeError:  # its event loop is closed: nobody waits for the answer
-                pass
 
 
 def _settle(future: "asyncio.Future[Result]", result: Result, error: BaseException | None) -> None:
@@ -83,7 +82,10 @@ class DynamicBatcher(Generic[Result]):
     """Runs `forward` on the rows of several callers at once; `rows(result, start, stop)` cuts a caller's part out."""
 
     def __init__(
-        self, forward: Callable[[torch.Tensor], Result], rows: Callable[[Result, int, int], Result], policy: BatchingPolicy,
+        self,
+        forward: Callable[[torch.Tensor], Result],
+        rows: Callable[[Result, int, int], Result],
+        policy: BatchingPolicy,
         on_batch: BatchObserver | None = None,
     ) -> None:
         self.policy = policy

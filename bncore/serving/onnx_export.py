@@ -22,8 +22,13 @@ def to_onnx(model: TrainedModel) -> bytes:
     example = torch.zeros((2, *model.input_shape))  # a batch of 1 would let the exporter fix the batch size
     with _export_lock:
         program = torch.onnx.export(
-            network, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+            network,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
         )
     assert program is not None
     return program.model_proto.SerializeToString()

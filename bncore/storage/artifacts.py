@@ -85,7 +85,7 @@ def _parse(name: str, payload: bytes) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         tensors = load_safetensors(payload)
         header_length = int.from_bytes(payload[:8], "little")
-        metadata = json.loads(payload[8:8 + header_length]).get("__metadata__", {})
+        metadata = json.loads(payload[8 : 8 + header_length]).get("__metadata__", {})
         return tensors, metadata
     except (SafetensorError, ValueError, RuntimeError) as error:
         raise ArtifactUnavailable(f"the weights of '{name}' cannot be read: {error}") from None

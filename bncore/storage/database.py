@@ -6,7 +6,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint, create_engine, event, text,
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -60,10 +72,7 @@ class JobRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     recalibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    metrics: Mapped[list["EpochRow"]] = relationship(
-        order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan"
-    )
-
+    metrics: Mapped[list["EpochRow"]] = relationship(order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan")
 
     __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),)
 
@@ -135,9 +144,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         is_sqlite = url.startswith("sqlite")
-        self.engine: Engine = create_engine(
-            url, connect_args={"timeout": 30} if is_sqlite else {}, pool_pre_ping=not is_sqlite
-        )
+        self.engine: Engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {}, pool_pre_ping=not is_sqlite)
         if is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

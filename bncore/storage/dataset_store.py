@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from sqlalchemy import select
 
+from bncore.data.builtin import Dataset, DatasetInfo
+from bncore.data.uploads import ParsedDataset
+from bncore.errors import ArtifactUnavailable, DatasetNotFound, DatasetUnavailable
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database, DatasetRow, utcnow
-from bncore.data.uploads import ParsedDataset
-from bncore.data.builtin import Dataset, DatasetInfo
-from bncore.errors import ArtifactUnavailable, DatasetNotFound, DatasetUnavailable
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,16 @@ class DatasetRecord:
     @classmethod
     def from_row(cls, row: DatasetRow) -> "DatasetRecord":
         return cls(
-            id=row.id, owner=row.owner, created_at=row.created_at, name=row.name, description=row.description,
-            format=row.format, input_shape=tuple(row.input_shape), num_classes=row.num_classes,
-            num_samples=row.num_samples, sha256=row.sha256,
+            id=row.id,
+            owner=row.owner,
+            created_at=row.created_at,
+            name=row.name,
+            description=row.description,
+            format=row.format,
+            input_shape=tuple(row.input_shape),
+            num_classes=row.num_classes,
+            num_samples=row.num_samples,
+            sha256=row.sha256,
         )
 
     @property
@@ -61,9 +68,16 @@ class DatasetStore:
         tensors = {"x": torch.from_numpy(parsed.samples), "y": torch.from_numpy(parsed.labels)}
         sha256 = self.files.save(dataset_id, tensors, {"format": parsed.format})
         row = DatasetRow(
-            id=dataset_id, owner=owner, created_at=utcnow(), name=name, description=description,
-            format=parsed.format, input_shape=list(parsed.input_shape), num_classes=parsed.num_classes,
-            num_samples=len(parsed.labels), sha256=sha256,
+            id=dataset_id,
+            owner=owner,
+            created_at=utcnow(),
+            name=name,
+            description=description,
+            format=parsed.format,
+            input_shape=list(parsed.input_shape),
+            num_classes=parsed.num_classes,
+            num_samples=len(parsed.labels),
+            sha256=sha256,
         )
         try:
             with self.db.session() as session, session.begin():

@@ -50,9 +50,7 @@ class JobStats:
 
     def running(self, now: datetime | None = None) -> list[RunningJob]:
         now = now or utcnow()
-        last_epoch = (
-            select(EpochRow.job_id, func.max(EpochRow.epoch).label("epoch")).group_by(EpochRow.job_id).subquery()
-        )
+        last_epoch = select(EpochRow.job_id, func.max(EpochRow.epoch).label("epoch")).group_by(EpochRow.job_id).subquery()
         query = (
             select(JobRow.id, JobRow.started_at, JobRow.resumed_from_epoch, last_epoch.c.epoch)
             .outerjoin(last_epoch, last_epoch.c.job_id == JobRow.id)

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bncore.storage.database import Database, EpochRow, JobRow, utcnow
 from bncore.errors import Conflict, JobNotFound
-from bncore.training.epoch_metrics import EpochMetrics
+from bncore.storage.database import Database, EpochRow, JobRow, utcnow
 from bncore.storage.pagination import newest_first
+from bncore.training.epoch_metrics import EpochMetrics
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
@@ -67,15 +67,25 @@ class JobRecord:
     @classmethod
     def from_row(cls, row: JobRow) -> "JobRecord":
         return cls(
-            id=row.id, status=row.status, spec=row.spec, created_at=row.created_at, started_at=row.started_at,
-            finished_at=row.finished_at, epochs=row.epochs, device=row.device, worker=row.worker,
-            model_id=row.model_id, cancel_requested=row.cancel_requested, attempts=row.attempts,
-            heartbeat_at=row.heartbeat_at, resumed_from_epoch=row.resumed_from_epoch, owner=row.owner,
+            id=row.id,
+            status=row.status,
+            spec=row.spec,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            epochs=row.epochs,
+            device=row.device,
+            worker=row.worker,
+            model_id=row.model_id,
+            cancel_requested=row.cancel_requested,
+            attempts=row.attempts,
+            heartbeat_at=row.heartbeat_at,
+            resumed_from_epoch=row.resumed_from_epoch,
+            owner=row.owner,
             recalibration=row.recalibration,
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
-                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds)
-                for m in row.metrics
+                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds) for m in row.metrics
             ],
         )
 
@@ -85,7 +95,10 @@ class JobStore:
         self.db = database
 
     def create(
-        self, spec: dict[str, Any], owner: str, idempotency_key: str | None = None,
+        self,
+        spec: dict[str, Any],
+        owner: str,
+        idempotency_key: str | None = None,
         recalibration: dict[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """The new job, or with an `idempotency_key` seen before, the job it made; True when new.
@@ -100,9 +113,17 @@ class JobStore:
                 raise Conflict(f"Idempotency-Key '{idempotency_key}' was used for a different request")
             return JobRecord.from_row(earlier), False
         row = JobRow(
-            id=f"job_{uuid.uuid4().hex}", status=QUEUED, spec=spec, created_at=utcnow(),
-            epochs=0 if recalibration else spec["training"]["epochs"], cancel_requested=False, attempts=0,
-            owner=owner, idempotency_key=idempotency_key, request_sha256=request_sha256, recalibration=recalibration,
+            id=f"job_{uuid.uuid4().hex}",
+            status=QUEUED,
+            spec=spec,
+            created_at=utcnow(),
+            epochs=0 if recalibration else spec["training"]["epochs"],
+            cancel_requested=False,
+            attempts=0,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            request_sha256=request_sha256,
+            recalibration=recalibration,
         )
         try:
             with self.db.session() as session, session.begin():
@@ -154,8 +175,9 @@ class JobStore:
             attempt = session.scalar(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == QUEUED)
-                .values(status=RUNNING, started_at=now, heartbeat_at=now, device=device, worker=worker,
-                        attempts=JobRow.attempts + 1)
+                .values(
+                    status=RUNNING, started_at=now, heartbeat_at=now, device=device, worker=worker, attempts=JobRow.attempts + 1
+                )
                 .returning(JobRow.attempts)
             )
         return Lease(job_id, attempt) if attempt is not None else None
@@ -178,9 +200,9 @@ class JobStore:
             if not held:
                 raise LeaseLost(lease)
             # Delete then insert rather than merge, which selects each row first: two statements for any number.
-            session.execute(delete(EpochRow).where(
-                EpochRow.job_id == lease.job_id, EpochRow.epoch.in_([metrics.epoch for metrics in epochs])
-            ))
+            session.execute(
+                delete(EpochRow).where(EpochRow.job_id == lease.job_id, EpochRow.epoch.in_([metrics.epoch for metrics in epochs]))
+            )
             session.execute(insert(EpochRow), [{"job_id": lease.job_id, **metrics.__dict__} for metrics in epochs])
 
     def succeed(self, lease: Lease, model_id: str) -> bool:
@@ -200,9 +222,7 @@ class JobStore:
     def stale_running(self, heartbeat_before: datetime) -> list[JobRecord]:
         """Running jobs whose worker stopped beating: killed, lost, or cut off from the database."""
         with self.db.session() as session:
-            rows = session.scalars(
-                select(JobRow).where(JobRow.status == RUNNING, JobRow.heartbeat_at < heartbeat_before)
-            ).all()
+            rows = session.scalars(select(JobRow).where(JobRow.status == RUNNING, JobRow.heartbeat_at < heartbeat_before)).all()
             return [JobRecord.from_row(row) for row in rows]
 
     def queued_before(self, cutoff: datetime) -> list[JobRecord]:

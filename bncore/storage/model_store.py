@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bncore.storage.database import Database, ModelRow, utcnow
 from bncore.errors import ModelNotFound
-from bncore.storage.pagination import newest_first
 from bncore.specs import JobSpec
+from bncore.storage.database import Database, ModelRow, utcnow
+from bncore.storage.pagination import newest_first
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,15 @@ class ModelRecord:
     @classmethod
     def from_row(cls, row: ModelRow) -> "ModelRecord":
         return cls(
-            id=row.id, job_id=row.job_id, created_at=row.created_at, spec=JobSpec.model_validate(row.spec),
-            final_metrics=row.final_metrics, parameter_count=row.parameter_count, artifact_sha256=row.artifact_sha256,
-            owner=row.owner, parent_id=row.parent_id,
+            id=row.id,
+            job_id=row.job_id,
+            created_at=row.created_at,
+            spec=JobSpec.model_validate(row.spec),
+            final_metrics=row.final_metrics,
+            parameter_count=row.parameter_count,
+            artifact_sha256=row.artifact_sha256,
+            owner=row.owner,
+            parent_id=row.parent_id,
         )
 
 
@@ -41,13 +47,26 @@ class ModelStore:
         self.db = database
 
     def add(
-        self, model_id: str, job_id: str, spec: JobSpec, final_metrics: dict[str, Any],
-        parameter_count: int, artifact_sha256: str, owner: str | None, parent_id: str | None = None,
+        self,
+        model_id: str,
+        job_id: str,
+        spec: JobSpec,
+        final_metrics: dict[str, Any],
+        parameter_count: int,
+        artifact_sha256: str,
+        owner: str | None,
+        parent_id: str | None = None,
     ) -> ModelRecord:
         row = ModelRow(
-            id=model_id, job_id=job_id, created_at=utcnow(), spec=spec.model_dump(mode="json"),
-            final_metrics=final_metrics, parameter_count=parameter_count, artifact_sha256=artifact_sha256,
-            owner=owner, parent_id=parent_id,
+            id=model_id,
+            job_id=job_id,
+            created_at=utcnow(),
+            spec=spec.model_dump(mode="json"),
+            final_metrics=final_metrics,
+            parameter_count=parameter_count,
+            artifact_sha256=artifact_sha256,
+            owner=owner,
+            parent_id=parent_id,
         )
         with self.db.session() as session, session.begin():
             session.add(row)

@@ -26,8 +26,12 @@ class Checkpoint:
 
     @classmethod
     def capture(
-        cls, epoch: int, history: list[EpochMetrics], network: nn.Module,
-        optimizer: torch.optim.Optimizer, shuffle: torch.Generator,
+        cls,
+        epoch: int,
+        history: list[EpochMetrics],
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        shuffle: torch.Generator,
     ) -> "Checkpoint":
         tensors = {NETWORK + name: value for name, value in network.state_dict().items()}
         scalars: dict[str, Any] = {}
@@ -56,14 +60,12 @@ class Checkpoint:
 
     def restore(self, network: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator) -> None:
         """Put network, optimizer and generator back in the state they had at the end of `epoch`."""
-        network.load_state_dict(
-            {name[len(NETWORK):]: value for name, value in self.tensors.items() if name.startswith(NETWORK)}
-        )
+        network.load_state_dict({name[len(NETWORK) :]: value for name, value in self.tensors.items() if name.startswith(NETWORK)})
         header = json.loads(self.metadata["checkpoint"])
         state: dict[int, dict[str, Any]] = {}
         for name, value in self.tensors.items():
             if name.startswith(OPTIMIZER):
-                index, key = name[len(OPTIMIZER):].split(".", 1)
+                index, key = name[len(OPTIMIZER) :].split(".", 1)
                 state.setdefault(int(index), {})[key] = value
         for name, value in header["optimizer_scalars"].items():
             index, key = name.split(".", 1)

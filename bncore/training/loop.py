@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncore.training.checkpoints import Checkpoint
 from bncore.data.builtin import PreparedData
-from bncore.training.epoch_metrics import EpochMetrics
 from bncore.specs import TrainingSpec
+from bncore.training.checkpoints import Checkpoint
+from bncore.training.epoch_metrics import EpochMetrics
 
 EVAL_BATCH = 4096
 
@@ -28,9 +28,7 @@ class TrainingInterrupted(Exception):
 class TrainingDiverged(Exception):
     def __init__(self, epoch: int, step: int | None, loss: float) -> None:
         where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
-        super().__init__(
-            f"the loss became {loss} in {where}; lower the learning rate or use batchnorm"
-        )
+        super().__init__(f"the loss became {loss} in {where}; lower the learning rate or use batchnorm")
         self.epoch = epoch
         self.step = step
 
@@ -82,8 +80,8 @@ def evaluate(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[floa
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), EVAL_BATCH):
-        logits = network(x[start:start + EVAL_BATCH])
-        target = y[start:start + EVAL_BATCH]
+        logits = network(x[start : start + EVAL_BATCH])
+        target = y[start : start + EVAL_BATCH]
         loss_sum += F.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(dim=1) == target).sum()
     return (loss_sum / len(x)).item(), (correct / len(x)).item()
@@ -103,15 +101,13 @@ def train_epoch(
     device = data.x_train.device
     network.train()
     # Even disabled, autocast's context costs a step tens of microseconds on the CPU.
-    autocast = (
-        partial(torch.autocast, device.type, dtype=torch.bfloat16) if spec.mixed_precision else contextlib.nullcontext
-    )
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if spec.mixed_precision else contextlib.nullcontext
     # Losses and predictions stay on the device, reduced once at the end: reading them every step would
     # sync a GPU each step, and running sums cost every step four more small kernels.
     losses: list[torch.Tensor] = []
     predictions: list[torch.Tensor] = []
     for step, start in enumerate(range(0, len(order), spec.batch_size), start=1):
-        batch = order[start:start + spec.batch_size]
+        batch = order[start : start + spec.batch_size]
         # BN needs more than one value per feature in training: a trailing batch of 1 is dropped.
         if len(batch) < 2:
             break
@@ -155,14 +151,14 @@ def train(
         resume.restore(network, optimizer, shuffle)
         history = list(resume.history)
     on_cuda = data.x_train.device.type == "cuda"
-    with channels_last(network, spec.mixed_precision and on_cuda) as memory_format, \
-            batchnorm_in_fp32(network, spec.mixed_precision):
+    with (
+        channels_last(network, spec.mixed_precision and on_cuda) as memory_format,
+        batchnorm_in_fp32(network, spec.mixed_precision),
+    ):
         for epoch in range(len(history) + 1, spec.epochs + 1):
             started = time.perf_counter()
             order = torch.randperm(len(data.x_train), generator=shuffle).to(data.x_train.device, non_blocking=True)
-            train_loss, train_accuracy = train_epoch(
-                network, optimizer, data, spec, order, epoch, interrupt, memory_format
-            )
+            train_loss, train_accuracy = train_epoch(network, optimizer, data, spec, order, epoch, interrupt, memory_format)
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
             seconds = time.perf_counter() - started  # honest on CUDA too: evaluate's .item() waited for the device
             for loss in (train_loss, val_loss):

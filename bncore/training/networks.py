@@ -8,13 +8,16 @@ from torch import nn
 from bncore.specs import ModelSpec, num_features
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU, "selu": nn.SELU,
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
 }
 
 
-def _block(
-    index: int, layer: nn.Module, bn: nn.Module | None, spec: ModelSpec
-) -> list[tuple[str, nn.Module]]:
+def _block(index: int, layer: nn.Module, bn: nn.Module | None, spec: ModelSpec) -> list[tuple[str, nn.Module]]:
     activation = (f"act{index}", ACTIVATIONS[spec.activation]())
     if bn is None:
         return [(f"{_kind(layer)}{index}", layer), activation]

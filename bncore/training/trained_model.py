@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bncore.training.networks import build_network
 from bncore.specs import JobSpec
+from bncore.training.networks import build_network
 
 FORMAT = "bnjobs.model/1"
 NETWORK_PREFIX = "network."
@@ -66,7 +66,7 @@ class TrainedModel:
     def from_tensors(cls, spec: JobSpec, tensors: dict[str, torch.Tensor]) -> "TrainedModel":
         """Rebuild from a spec and stored tensors (never a pickle), ready for inference in eval mode."""
         network = build_network(spec.model, tuple(spec.model.input_shape or ()))
-        state = {name[len(NETWORK_PREFIX):]: value for name, value in tensors.items() if name.startswith(NETWORK_PREFIX)}
+        state = {name[len(NETWORK_PREFIX) :]: value for name, value in tensors.items() if name.startswith(NETWORK_PREFIX)}
         network.load_state_dict(state, strict=True)
         network.eval()
         return cls(spec=spec, network=network, input_mean=tensors["input.mean"], input_std=tensors["input.std"])

@@ -17,14 +17,15 @@ from bnjobs.client import ApiError, Client, Experiment, Job
 from service.schemas import JobOut, PredictOut
 
 app = typer.Typer(
-    name="bnjobs", help="Train Batch-Normalization networks as jobs on the BatchNorm job service, and use them.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="bnjobs",
+    help="Train Batch-Normalization networks as jobs on the BatchNorm job service, and use them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 jobs_app = typer.Typer(help="Training jobs: list, show, cancel.", no_args_is_help=True)
 models_app = typer.Typer(help="Trained models: list, show, delete.", no_args_is_help=True)
-experiments_app = typer.Typer(
-    help="Experiments started with `bnjobs experiment`: list, show, cancel.", no_args_is_help=True
-)
+experiments_app = typer.Typer(help="Experiments started with `bnjobs experiment`: list, show, cancel.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(experiments_app, name="experiments")
@@ -32,9 +33,7 @@ app.add_typer(experiments_app, name="experiments")
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
 Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many, newest first")]
 WatchFlag = Annotated[bool, typer.Option("--watch", "-w", help="follow it until it ends, then print the results")]
-RequestFile = Annotated[
-    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a request body as .json, or YAML")
-]
+RequestFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a request body as .json, or YAML")]
 
 
 class Failed(Exception):
@@ -187,9 +186,15 @@ def delete_model(ctx: typer.Context, model_id: str) -> None:
 def predict(
     ctx: typer.Context,
     model_id: str,
-    inputs: Annotated[Path, typer.Argument(
-        exists=True, dir_okay=False, readable=True, help="raw features: a .npy array, or a CSV of one sample per row",
-    )],
+    inputs: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="raw features: a .npy array, or a CSV of one sample per row",
+        ),
+    ],
     proba: Annotated[bool, typer.Option("--proba", help="print each row's class probabilities")] = False,
     as_json: JsonFlag = False,
     batch_size: Annotated[int, typer.Option(min=1, help="rows per request")] = 1000,
@@ -200,9 +205,10 @@ def predict(
     shape = tuple(model.info.input_shape)
     if rows.shape[1:] != shape and rows[0].size == math.prod(shape):
         rows = rows.reshape(len(rows), *shape)  # flat rows of a CSV for an image model
-    answers = [model.predict_all(rows[start:start + batch_size]) for start in range(0, len(rows), batch_size)]
+    answers = [model.predict_all(rows[start : start + batch_size]) for start in range(0, len(rows), batch_size)]
     answer = PredictOut(
-        model_id=model.id, outputs=[row for a in answers for row in a.outputs],
+        model_id=model.id,
+        outputs=[row for a in answers for row in a.outputs],
         probabilities=[row for a in answers for row in a.probabilities],
         predictions=[label for a in answers for label in a.predictions],
     )

@@ -53,8 +53,7 @@ def number(value: float | None, digits: int = 4) -> str:
 
 
 def metrics_table(metrics: list[EpochMetricsOut]) -> Table:
-    table = Table(*numeric("epoch", "train loss", "train acc", "val loss", "val acc", "seconds"),
-                  title="metrics per epoch")
+    table = Table(*numeric("epoch", "train loss", "train acc", "val loss", "val acc", "seconds"), title="metrics per epoch")
     for m in metrics:
         figures = map(number, (m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy))
         table.add_row(str(m.epoch), *figures, number(m.seconds, 3))
@@ -79,16 +78,25 @@ def details(rows: dict[str, Any]) -> Table:
 
 def job_details(job: JobOut) -> Table:
     spec = job.spec
-    return details({
-        "id": job.id, "status": job.status,
-        "progress": f"epoch {job.progress.epoch}/{job.progress.epochs}",
-        "dataset": spec.dataset.name, "model": architecture(spec.model),
-        "training": f"{spec.training.optimizer} lr={spec.training.learning_rate} batch={spec.training.batch_size} "
-                    f"seed={spec.training.seed}",
-        "created": when(job.created_at), "started": when(job.started_at), "finished": when(job.finished_at),
-        "device": job.device, "worker": job.worker, "attempts": job.attempts, "model id": job.model_id,
-        "error": f"{job.error.code}: {job.error.message}" if job.error else None,
-    })
+    return details(
+        {
+            "id": job.id,
+            "status": job.status,
+            "progress": f"epoch {job.progress.epoch}/{job.progress.epochs}",
+            "dataset": spec.dataset.name,
+            "model": architecture(spec.model),
+            "training": f"{spec.training.optimizer} lr={spec.training.learning_rate} batch={spec.training.batch_size} "
+            f"seed={spec.training.seed}",
+            "created": when(job.created_at),
+            "started": when(job.started_at),
+            "finished": when(job.finished_at),
+            "device": job.device,
+            "worker": job.worker,
+            "attempts": job.attempts,
+            "model id": job.model_id,
+            "error": f"{job.error.code}: {job.error.message}" if job.error else None,
+        }
+    )
 
 
 def architecture(model: ModelSpec) -> str:
@@ -101,22 +109,34 @@ def models_table(models: list[ModelOut]) -> Table:
     table = Table("id", "dataset", "model", *numeric("parameters", "val acc"), "created")
     for model in models:
         table.add_row(
-            model.id, model.dataset, architecture(model.spec.model), f"{model.parameter_count:,}",
-            number(model.final_metrics.val_accuracy), when(model.created_at),
+            model.id,
+            model.dataset,
+            architecture(model.spec.model),
+            f"{model.parameter_count:,}",
+            number(model.final_metrics.val_accuracy),
+            when(model.created_at),
         )
     return table
 
 
 def model_details(model: ModelOut) -> Table:
     final = model.final_metrics
-    return details({
-        "id": model.id, "job": model.job_id, "created": when(model.created_at), "dataset": model.dataset,
-        "model": architecture(model.spec.model), "input shape": model.input_shape,
-        "classes": model.num_classes, "parameters": f"{model.parameter_count:,}",
-        "final metrics": f"epoch {final.epoch}: val acc {number(final.val_accuracy)}, val loss {number(final.val_loss)}",
-        "served": f"BN folded into {', '.join(model.serving.folded_layers)}" if model.serving.folded else "BN unfolded",
-        "parent": model.parent_id, "sha256": model.artifact_sha256,
-    })
+    return details(
+        {
+            "id": model.id,
+            "job": model.job_id,
+            "created": when(model.created_at),
+            "dataset": model.dataset,
+            "model": architecture(model.spec.model),
+            "input shape": model.input_shape,
+            "classes": model.num_classes,
+            "parameters": f"{model.parameter_count:,}",
+            "final metrics": f"epoch {final.epoch}: val acc {number(final.val_accuracy)}, val loss {number(final.val_loss)}",
+            "served": f"BN folded into {', '.join(model.serving.folded_layers)}" if model.serving.folded else "BN unfolded",
+            "parent": model.parent_id,
+            "sha256": model.artifact_sha256,
+        }
+    )
 
 
 def layer_summary(layer: BatchNormLayerOut) -> dict[str, Any]:
@@ -124,19 +144,36 @@ def layer_summary(layer: BatchNormLayerOut) -> dict[str, Any]:
     gamma, beta = np.asarray(layer.gamma), np.asarray(layer.beta)
     mean, var = np.asarray(layer.running_mean), np.asarray(layer.running_var)
     return {
-        "name": layer.name, "features": layer.num_features,
-        "gamma_mean": float(gamma.mean()), "gamma_min": float(gamma.min()), "gamma_max": float(gamma.max()),
-        "beta_mean": float(beta.mean()), "beta_min": float(beta.min()), "beta_max": float(beta.max()),
-        "running_mean_mean": float(mean.mean()), "running_mean_std": float(mean.std()),
-        "running_var_mean": float(var.mean()), "running_var_min": float(var.min()), "running_var_max": float(var.max()),
+        "name": layer.name,
+        "features": layer.num_features,
+        "gamma_mean": float(gamma.mean()),
+        "gamma_min": float(gamma.min()),
+        "gamma_max": float(gamma.max()),
+        "beta_mean": float(beta.mean()),
+        "beta_min": float(beta.min()),
+        "beta_max": float(beta.max()),
+        "running_mean_mean": float(mean.mean()),
+        "running_mean_std": float(mean.std()),
+        "running_var_mean": float(var.mean()),
+        "running_var_min": float(var.min()),
+        "running_var_max": float(var.max()),
     }
 
 
 BN_COLUMNS = {
-    "layer": "name", "features": "features", "γ mean": "gamma_mean", "γ min": "gamma_min", "γ max": "gamma_max",
-    "β mean": "beta_mean", "β min": "beta_min", "β max": "beta_max",
-    "μ mean": "running_mean_mean", "μ std": "running_mean_std",
-    "σ² mean": "running_var_mean", "σ² min": "running_var_min", "σ² max": "running_var_max",
+    "layer": "name",
+    "features": "features",
+    "γ mean": "gamma_mean",
+    "γ min": "gamma_min",
+    "γ max": "gamma_max",
+    "β mean": "beta_mean",
+    "β min": "beta_min",
+    "β max": "beta_max",
+    "μ mean": "running_mean_mean",
+    "μ std": "running_mean_std",
+    "σ² mean": "running_var_mean",
+    "σ² min": "running_var_min",
+    "σ² max": "running_var_max",
 }
 
 
@@ -151,13 +188,22 @@ def bn_table(model_id: str, summaries: list[dict[str, Any]]) -> Table:
 def experiment_table(experiment: ExperimentOut) -> Table:
     target = f", target val acc {experiment.target_accuracy}" if experiment.target_accuracy is not None else ""
     table = Table(
-        "variant", "job", "status", *numeric("final val acc", "best val acc", "epochs to target"), "diverged",
+        "variant",
+        "job",
+        "status",
+        *numeric("final val acc", "best val acc", "epochs to target"),
+        "diverged",
         title=f"{experiment.name} ({experiment.status}{target})",
     )
     for v in experiment.variants:
         table.add_row(
-            v.name, v.job_id, v.status, number(v.final_val_accuracy), number(v.best_val_accuracy),
-            "-" if v.epochs_to_target is None else str(v.epochs_to_target), "yes" if v.diverged else "no",
+            v.name,
+            v.job_id,
+            v.status,
+            number(v.final_val_accuracy),
+            number(v.best_val_accuracy),
+            "-" if v.epochs_to_target is None else str(v.epochs_to_target),
+            "yes" if v.diverged else "no",
         )
     return table
 
@@ -169,7 +215,12 @@ def experiments_table(experiments: list[ExperimentOut]) -> Table:
         scored = [v for v in experiment.variants if v.best_val_accuracy is not None]
         best = max(scored, key=lambda v: v.best_val_accuracy or 0.0, default=None)
         table.add_row(
-            experiment.id, experiment.name, experiment.status, str(len(experiment.variants)),
-            best.name if best else "-", number(best.best_val_accuracy if best else None), when(experiment.created_at),
+            experiment.id,
+            experiment.name,
+            experiment.status,
+            str(len(experiment.variants)),
+            best.name if best else "-",
+            number(best.best_val_accuracy if best else None),
+            when(experiment.created_at),
         )
     return table

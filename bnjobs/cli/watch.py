@@ -13,8 +13,12 @@ POLL_SECONDS = 0.5
 
 def progress_bar() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[latest]}"),
-        TimeElapsedColumn(), console=console(stderr=True),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[latest]}"),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
     )
 
 
@@ -46,8 +50,12 @@ def watch_experiment(experiment: Experiment) -> ExperimentOut:
         while True:
             info = experiment.refresh()
             going = [v.name for v in info.variants if v.status not in FINISHED]
-            progress.update(bar, completed=len(info.variants) - len(going), description=f"{info.name} {info.status}",
-                            latest=f"waiting for {', '.join(going)}" if going else "")
+            progress.update(
+                bar,
+                completed=len(info.variants) - len(going),
+                description=f"{info.name} {info.status}",
+                latest=f"waiting for {', '.join(going)}" if going else "",
+            )
             if info.status == "finished":
                 return info
             time.sleep(POLL_SECONDS)

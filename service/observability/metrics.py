@@ -37,24 +37,35 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.http_requests = Counter(
-            "bnjobs_http_requests", "HTTP requests answered by this API process",
-            ["method", "route", "status"], registry=self.registry,
+            "bnjobs_http_requests",
+            "HTTP requests answered by this API process",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.predict_latency = Histogram(
-            "bnjobs_predict_latency_seconds", "predict requests: from the request's arrival to its response's end",
-            ["status"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "bnjobs_predict_latency_seconds",
+            "predict requests: from the request's arrival to its response's end",
+            ["status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.predict_fast_path = Counter(
-            "bnjobs_predict_fast_path", "predict requests answered without FastAPI's routing and validation "
-            "(see service/predict_fast_path.py); the others went to the route", registry=self.registry,
+            "bnjobs_predict_fast_path",
+            "predict requests answered without FastAPI's routing and validation "
+            "(see service/predict_fast_path.py); the others went to the route",
+            registry=self.registry,
         )
         self.batch_rows = Histogram(
-            "bnjobs_batch_rows", "rows per inference forward pass (dynamic batching gathers several requests)",
-            buckets=BATCH_ROW_BUCKETS, registry=self.registry,
+            "bnjobs_batch_rows",
+            "rows per inference forward pass (dynamic batching gathers several requests)",
+            buckets=BATCH_ROW_BUCKETS,
+            registry=self.registry,
         )
         self.batch_requests = Histogram(
-            "bnjobs_batch_requests", "predict requests answered per inference forward pass",
-            buckets=BATCH_REQUEST_BUCKETS, registry=self.registry,
+            "bnjobs_batch_requests",
+            "predict requests answered per inference forward pass",
+            buckets=BATCH_REQUEST_BUCKETS,
+            registry=self.registry,
         )
         self._watched: Collector | None = None
         # labels() takes a lock and builds its key each call; the children, once looked up, are kept here.
@@ -101,13 +112,12 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         cache = self.cache.stats()
-        yield CounterMetricFamily("bnjobs_model_cache_hits", "model lookups served from this process's cache",
-                                  value=cache.hits)
-        yield CounterMetricFamily("bnjobs_model_cache_misses", "model lookups that loaded the artifact",
-                                  value=cache.misses)
+        yield CounterMetricFamily("bnjobs_model_cache_hits", "model lookups served from this process's cache", value=cache.hits)
+        yield CounterMetricFamily("bnjobs_model_cache_misses", "model lookups that loaded the artifact", value=cache.misses)
         yield GaugeMetricFamily("bnjobs_model_cache_models", "models loaded in this process", value=cache.loaded)
-        yield CounterMetricFamily("bnjobs_onnx_exports", "ONNX files this process exported (a cached model's once)",
-                                  value=cache.onnx_exports)
+        yield CounterMetricFamily(
+            "bnjobs_onnx_exports", "ONNX files this process exported (a cached model's once)", value=cache.onnx_exports
+        )
         try:
             job_metrics, up = list(self._jobs()), 1
         except SQLAlchemyError:
@@ -123,7 +133,8 @@ class StateCollector(Collector):
         yield states
         yield self._durations()
         speed = GaugeMetricFamily(
-            "bnjobs_training_epochs_per_second", "epochs per second of each running job's current attempt",
+            "bnjobs_training_epochs_per_second",
+            "epochs per second of each running job's current attempt",
             labels=["job_id"],
         )
         for job in self.jobs.running():

@@ -60,9 +60,18 @@ class RequestObserver:
             self.metrics.observe_request(scope["method"], route_template(scope), status, seconds)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
-                    "%s %s %d", scope["method"], scope["path"], status,
-                    extra={"fields": {"method": scope["method"], "path": scope["path"], "status": status,
-                                      "duration_ms": round(seconds * 1000, 3)}},
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "fields": {
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status,
+                            "duration_ms": round(seconds * 1000, 3),
+                        }
+                    },
                 )
         # Only once the app returned: uvicorn logs an exception that escapes it after us, in this context,
         # and that traceback should carry the request id. Each request is a task of its own, so nothing leaks.

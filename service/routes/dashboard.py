@@ -22,8 +22,7 @@ router = APIRouter(include_in_schema=False)
 FIRST_PAGE = 20
 # Only the page's own script and styles run: a job or model name that slipped into the markup stays text.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
+    "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
 
@@ -40,7 +39,8 @@ def dashboard(request: Request, services: ServicesDep) -> HTMLResponse:
         models = [ModelOut.from_record(model, fold) for model in services.models.page(FIRST_PAGE, None)[0]]
         datasets = [DatasetOut.from_info(info) for info in list_datasets()]
     response = templates.TemplateResponse(
-        request, "dashboard.html",
+        request,
+        "dashboard.html",
         {"open_access": open_access, "jobs": jobs, "models": models, "datasets": datasets},
     )
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

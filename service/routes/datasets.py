@@ -5,10 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
-from bncore.data.uploads import UploadLimits, parse_upload
-from bncore.storage.dataset_store import DatasetStore
 from bncore.data.builtin import list_datasets
+from bncore.data.uploads import UploadLimits, parse_upload
 from bncore.errors import UnsupportedMediaType
+from bncore.storage.dataset_store import DatasetStore
 from service.auth import Caller, Trainer
 from service.deps import ServicesDep
 from service.schemas import DatasetList, DatasetOut, error_responses
@@ -45,7 +45,10 @@ def read_datasets(store: UploadsDep, caller: Caller) -> DatasetList:
 
 
 @router.post(
-    "", status_code=201, response_model=DatasetOut, dependencies=[Depends(require_multipart)],
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    dependencies=[Depends(require_multipart)],
     responses=error_responses(403, 413, 415, 422),
 )
 def upload_dataset(
@@ -54,13 +57,20 @@ def upload_dataset(
     services: ServicesDep,
     store: UploadsDep,
     caller: Trainer,
-    name: Annotated[str | None, Form(min_length=1, max_length=255, pattern=ONE_LINE,
-                                     description="a label for people; default: the file's name")] = None,
+    name: Annotated[
+        str | None,
+        Form(min_length=1, max_length=255, pattern=ONE_LINE, description="a label for people; default: the file's name"),
+    ] = None,
     description: Annotated[str, Form(max_length=2000, pattern=TEXT)] = "",
-    label_column: Annotated[str | None, Form(
-        min_length=1, max_length=255, pattern=ONE_LINE,
-        description="CSV only: the label column's header name, or its 0-based index; default: the last column",
-    )] = None,
+    label_column: Annotated[
+        str | None,
+        Form(
+            min_length=1,
+            max_length=255,
+            pattern=ONE_LINE,
+            description="CSV only: the label column's header name, or its 0-based index; default: the last column",
+        ),
+    ] = None,
 ) -> DatasetOut:
     """Upload a dataset to train jobs on as `{"dataset": {"id": ...}}`. Labels are whole numbers 0..K-1, each class
     present; samples are finite numbers. The file is checked whole, then stored as float32 samples and int64 labels

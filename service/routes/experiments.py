@@ -5,10 +5,10 @@ from collections.abc import Callable
 from fastapi import APIRouter, Depends, Response
 
 from bncore.jobs.experiments import Experiment, ExperimentRequest, cancel_variants, experiment_status, variant_specs
-from bncore.storage.job_store import JobRecord
 from bncore.jobs.planning import plan_job
-from bncore.training.plots import experiment_curves_png
 from bncore.specs import JobSpec
+from bncore.storage.job_store import JobRecord
+from bncore.training.plots import experiment_curves_png
 from service.auth import Trainer
 from service.deps import PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json
 from service.routes.jobs import check_a_worker_can_take
@@ -18,18 +18,22 @@ router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=err
 
 
 @router.post(
-    "", status_code=202, response_model=ExperimentOut, dependencies=[Depends(require_json)],
+    "",
+    status_code=202,
+    response_model=ExperimentOut,
+    dependencies=[Depends(require_json)],
     responses=error_responses(413, 415, 429, 503),
 )
-def create_experiment(
-    request: ExperimentRequest, response: Response, services: ServicesDep, caller: Trainer
-) -> ExperimentOut:
+def create_experiment(request: ExperimentRequest, response: Response, services: ServicesDep, caller: Trainer) -> ExperimentOut:
     """Run every variant (the base with its `overrides` deep-merged) as a job; the base's seed and data for all."""
     settings = services.settings
 
     def plan(spec: JobSpec) -> JobSpec:
         planned = plan_job(
-            spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds,
+            spec,
+            settings.max_parameters,
+            settings.max_sample_epochs,
+            settings.job_time_limit_seconds,
             services.datasets.visible_to(caller.owner_filter),
         )
         check_a_worker_can_take(planned, services.known_queues)
@@ -69,14 +73,16 @@ def read_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) 
 def results_table(experiment: Experiment, job: Callable[[str], JobRecord]) -> ExperimentOut:
     results = experiment.results(job)
     return ExperimentOut(
-        id=experiment.id, name=experiment.name, created_at=experiment.created_at,
-        target_accuracy=experiment.target_accuracy, status=experiment_status(results),
+        id=experiment.id,
+        name=experiment.name,
+        created_at=experiment.created_at,
+        target_accuracy=experiment.target_accuracy,
+        status=experiment_status(results),
         variants=[VariantOut(**result.__dict__) for result in results],
     )
 
 
-@router.post("/{experiment_id}/cancel", status_code=202, response_model=ExperimentOut,
-             responses=error_responses(404, 409))
+@router.post("/{experiment_id}/cancel", status_code=202, response_model=ExperimentOut, responses=error_responses(404, 409))
 def cancel_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) -> ExperimentOut:
     """Cancel every variant's job that has not ended: a queued one at once, a running one within a second."""
     experiment = services.experiments.get(experiment_id, caller.owner_filter)

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import StreamingResponse
 
 from bncore.errors import InvalidField
-from bncore.storage.job_store import FINISHED, JobStore
 from bncore.jobs.planning import plan_job
-from bncore.training.plots import training_curves_png
 from bncore.specs import JobSpec
+from bncore.storage.job_store import FINISHED, JobStore
+from bncore.training.plots import training_curves_png
 from service.auth import Trainer
 from service.deps import JobsDep, PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json
 from service.schemas import JOB_EXAMPLES, PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage, error_responses
@@ -30,7 +30,10 @@ def check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> No
 
 
 @router.post(
-    "", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
+    "",
+    status_code=202,
+    response_model=JobOut,
+    dependencies=[Depends(require_json)],
     responses=error_responses(409, 413, 415, 429, 503),
 )
 def submit_job(
@@ -47,7 +50,10 @@ def submit_job(
     """
     settings = services.settings
     planned = plan_job(
-        spec, settings.max_parameters, settings.max_sample_epochs, settings.job_time_limit_seconds,
+        spec,
+        settings.max_parameters,
+        settings.max_sample_epochs,
+        settings.job_time_limit_seconds,
         services.datasets.visible_to(caller.owner_filter),
     )
     check_a_worker_can_take(planned, services.known_queues)
@@ -91,15 +97,17 @@ def plot_job(job_id: str, jobs: JobsDep, caller: Trainer) -> Response:
 
 
 @router.get(
-    "/{job_id}/events", response_class=StreamingResponse,
+    "/{job_id}/events",
+    response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}, **error_responses(404)},
 )
 def stream_job_events(job_id: str, jobs: JobsDep, caller: Trainer) -> StreamingResponse:
     """Server-Sent Events as the job goes: `status` on each change, `epoch` with each epoch's metrics,
     then `end` with the finished job (`curl -N` shows training as it happens)."""
     jobs.get(job_id, caller.owner_filter)
-    return StreamingResponse(job_events(jobs, job_id), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        job_events(jobs, job_id), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 async def job_events(jobs: JobStore, job_id: str) -> AsyncIterator[str]:

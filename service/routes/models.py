@@ -7,17 +7,32 @@ from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from bncore.bn.layers import batchnorm_layers
+from bncore.jobs.recalibration import check_recalibration
 from bncore.serving.drift import DriftThresholds
 from bncore.serving.model_cache import ServedModel, parse_inputs
-from bncore.training.plots import batchnorm_png
-from bncore.jobs.recalibration import check_recalibration
 from bncore.specs import Recalibration, RecalibrationRequest
+from bncore.training.plots import batchnorm_png
 from service.auth import Inferrer, Reader, Trainer
 from service.deps import (
-    ModelsDep, PageCursor, PageLimit, Services, ServicesDep, SettingsDep, enqueue_or_fail, require_json,
+    ModelsDep,
+    PageCursor,
+    PageLimit,
+    Services,
+    ServicesDep,
+    SettingsDep,
+    enqueue_or_fail,
+    require_json,
 )
 from service.schemas import (
-    PNG_RESPONSE, BatchNormLayerOut, BatchNormOut, DriftOut, JobOut, ModelOut, ModelPage, PredictIn, PredictOut,
+    PNG_RESPONSE,
+    BatchNormLayerOut,
+    BatchNormOut,
+    DriftOut,
+    JobOut,
+    ModelOut,
+    ModelPage,
+    PredictIn,
+    PredictOut,
     error_responses,
 )
 
@@ -91,7 +106,9 @@ def plot_batchnorm(model_id: str, model: ReadableModel) -> Response:
 
 
 @router.post(
-    "/{model_id}/predict", response_model=PredictOut, dependencies=[Depends(require_json)],
+    "/{model_id}/predict",
+    response_model=PredictOut,
+    dependencies=[Depends(require_json)],
     responses={**SERVED, **error_responses(413, 415)},
 )
 async def predict(model_id: str, body: PredictIn, model: InferableModel, settings: SettingsDep) -> PredictOut:
@@ -108,7 +125,8 @@ def read_drift(model_id: str, model: ReadableModel, settings: SettingsDep) -> Dr
 
 
 @router.get(
-    "/{model_id}/artifact", response_class=Response,
+    "/{model_id}/artifact",
+    response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the model file"}, **SERVED},
 )
 def download_artifact(
@@ -125,13 +143,17 @@ def download_artifact(
     else:
         payload = services.artifacts.read_verified(record.id, record.artifact_sha256)
     return Response(
-        payload, media_type="application/octet-stream",
+        payload,
+        media_type="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{model_id}.{artifact_format}"'},
     )
 
 
 @router.post(
-    "/{model_id}/recalibrate", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
+    "/{model_id}/recalibrate",
+    status_code=202,
+    response_model=JobOut,
+    dependencies=[Depends(require_json)],
     responses={**SERVED, **error_responses(413, 415)},
 )
 def recalibrate_model(

@@ -25,7 +25,12 @@ def read_serving(model_id: str, model: ReadableModel) -> ServingStatsOut:
     """Dynamic batching at work: requests answered and the forward passes they took, per API process."""
     stats, policy = model.serving_stats(), model.batcher.policy
     return ServingStatsOut(
-        model_id=model_id, max_batch_size=policy.max_batch_size, max_queue_delay_ms=policy.max_queue_delay_ms,
-        batching=policy.enabled, requests=stats.requests, rows=stats.rows, forward_passes=stats.forward_passes,
+        model_id=model_id,
+        max_batch_size=policy.max_batch_size,
+        max_queue_delay_ms=policy.max_queue_delay_ms,
+        batching=policy.enabled,
+        requests=stats.requests,
+        rows=stats.rows,
+        forward_passes=stats.forward_passes,
         largest_batch_rows=stats.largest_batch_rows,
     )

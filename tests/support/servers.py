@@ -29,9 +29,23 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", ""],
-            stdout=(self.folder / "redis.log").open("ab"), stderr=subprocess.STDOUT,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--appendonly",
+                "yes",
+                "--maxmemory-policy",
+                "noeviction",
+                "--save",
+                "",
+            ],
+            stdout=(self.folder / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
         )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10

@@ -21,9 +21,17 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 
 def train_digits(model: dict[str, Any], epochs: int = 2) -> TrainedModel:
     """A digits model as a job would train it, on the CPU."""
-    spec = plan_job(JobSpec.model_validate({
-        "model": {"num_classes": 10, **model}, "dataset": {"name": "digits"}, "training": {"epochs": epochs},
-    }), max_parameters=10**7, max_sample_epochs=10**9)
+    spec = plan_job(
+        JobSpec.model_validate(
+            {
+                "model": {"num_classes": 10, **model},
+                "dataset": {"name": "digits"},
+                "training": {"epochs": epochs},
+            }
+        ),
+        max_parameters=10**7,
+        max_sample_epochs=10**9,
+    )
     trained, _ = train_model(spec, torch.device("cpu"))
     return trained
 
