@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bncore.bn.folding import GAMMA_FLOOR, PreBatchNorm, ServedBatchNorm
+from bncore.bn.moments import BatchMoments
 from bncore.settings import Settings
 
 
@@ -27,8 +28,10 @@ class DriftThresholds:
     @classmethod
     def from_settings(cls, settings: Settings) -> "DriftThresholds":
         return cls(
-            settings.drift_mean_shift_threshold, settings.drift_variance_ratio_min,
-            settings.drift_variance_ratio_max, settings.drift_min_samples,
+            settings.drift_mean_shift_threshold,
+            settings.drift_variance_ratio_min,
+            settings.drift_variance_ratio_max,
+            settings.drift_min_samples,
         )
 
 
@@ -60,37 +63,6 @@ class FeatureStatistics:
     samples: int
     mean: torch.Tensor
     variance: torch.Tensor
-
-
-# Up to this many values a layer's moments are summed in numpy, in float64: for the few rows of a typical
-# request torch's per-call overhead is most of the cost. Beyond, torch sums in float32, with cascade
-# summation (relative error about 1e-7), several times faster than numpy's column sums.
-NUMPY_MOMENTS_VALUES = 2**16
-
-
-def feature_rows(activations: torch.Tensor) -> torch.Tensor:
-    """(values, features): one row per value a BN feature normalises (samples × positions).
-
-    A view, not a copy, for 2-D and channels_last activations.
-    """
-    return activations.movedim(1, -1).reshape(-1, activations.shape[1])
-
-
-@dataclass(frozen=True)
-class BatchMoments:
-    """Count, sum and sum of squares per feature (dim 1) of the values one BN layer saw in one batch."""
-
-    count: int
-    total: np.ndarray
-    squares: np.ndarray
-
-    @classmethod
-    def of(cls, values: torch.Tensor) -> "BatchMoments":
-        rows = feature_rows(values)
-        if rows.numel() <= NUMPY_MOMENTS_VALUES:
-            array = rows.numpy()
-            return cls(len(array), array.sum(axis=0, dtype=np.float64), np.square(array).sum(axis=0, dtype=np.float64))
-        return cls(len(rows), rows.sum(dim=0).double().numpy(), rows.square().sum(dim=0).double().numpy())
 
 
 class _Moments:

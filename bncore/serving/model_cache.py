@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from bncore.storage.artifacts import ArtifactStore
-from bncore.serving.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
-from bncore.serving.drift import BatchMoments, DriftMonitor
-from bncore.errors import InvalidField, ModelNotFound, PayloadTooLarge
 from bncore.bn.folding import ServingGraph, serving_graph
-from bncore.storage.model_store import ModelRecord
+from bncore.bn.moments import BatchMoments
+from bncore.errors import InvalidField, ModelNotFound, PayloadTooLarge
+from bncore.serving.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
+from bncore.serving.drift import DriftMonitor
 from bncore.serving.onnx_export import OnnxExport
+from bncore.storage.artifacts import ArtifactStore
+from bncore.storage.model_store import ModelRecord
 from bncore.training.trained_model import Prediction, TrainedModel
-
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -68,7 +68,10 @@ class ServedModel:
 
     @classmethod
     def of(
-        cls, trained: TrainedModel, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING,
+        cls,
+        trained: TrainedModel,
+        fold_batchnorm: bool,
+        batching: BatchingPolicy = NO_BATCHING,
         on_batch: BatchObserver | None = None,
     ) -> "ServedModel":
         graph = serving_graph(trained, fold_batchnorm)
@@ -152,8 +155,13 @@ class ModelCache:
     """
 
     def __init__(
-        self, artifacts: ArtifactStore, capacity: int, fold_batchnorm: bool, batching: BatchingPolicy = NO_BATCHING,
-        on_batch: BatchObserver | None = None, recheck_seconds: float = 5.0,
+        self,
+        artifacts: ArtifactStore,
+        capacity: int,
+        fold_batchnorm: bool,
+        batching: BatchingPolicy = NO_BATCHING,
+        on_batch: BatchObserver | None = None,
+        recheck_seconds: float = 5.0,
     ) -> None:
         self.artifacts = artifacts
         self.capacity = capacity
