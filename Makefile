@@ -3,7 +3,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: install install-test install-bench run worker test bench clean
+.PHONY: install install-test install-bench run worker test lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ worker: install
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## ruff (lint and format check) and import-linter (the layer rules in pyproject.toml).
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## Measure the service against baselines run alongside it and print a table of ratios (about 5 minutes;
 ## BENCH_ARGS=--quick for a smoke run). Measures Redis dispatch too when redis-server is installed.
