@@ -118,6 +118,32 @@ def covers(example: CurlExample, method: str, template: str) -> bool:
     return example.method == method and re.fullmatch(pattern, PLACEHOLDER.sub("x", example.path)) is not None
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_every_shell_and_python_example_is_run_or_excluded_with_a_reason(page: str) -> None:
+    for language, _ in fenced_blocks(read(page)):
+        if language in SHELL_OR_PYTHON:
+            assert language in RUN_FENCES or language in NOT_RUN_FENCES, (
+                f"{page}: a ```{language} block: write ```sh or ```python, which are run, or add it to NOT_RUN_FENCES"
+            )
+    for command in sh_commands(read(page)):
+        assert command.startswith(RUN_PREFIXES) or command.startswith(tuple(NOT_RUN)), (
+            f"{page}: nothing runs `{command}`: make it runnable, or add it to NOT_RUN with the reason"
+        )
+
+
+def test_the_readme_keeps_its_setup_commands_and_a_train_and_predict_example() -> None:
+    """`make run` and `make test` come first, as CI (.ci/run) runs them, and the Makefile has both."""
+    quick_start = read("README.md").split("## Quick start", 1)[1]
+    setup = next(block for language, block in fenced_blocks(quick_start) if language == "sh")
+    assert [line.split("#")[0].strip() for line in setup.splitlines()] == ["make run", "make test"]
+    makefile = read("Makefile")
+    assert re.search(r"^run:", makefile, flags=re.M) and re.search(r"^test:", makefile, flags=re.M)
+    examples = curl_examples("README.md")
+    assert any(covers(example, "POST", "/v1/jobs") for example in examples)
+    assert any(covers(example, "POST", "/v1/models/{model_id}/predict") for example in examples)
+    assert any("Client(" in block for block in python_blocks("README.md")), "the README lost its SDK example"
+
+
 def test_every_endpoint_has_a_curl_example_in_the_readme_or_the_docs(client: httpx.Client) -> None:
     examples = [example for page in PAGES for example in curl_examples(page)]
     assert len(examples) >= 20, "the README and docs lost their curl examples"
@@ -263,3 +289,9 @@ def test_the_python_examples_run_as_written(page: str, service: RunningService, 
             timeout=300,
         )
         assert result.returncode == 0, f"{page}:\n{block}\n{result.stdout}\n{result.stderr}"
+
+
+def test_the_pages_with_examples_are_the_readme_and_the_docs() -> None:
+    """A page whose examples vanished from the run (a renamed fence, a lost block) fails here."""
+    assert {"README.md", "docs/api.md", "docs/bn-serving.md", "docs/operations.md"} <= set(PAGES_WITH_CURL)
+    assert {"README.md", "docs/api.md", "docs/sdk-cli.md"} <= set(PAGES_WITH_PYTHON)
