@@ -295,3 +295,25 @@ def test_the_pages_with_examples_are_the_readme_and_the_docs() -> None:
     """A page whose examples vanished from the run (a renamed fence, a lost block) fails here."""
     assert {"README.md", "docs/api.md", "docs/bn-serving.md", "docs/operations.md"} <= set(PAGES_WITH_CURL)
     assert {"README.md", "docs/api.md", "docs/sdk-cli.md"} <= set(PAGES_WITH_PYTHON)
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces as dashes."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.*)$", text, flags=re.M)
+    }
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_links_between_the_pages_lead_somewhere(page: str) -> None:
+    source = ROOT / page
+    for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text()):
+        if target.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = target.partition("#")
+        destination = (source.parent / path).resolve() if path else source
+        assert destination.exists(), f"{page}: {target} names no file"
+        if anchor:
+            assert anchor in heading_anchors(destination), f"{page}: {target} names no heading of {path or page}"
