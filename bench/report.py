@@ -43,7 +43,7 @@ def _number(value: float | None, unit: str) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    """A Markdown table, so it pastes into the README as is."""
+    """A Markdown table, so it pastes into docs/performance.md as is."""
     header = ["benchmark", "measured", "baseline", "ratio", "target", "result"]
     lines = [header]
     for row in rows:
