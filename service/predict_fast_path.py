@@ -16,7 +16,8 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bncore.errors import DomainError
-from bncore.serving.model_cache import ServedModel, parse_inputs
+from bncore.serving.inputs import parse_inputs
+from bncore.serving.served_model import ServedModel
 from service.auth import INFER, principal_of
 from service.deps import Services, media_type_of
 from service.errors import domain_error_response

@@ -9,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from bncore.bn.layers import batchnorm_layers
 from bncore.jobs.recalibration import check_recalibration
 from bncore.serving.drift import DriftThresholds
-from bncore.serving.model_cache import ServedModel, parse_inputs
+from bncore.serving.inputs import parse_inputs
+from bncore.serving.served_model import ServedModel
 from bncore.specs import Recalibration, RecalibrationRequest
 from bncore.training.plots import batchnorm_png
 from service.auth import Inferrer, Reader, Trainer
