@@ -10,7 +10,6 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from bncore.data.catalog import DatasetCatalog
-from bncore.jobs.experiments import ExperimentStore
 from bncore.jobs.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
 from bncore.serving.batching import BatchingPolicy
 from bncore.serving.model_cache import ModelCache
@@ -18,6 +17,7 @@ from bncore.settings import Settings, get_settings
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database
 from bncore.storage.dataset_store import DatasetStore
+from bncore.storage.experiment_store import ExperimentStore
 from bncore.storage.job_stats import JobStats
 from bncore.storage.job_store import JobStore
 from bncore.storage.migrations import upgrade_database

@@ -12,11 +12,11 @@ from fastapi import Depends, Query, Request
 
 from bncore.data.catalog import DatasetCatalog
 from bncore.errors import QueueUnavailable, UnsupportedMediaType
-from bncore.jobs.experiments import ExperimentStore
 from bncore.serving.model_cache import ModelCache
 from bncore.settings import Settings
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database
+from bncore.storage.experiment_store import ExperimentStore
 from bncore.storage.job_store import JobStore
 from bncore.storage.model_store import ModelStore
 from service.auth import ApiKeyEntry

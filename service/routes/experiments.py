@@ -4,9 +4,10 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Response
 
-from bncore.jobs.experiments import Experiment, ExperimentRequest, cancel_variants, experiment_status, variant_specs
+from bncore.jobs.experiments import ExperimentRequest, cancel_variants, experiment_status, variant_results, variant_specs
 from bncore.jobs.planning import plan_job
 from bncore.specs import JobSpec
+from bncore.storage.experiment_store import Experiment
 from bncore.storage.job_store import JobRecord
 from bncore.training.plots import experiment_curves_png
 from service.auth import Trainer
@@ -71,7 +72,7 @@ def read_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) 
 
 
 def results_table(experiment: Experiment, job: Callable[[str], JobRecord]) -> ExperimentOut:
-    results = experiment.results(job)
+    results = variant_results(experiment, job)
     return ExperimentOut(
         id=experiment.id,
         name=experiment.name,
