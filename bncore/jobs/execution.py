@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -18,10 +18,12 @@ from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.errors import ArtifactUnavailable, DatasetUnavailable
 from bncore.jobs.background import EpochRecorder, heartbeat
 from bncore.jobs.recalibration import recalibrate
+from bncore.settings import Settings
 from bncore.specs import JobSpec, Recalibration
 from bncore.storage.artifacts import ArtifactStore
-from bncore.storage.job_store import JobRecord, JobStore, Lease, LeaseLost
-from bncore.storage.model_store import ModelStore, new_model_id
+from bncore.storage.job_store import JobStore, Lease, LeaseLost
+from bncore.storage.model_store import new_model_id
+from bncore.storage.wiring import Stores
 from bncore.training.checkpoints import Checkpoint
 from bncore.training.devices import training_device
 from bncore.training.epoch_metrics import EpochMetrics
@@ -42,20 +44,20 @@ class JobTimedOut(TrainingInterrupted):
 
 @dataclass(frozen=True)
 class RunLimits:
-    time_limit_seconds: float = 3600.0
-    heartbeat_seconds: float = 5.0
-    control_poll_seconds: float = 1.0  # how often a running job looks for a cancel request
-    checkpoint_seconds: float = 30.0  # the least time between two checkpoints; 0: after every epoch
+    time_limit_seconds: float
+    heartbeat_seconds: float
+    control_poll_seconds: float  # how often a running job looks for a cancel request
+    checkpoint_seconds: float  # the least time between two checkpoints; 0: after every epoch
     metrics_seconds: float = 0.5  # the least time between two writes of epoch metrics (EpochRecorder)
 
-
-@dataclass(frozen=True)
-class Stores:
-    jobs: JobStore
-    models: ModelStore
-    artifacts: ArtifactStore
-    checkpoints: ArtifactStore
-    datasets: DatasetCatalog = field(default_factory=DatasetCatalog)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RunLimits":
+        return cls(
+            time_limit_seconds=settings.job_time_limit_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            control_poll_seconds=settings.cancel_poll_seconds,
+            checkpoint_seconds=settings.checkpoint_seconds,
+        )
 
 
 def train_model(
@@ -106,11 +108,13 @@ def _stored_checkpoint(checkpoints: ArtifactStore, job_id: str) -> Checkpoint | 
         return None
 
 
-def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLimits()) -> None:
-    """Claim the job, train (from its checkpoint if an earlier attempt left one), store the model.
+def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits) -> None:
+    """Claim the job, then train it (from its checkpoint if an earlier attempt left one) or recalibrate
+    its parent model, and store the model.
 
-    A job that is not queued (cancelled, finished, or running elsewhere) is left alone, so a
-    message delivered twice runs the job once.
+    Both kinds run under the same guard: a heartbeat, the lease, the time limit and cancel requests.
+    A job that is not queued (cancelled, finished, or running elsewhere) is left alone, so a message
+    delivered twice runs the job once.
     """
     jobs = stores.jobs
     device = training_device()
@@ -119,47 +123,18 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
         log.info("job %s is not queued; skipping", job_id)
         return
     job = jobs.get(job_id)
-    if job.recalibration is not None:
-        _run_recalibration(lease, job, stores)
-        return
-    spec = JobSpec.model_validate(job.spec)
-    if spec.training.time_limit_seconds is not None:
-        limits = replace(limits, time_limit_seconds=min(limits.time_limit_seconds, spec.training.time_limit_seconds))
-    checkpoint = _stored_checkpoint(stores.checkpoints, job_id)
-    if checkpoint is not None:
-        jobs.mark_resumed(lease, checkpoint.epoch)
-        # The lost attempt may have died before it wrote the metrics of the epochs it had checkpointed.
-        jobs.record_epochs(lease, list(checkpoint.history))
-
-    last_checkpoint = time.monotonic()
-
-    def after_epoch(metrics: EpochMetrics, capture: Callable[[], Checkpoint]) -> None:
-        nonlocal last_checkpoint
-        # None after the last epoch: the model is stored next. Saved before the epoch's metrics are
-        # recorded, so with CHECKPOINT_SECONDS=0 the progress shown is always an epoch it can resume from.
-        if metrics.epoch < spec.training.epochs and time.monotonic() - last_checkpoint >= limits.checkpoint_seconds:
-            saved = capture()
-            stores.checkpoints.save(job_id, saved.tensors, saved.metadata)
-            last_checkpoint = time.monotonic()
-        recorder.record(metrics)
-
+    if job.recalibration is None:
+        spec = JobSpec.model_validate(job.spec)
+        if spec.training.time_limit_seconds is not None:
+            limits = replace(limits, time_limit_seconds=min(limits.time_limit_seconds, spec.training.time_limit_seconds))
+        work = partial(_train, spec, device, _resume_point(lease, stores), limits)
+    else:
+        work = partial(_recalibrate, Recalibration.model_validate(job.recalibration))
     try:
-        with (
-            heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost,
-            EpochRecorder(partial(jobs.record_epochs, lease), lost, limits.metrics_seconds) as recorder,
-        ):
-            trained, history = train_model(
-                spec,
-                device,
-                stores.datasets,
-                on_epoch=after_epoch,
-                interrupt=_interrupt(lease, jobs, limits, lost),
-                resume=checkpoint,
-            )
-            recorder.flush()
-            _store_model(lease, job.owner, trained, history[-1].quality(), stores)
+        with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost:
+            work(lease, job.owner, stores, lost, _interrupt(lease, jobs, limits, lost))
     except LeaseLost:
-        # Another worker has the job now and goes on from the checkpoint: leave both alone.
+        # Another worker has the job now (and goes on from the checkpoint, if any): leave both alone.
         log.warning("job %s was queued again while this worker ran it; stopping", job_id)
         return
     except JobCancelled:
@@ -176,22 +151,61 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
     stores.checkpoints.delete(job_id)
 
 
-def _run_recalibration(lease: Lease, job: JobRecord, stores: Stores) -> None:
+def _resume_point(lease: Lease, stores: Stores) -> Checkpoint | None:
+    """The checkpoint an earlier attempt left, with its epochs' metrics recorded again."""
+    checkpoint = _stored_checkpoint(stores.checkpoints, lease.job_id)
+    if checkpoint is not None:
+        stores.jobs.mark_resumed(lease, checkpoint.epoch)
+        # The lost attempt may have died before it wrote the metrics of the epochs it had checkpointed.
+        stores.jobs.record_epochs(lease, list(checkpoint.history))
+    return checkpoint
+
+
+def _train(
+    spec: JobSpec,
+    device: torch.device,
+    checkpoint: Checkpoint | None,
+    limits: RunLimits,
+    lease: Lease,
+    owner: str | None,
+    stores: Stores,
+    lost: threading.Event,
+    interrupt: Callable[[], None],
+) -> None:
+    """Train, checkpointing at most every `checkpoint_seconds`, each epoch's metrics written by the recorder."""
+    with EpochRecorder(partial(stores.jobs.record_epochs, lease), lost, limits.metrics_seconds) as recorder:
+        last_checkpoint = time.monotonic()
+
+        def after_epoch(metrics: EpochMetrics, capture: Callable[[], Checkpoint]) -> None:
+            nonlocal last_checkpoint
+            # None after the last epoch: the model is stored next. Saved before the epoch's metrics are
+            # recorded, so with CHECKPOINT_SECONDS=0 the progress shown is always an epoch it can resume from.
+            if metrics.epoch < spec.training.epochs and time.monotonic() - last_checkpoint >= limits.checkpoint_seconds:
+                saved = capture()
+                stores.checkpoints.save(lease.job_id, saved.tensors, saved.metadata)
+                last_checkpoint = time.monotonic()
+            recorder.record(metrics)
+
+        trained, history = train_model(
+            spec, device, stores.datasets, on_epoch=after_epoch, interrupt=interrupt, resume=checkpoint
+        )
+        recorder.flush()
+        _store_model(lease, owner, trained, history[-1].quality(), stores)
+
+
+def _recalibrate(
+    recalibration: Recalibration,
+    lease: Lease,
+    owner: str | None,
+    stores: Stores,
+    lost: threading.Event,
+    interrupt: Callable[[], None],
+) -> None:
     """Population statistics for the parent model's BN layers, stored as a new model that names its parent."""
-    assert job.recalibration is not None
-    recalibration = Recalibration.model_validate(job.recalibration)
-    try:
-        parent = stores.models.get(recalibration.parent_model_id)
-        trained = TrainedModel.from_tensors(parent.spec, stores.artifacts.load(parent.id, parent.artifact_sha256))
-        model, validation = recalibrate(trained, recalibration, stores.datasets)
-        _store_model(lease, job.owner, model, parent.final_metrics | validation, stores, parent_id=parent.id)
-    except LeaseLost:
-        log.warning("recalibration job %s was queued again while this worker ran it; stopping", job.id)
-    except DatasetUnavailable as error:
-        stores.jobs.fail(job.id, error.code, error.message, lease)
-    except Exception as error:
-        log.exception("recalibration job %s failed", job.id)
-        stores.jobs.fail(job.id, "internal_error", f"{type(error).__name__}: {error}", lease)
+    parent = stores.models.get(recalibration.parent_model_id)
+    trained = TrainedModel.from_tensors(parent.spec, stores.artifacts.load(parent.id, parent.artifact_sha256))
+    model, validation = recalibrate(trained, recalibration, stores.datasets, interrupt)
+    _store_model(lease, owner, model, parent.final_metrics | validation, stores, parent_id=parent.id)
 
 
 def _store_model(
