@@ -60,6 +60,17 @@ class RunLimits:
         )
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    """A job this worker holds, as its work sees it: whose it is, where it goes, and how it learns to stop."""
+
+    lease: Lease
+    owner: str | None
+    stores: Stores
+    lost: threading.Event  # set once the heartbeat finds the job is no longer this worker's
+    interrupt: Callable[[], None]  # called between steps: raises when the job must stop
+
+
 def train_model(
     spec: JobSpec, device: torch.device, datasets: DatasetCatalog = BUILT_INS, **callbacks: Callable
 ) -> tuple[TrainedModel, list[EpochMetrics]]:
@@ -132,7 +143,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits) -> None
         work = partial(_recalibrate, Recalibration.model_validate(job.recalibration))
     try:
         with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost:
-            work(lease, job.owner, stores, lost, _interrupt(lease, jobs, limits, lost))
+            work(_Claimed(lease, job.owner, stores, lost, _interrupt(lease, jobs, limits, lost)))
     except LeaseLost:
         # Another worker has the job now (and goes on from the checkpoint, if any): leave both alone.
         log.warning("job %s was queued again while this worker ran it; stopping", job_id)
@@ -161,19 +172,10 @@ def _resume_point(lease: Lease, stores: Stores) -> Checkpoint | None:
     return checkpoint
 
 
-def _train(
-    spec: JobSpec,
-    device: torch.device,
-    checkpoint: Checkpoint | None,
-    limits: RunLimits,
-    lease: Lease,
-    owner: str | None,
-    stores: Stores,
-    lost: threading.Event,
-    interrupt: Callable[[], None],
-) -> None:
+def _train(spec: JobSpec, device: torch.device, checkpoint: Checkpoint | None, limits: RunLimits, job: _Claimed) -> None:
     """Train, checkpointing at most every `checkpoint_seconds`, each epoch's metrics written by the recorder."""
-    with EpochRecorder(partial(stores.jobs.record_epochs, lease), lost, limits.metrics_seconds) as recorder:
+    lease, stores = job.lease, job.stores
+    with EpochRecorder(partial(stores.jobs.record_epochs, lease), job.lost, limits.metrics_seconds) as recorder:
         last_checkpoint = time.monotonic()
 
         def after_epoch(metrics: EpochMetrics, capture: Callable[[], Checkpoint]) -> None:
@@ -187,25 +189,19 @@ def _train(
             recorder.record(metrics)
 
         trained, history = train_model(
-            spec, device, stores.datasets, on_epoch=after_epoch, interrupt=interrupt, resume=checkpoint
+            spec, device, stores.datasets, on_epoch=after_epoch, interrupt=job.interrupt, resume=checkpoint
         )
         recorder.flush()
-        _store_model(lease, owner, trained, history[-1].quality(), stores)
+        _store_model(lease, job.owner, trained, history[-1].quality(), stores)
 
 
-def _recalibrate(
-    recalibration: Recalibration,
-    lease: Lease,
-    owner: str | None,
-    stores: Stores,
-    lost: threading.Event,
-    interrupt: Callable[[], None],
-) -> None:
+def _recalibrate(recalibration: Recalibration, job: _Claimed) -> None:
     """Population statistics for the parent model's BN layers, stored as a new model that names its parent."""
+    stores = job.stores
     parent = stores.models.get(recalibration.parent_model_id)
     trained = TrainedModel.from_tensors(parent.spec, stores.artifacts.load(parent.id, parent.artifact_sha256))
-    model, validation = recalibrate(trained, recalibration, stores.datasets, interrupt)
-    _store_model(lease, owner, model, parent.final_metrics | validation, stores, parent_id=parent.id)
+    model, validation = recalibrate(trained, recalibration, stores.datasets, job.interrupt)
+    _store_model(job.lease, job.owner, model, parent.final_metrics | validation, stores, parent_id=parent.id)
 
 
 def _store_model(
