@@ -47,12 +47,8 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
     stores = build_stores(settings)
     celery = create_celery(settings)
     return Services(
+        **vars(stores),
         settings=settings,
-        database=stores.database,
-        jobs=stores.jobs,
-        models=stores.models,
-        artifacts=stores.artifacts,
-        checkpoints=stores.checkpoints,
         cache=ModelCache(
             stores.artifacts,
             settings.model_cache_size,
@@ -67,8 +63,6 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
         api_keys=api_keys,
         submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
-        experiments=stores.experiments,
-        datasets=stores.datasets,
     )
 
 

@@ -4,40 +4,32 @@ Async although they never await: FastAPI would run a sync dependency in a thread
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from bncore.data.catalog import DatasetCatalog
 from bncore.serving.model_cache import ModelCache
 from bncore.settings import Settings
-from bncore.storage.artifacts import ArtifactStore
-from bncore.storage.database import Database
-from bncore.storage.experiment_store import ExperimentStore
 from bncore.storage.job_store import JobStore
 from bncore.storage.model_store import ModelStore
+from bncore.storage.wiring import Stores
 from service.auth import ApiKeyEntry
 from service.limits import SubmissionRateLimit
 from service.media_types import require_media_type
 
 
-@dataclass
-class Services:
+@dataclass(frozen=True, kw_only=True)
+class Services(Stores):
+    """The stores (built as the worker builds them, bncore.storage.wiring), and what only the API needs."""
+
     settings: Settings
-    database: Database
-    jobs: JobStore
-    models: ModelStore
-    artifacts: ArtifactStore
-    checkpoints: ArtifactStore
     cache: ModelCache
     enqueue: Callable[[str, str], None]
     broker_reachable: Callable[[], bool]
     known_queues: list[str] | None  # every queue some worker consumes, where the service can know it
     api_keys: list[ApiKeyEntry]
     submissions: SubmissionRateLimit
-    experiments: ExperimentStore
-    datasets: DatasetCatalog = field(default_factory=DatasetCatalog)
 
 
 # Bodies are JSON; anything else is refused before it is parsed.

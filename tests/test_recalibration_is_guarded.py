@@ -18,10 +18,10 @@ from bncore.jobs.recovery import recover_lost_jobs
 from bncore.settings import Settings
 from bncore.specs import DatasetRef
 from bncore.storage.job_store import JobRecord
-from bncore.storage.migrations import upgrade_database
 from bncore.storage.model_store import ModelRecord
-from bncore.storage.wiring import Stores, build_stores
+from bncore.storage.wiring import Stores
 from tests.support.jobs import job_request
+from tests.support.stores import stores_in
 
 STALE_SECONDS = 0.5  # the recovery loop's JOB_STALE_SECONDS, ten heartbeats
 LIMITS = replace(
@@ -56,10 +56,8 @@ class Recalibrating:
 @pytest.fixture
 def recalibrating(tmp_path: Path) -> Iterator[Recalibrating]:
     """A trained parent model, and a worker thread running its recalibration, held at the gate."""
-    settings = Settings(data_dir=tmp_path)
-    upgrade_database(settings.resolved_database_url)
     catalog = GatedCatalog()
-    stores = replace(build_stores(settings), datasets=catalog)
+    stores = replace(stores_in(tmp_path), datasets=catalog)
     trained, _ = stores.jobs.create(
         job_request(model={"input_shape": [64]}, training={"epochs": 1}) | {"resources": {"device": "cpu"}}, "alice"
     )

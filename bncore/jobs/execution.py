@@ -52,11 +52,9 @@ class RunLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RunLimits":
+        """A worker's limits, read from settings here and nowhere else."""
         return cls(
-            time_limit_seconds=settings.job_time_limit_seconds,
-            heartbeat_seconds=settings.heartbeat_seconds,
-            control_poll_seconds=settings.cancel_poll_seconds,
-            checkpoint_seconds=settings.checkpoint_seconds,
+            settings.job_time_limit_seconds, settings.heartbeat_seconds, settings.cancel_poll_seconds, settings.checkpoint_seconds
         )
 
 

@@ -1,6 +1,6 @@
 """The one place the stores are built from settings, for the API and the workers alike."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bncore.data.catalog import DatasetCatalog
 from bncore.settings import Settings
@@ -14,13 +14,13 @@ from bncore.storage.model_store import ModelStore
 
 @dataclass(frozen=True)
 class Stores:
+    database: Database
     jobs: JobStore
     models: ModelStore
+    experiments: ExperimentStore
+    datasets: DatasetCatalog  # the built-in datasets and the uploaded ones
     artifacts: ArtifactStore  # model weights
     checkpoints: ArtifactStore  # running jobs' epoch checkpoints
-    datasets: DatasetCatalog = field(default_factory=DatasetCatalog)
-    experiments: ExperimentStore | None = None  # only the API reads experiments
-    database: Database | None = None  # None where the stores were put together by hand (tests)
 
 
 def build_stores(settings: Settings) -> Stores:
