@@ -21,6 +21,7 @@ from bench import dispatch, efficiency, folding, http_load, latency, memory, thr
 from bench.jobs import MLP_64_100_100_100_10, SMALL_MODEL, job_body, train
 from bench.processes import free_port, python_module, redis_server, rss_bytes, service
 from bench.report import Row, table
+from bncore.data.builtin import load_dataset
 
 
 @dataclass(frozen=True)
@@ -55,76 +56,7 @@ def serving_rows(client: httpx.Client, url: str, folder: Path, scale: Scale) -> 
     artifact = folder / "mlp.safetensors"
     artifact.write_bytes(client.get(f"/v1/models/{model_id}/artifact").content)
     port = free_port()
-    sample = {
-        "inputs": [
-            [
-                0,
-                0,
-                5,
-                13,
-                9,
-                1,
-                0,
-                0,
-                0,
-                0,
-                13,
-                15,
-                10,
-                15,
-                5,
-                0,
-                0,
-                3,
-                15,
-                2,
-                0,
-                11,
-                8,
-                0,
-                0,
-                4,
-                12,
-                0,
-                0,
-                8,
-                8,
-                0,
-                0,
-                5,
-                8,
-                0,
-                0,
-                9,
-                8,
-                0,
-                0,
-                4,
-                11,
-                0,
-                1,
-                12,
-                7,
-                0,
-                0,
-                2,
-                14,
-                5,
-                10,
-                12,
-                0,
-                0,
-                0,
-                0,
-                6,
-                13,
-                10,
-                0,
-                0,
-                0,
-            ]
-        ]
-    }
+    sample = {"inputs": [load_dataset("digits").features[0].astype(int).tolist()]}  # a handwritten 0
     with python_module(
         "bench.minimal_endpoint", {}, folder / "minimal.log", f"http://127.0.0.1:{port}/healthz", (str(artifact), str(port))
     ):

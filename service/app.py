@@ -9,19 +9,13 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from bncore.data.catalog import DatasetCatalog
-from bncore.jobs.experiments import ExperimentStore
 from bncore.jobs.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
 from bncore.serving.batching import BatchingPolicy
 from bncore.serving.model_cache import ModelCache
 from bncore.settings import Settings, get_settings
-from bncore.storage.artifacts import ArtifactStore
-from bncore.storage.database import Database
-from bncore.storage.dataset_store import DatasetStore
 from bncore.storage.job_stats import JobStats
-from bncore.storage.job_store import JobStore
 from bncore.storage.migrations import upgrade_database
-from bncore.storage.model_store import ModelStore
+from bncore.storage.wiring import build_stores
 from bncore.training.devices import limit_cpu_threads
 from service.auth import is_loopback, load_api_keys
 from service.deps import Services
@@ -32,7 +26,7 @@ from service.observability.middleware import RequestObserver
 from service.openapi import install_openapi
 from service.predict_fast_path import PredictFastPath
 from service.routes import dashboard, datasets, experiments, health, jobs, metrics, models, serving
-from worker.app import TRAIN_TASK, broker_reachable, enqueue_training, worker_queues
+from worker.app import TRAIN_TASK, broker_reachable, create_celery, enqueue_training, worker_queues
 from worker.broker import waiting_job_ids
 
 log = logging.getLogger(__name__)
@@ -50,31 +44,25 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
             )
         log.warning("no API keys configured (API_KEYS_FILE): the API is open to anyone who can reach it")
     upgrade_database(settings.resolved_database_url)
-    database = Database(settings.resolved_database_url)
-    artifacts = ArtifactStore(settings.resolved_artifacts_dir)
+    stores = build_stores(settings)
+    celery = create_celery(settings)
     return Services(
+        **vars(stores),
         settings=settings,
-        database=database,
-        jobs=JobStore(database),
-        models=ModelStore(database),
-        artifacts=artifacts,
-        checkpoints=ArtifactStore(settings.resolved_checkpoints_dir),
         cache=ModelCache(
-            artifacts,
+            stores.artifacts,
             settings.model_cache_size,
             settings.fold_batchnorm,
             BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
             on_batch=metrics.observe_batch if metrics else None,
             recheck_seconds=settings.model_recheck_seconds,
         ),
-        enqueue=enqueue_training,
-        broker_reachable=broker_reachable,
+        enqueue=partial(enqueue_training, celery),
+        broker_reachable=partial(broker_reachable, celery),
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
         api_keys=api_keys,
         submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
-        experiments=ExperimentStore(database),
-        datasets=DatasetCatalog(DatasetStore.in_artifacts(database, settings.resolved_artifacts_dir)),
     )
 
 

@@ -3,66 +3,37 @@
 Async although they never await: FastAPI would run a sync dependency in a thread, a hop per dependency.
 """
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from bncore.data.catalog import DatasetCatalog
-from bncore.errors import QueueUnavailable, UnsupportedMediaType
-from bncore.jobs.experiments import ExperimentStore
 from bncore.serving.model_cache import ModelCache
 from bncore.settings import Settings
-from bncore.storage.artifacts import ArtifactStore
-from bncore.storage.database import Database
 from bncore.storage.job_store import JobStore
 from bncore.storage.model_store import ModelStore
+from bncore.storage.wiring import Stores
 from service.auth import ApiKeyEntry
 from service.limits import SubmissionRateLimit
+from service.media_types import require_media_type
 
-log = logging.getLogger(__name__)
 
+@dataclass(frozen=True, kw_only=True)
+class Services(Stores):
+    """The stores (built as the worker builds them, bncore.storage.wiring), and what only the API needs."""
 
-@dataclass
-class Services:
     settings: Settings
-    database: Database
-    jobs: JobStore
-    models: ModelStore
-    artifacts: ArtifactStore
-    checkpoints: ArtifactStore
     cache: ModelCache
     enqueue: Callable[[str, str], None]
     broker_reachable: Callable[[], bool]
     known_queues: list[str] | None  # every queue some worker consumes, where the service can know it
     api_keys: list[ApiKeyEntry]
     submissions: SubmissionRateLimit
-    experiments: ExperimentStore
-    datasets: DatasetCatalog = field(default_factory=DatasetCatalog)
 
 
-def enqueue_or_fail(services: Services, job_id: str, device: str) -> None:
-    """Hand a new job to the queue; if the broker is down, the job fails at once instead of waiting forever."""
-    try:
-        services.enqueue(job_id, device)
-    except Exception as error:
-        log.exception("could not enqueue job %s", job_id)
-        services.jobs.fail(job_id, QueueUnavailable.code, f"the job queue is unreachable: {error}")
-        raise QueueUnavailable("the job queue is unreachable; the job was not started, try again later") from error
-
-
-def media_type_of(content_type: str) -> str:
-    """`application/json` of `Application/JSON; charset=utf-8`."""
-    return content_type.split(";")[0].strip().lower()
-
-
-async def require_json(request: Request) -> None:
-    """Bodies are JSON; anything else is refused before it is parsed."""
-    media_type = media_type_of(request.headers.get("content-type", ""))
-    if media_type != "application/json":
-        raise UnsupportedMediaType(f"expected Content-Type: application/json, got '{media_type or 'none'}'")
+# Bodies are JSON; anything else is refused before it is parsed.
+require_json = require_media_type("application/json")
 
 
 async def get_services(request: Request) -> Services:

@@ -20,6 +20,7 @@ from bncore.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from service.media_types import media_type_of
 from service.observability.request_id import current_request_id
 from service.schemas import ErrorDetail, ErrorOut, FieldError
 
@@ -124,7 +125,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 def _is_multipart(request: Request) -> bool:
-    return request.headers.get("content-type", "").lower().startswith(("multipart/", "application/x-www-form-urlencoded"))
+    return media_type_of(request.headers.get("content-type", "")).startswith(("multipart/", "application/x-www-form-urlencoded"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

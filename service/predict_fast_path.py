@@ -16,13 +16,15 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bncore.errors import DomainError
-from bncore.serving.model_cache import ServedModel, parse_inputs
+from bncore.serving.served_model import ServedModel
+from bncore.settings import Settings
 from service.auth import INFER, principal_of
-from service.deps import Services, media_type_of
+from service.deps import Services
 from service.errors import domain_error_response
+from service.media_types import media_type_of
 from service.observability.metrics import PREDICT_ROUTE, ServiceMetrics
 from service.observability.middleware import AnsweredFor
-from service.routes.models import INLINE_PARSE_ROWS
+from service.routes.models import INLINE_PARSE_ROWS, parse_predict_inputs
 from service.schemas import PredictOut
 
 _PATH = compile_path(PREDICT_ROUTE)[0]  # the route template, matched as Starlette matches it
@@ -42,10 +44,10 @@ class PredictFastPath:
         if model is None:
             await self.app(scope, receive, send)
         else:
-            await self._predict(scope, receive, send, match["model_id"], model, services.settings.max_predict_rows)
+            await self._predict(scope, receive, send, match["model_id"], model, services.settings)
 
     async def _predict(
-        self, scope: Scope, receive: Receive, send: Send, model_id: str, model: ServedModel, max_rows: int
+        self, scope: Scope, receive: Receive, send: Send, model_id: str, model: ServedModel, settings: Settings
     ) -> None:
         try:
             messages = await _read_request(receive)
@@ -53,7 +55,7 @@ class PredictFastPath:
             await domain_error_response(error)(scope, receive, send)
             return
         complete = messages[-1]["type"] == "http.request"
-        inputs = _inputs(b"".join(m.get("body", b"") for m in messages), model, max_rows) if complete else None
+        inputs = _inputs(b"".join(m.get("body", b"") for m in messages), model, settings) if complete else None
         if inputs is None:
             await self.app(scope, _replay(messages, receive), send)
             return
@@ -110,7 +112,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-def _inputs(body: bytes, model: ServedModel, max_rows: int) -> torch.Tensor | None:
+def _inputs(body: bytes, model: ServedModel, settings: Settings) -> torch.Tensor | None:
     try:
         request = json.loads(body)  # as the route reads it (Starlette: json.loads of the bytes)
     except (ValueError, RecursionError):
@@ -121,6 +123,6 @@ def _inputs(body: bytes, model: ServedModel, max_rows: int) -> torch.Tensor | No
     if not isinstance(rows, list) or len(rows) > INLINE_PARSE_ROWS:
         return None
     try:
-        return parse_inputs(rows, model.input_shape, max_rows)
+        return parse_predict_inputs(rows, model, settings)
     except DomainError:
         return None

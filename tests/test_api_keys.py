@@ -10,31 +10,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.api_keys import as_caller as as_
+from tests.support.api_keys import keyed_service
 from tests.support.jobs import job_request, wait_for
-from tests.support.processes import ROOT, free_port, own_service
+from tests.support.processes import ROOT, free_port
 
 pytestmark = pytest.mark.embedded_only
 
-KEYS = {
-    "alice": {"key": "alice-key-0123456789", "owner": "alice", "scopes": ["train", "infer"]},
-    "alice_app": {"key": "alice-app-key-0123456789", "owner": "alice", "scopes": ["infer"]},
-    "bob": {"key": "bob-key-0123456789abc", "owner": "bob", "scopes": ["train", "infer"]},
-    "dave": {"key": "dave-key-0123456789abc", "owner": "dave", "scopes": ["train"]},
-    "admin": {"key": "admin-key-0123456789", "owner": "ops", "scopes": ["admin"]},
-}
 SUBMISSIONS_PER_MINUTE = 4
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {"EMBEDDED_WORKERS": "1", "JOB_SUBMISSIONS_PER_MINUTE": str(SUBMISSIONS_PER_MINUTE)}
-    with own_service(tmp_path_factory.mktemp("secured"), env, list(KEYS.values())) as url:
+    with keyed_service(tmp_path_factory.mktemp("secured"), {"JOB_SUBMISSIONS_PER_MINUTE": str(SUBMISSIONS_PER_MINUTE)}) as url:
         yield url
-
-
-def as_(url: str, who: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {KEYS[who]['key']}"} if who else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from bncore.bn.folding import folded_layer_names
-from bncore.serving.model_cache import ServedModel
+from bncore.serving.served_model import ServedModel
 from tests.conftest import RunningService
 from tests.support.processes import free_port, start, stop, wait_ready
 from tests.support.trained_models import ARCHITECTURES, digits_inputs, from_artifact, train_digits

@@ -2,24 +2,26 @@
 at most every `metrics_seconds`, yet reports every epoch, even across a lost worker."""
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import torch
 
-from bncore.jobs.execution import RunLimits, Stores, run_job, train_model
+from bncore.jobs.execution import RunLimits, run_job, train_model
+from bncore.settings import Settings
 from bncore.specs import JobSpec
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database
 from bncore.storage.job_store import JobStore, Lease
-from bncore.storage.migrations import upgrade_database
-from bncore.storage.model_store import ModelStore
 from bncore.training.checkpoints import Checkpoint
 from bncore.training.epoch_metrics import EpochMetrics
 from tests.support.jobs import job_request
+from tests.support.stores import stores_in
 
 EPOCHS = 5
+LIMITS = RunLimits.from_settings(Settings())  # a worker's, as the settings' defaults make them
 
 
 class CountingStore(ArtifactStore):
@@ -48,14 +50,11 @@ class CountingJobStore(JobStore):
 
 @pytest.mark.parametrize(("seconds", "expected"), [(0.0, list(range(1, EPOCHS))), (3600.0, [])], ids=["0s", "1h"])
 def test_checkpoints_follow_the_interval_and_metrics_every_epoch(tmp_path: Path, seconds: float, expected: list[int]) -> None:
-    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    upgrade_database(url)
-    database = Database(url)
     checkpoints = CountingStore(tmp_path / "checkpoints")
-    stores = Stores(JobStore(database), ModelStore(database), ArtifactStore(tmp_path / "artifacts"), checkpoints)
+    stores = replace(stores_in(tmp_path), checkpoints=checkpoints)
     job, _ = stores.jobs.create(job_request(training={"epochs": EPOCHS}) | {"resources": {"device": "cpu"}}, "alice")
 
-    run_job(job.id, stores, "worker-1", RunLimits(checkpoint_seconds=seconds))
+    run_job(job.id, stores, "worker-1", replace(LIMITS, checkpoint_seconds=seconds))
 
     finished = stores.jobs.get(job.id)
     assert finished.status == "succeeded"
@@ -75,14 +74,12 @@ def test_checkpoints_follow_the_interval_and_metrics_every_epoch(tmp_path: Path,
 def test_short_epochs_share_a_write_of_metrics_and_none_is_lost(
     tmp_path: Path, seconds: float, expected: list[list[int]]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    upgrade_database(url)
-    database = Database(url)
-    jobs = CountingJobStore(database)
-    stores = Stores(jobs, ModelStore(database), ArtifactStore(tmp_path / "artifacts"), ArtifactStore(tmp_path / "cp"))
+    stores = stores_in(tmp_path)
+    jobs = CountingJobStore(stores.database)
+    stores = replace(stores, jobs=jobs)
     job, _ = jobs.create(job_request(training={"epochs": EPOCHS}) | {"resources": {"device": "cpu"}}, "alice")
 
-    run_job(job.id, stores, "worker-1", RunLimits(metrics_seconds=seconds))
+    run_job(job.id, stores, "worker-1", replace(LIMITS, metrics_seconds=seconds))
 
     finished = jobs.get(job.id)
     assert finished.status == "succeeded"
@@ -91,12 +88,7 @@ def test_short_epochs_share_a_write_of_metrics_and_none_is_lost(
 
 
 def test_a_resumed_job_reports_the_epochs_its_lost_worker_checkpointed_but_never_wrote(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    upgrade_database(url)
-    database = Database(url)
-    stores = Stores(
-        JobStore(database), ModelStore(database), ArtifactStore(tmp_path / "artifacts"), ArtifactStore(tmp_path / "checkpoints")
-    )
+    stores = stores_in(tmp_path)
     job, _ = stores.jobs.create(job_request(training={"epochs": EPOCHS}) | {"resources": {"device": "cpu"}}, "alice")
     # The first worker trained two epochs and checkpointed the second, but had written only the first's
     # metrics when it was killed.
@@ -113,7 +105,7 @@ def test_a_resumed_job_reports_the_epochs_its_lost_worker_checkpointed_but_never
     stores.jobs.record_epochs(lost, list(captured[0].history))
     assert stores.jobs.requeue_if_stale(job.id, datetime.now(timezone.utc) + timedelta(minutes=1))
 
-    run_job(job.id, stores, "worker-2", RunLimits(metrics_seconds=3600))
+    run_job(job.id, stores, "worker-2", replace(LIMITS, metrics_seconds=3600))
 
     finished = stores.jobs.get(job.id)
     assert (finished.status, finished.attempts, finished.resumed_from_epoch) == ("succeeded", 2, 2)

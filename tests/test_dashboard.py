@@ -17,7 +17,7 @@ from sklearn.datasets import load_iris
 
 from tests.conftest import RunningService
 from tests.support.browser import headless_chromium
-from tests.support.jobs import job_request, submit, wait_for
+from tests.support.jobs import job_request, post_experiment, submit, wait_for
 from tests.support.processes import own_service
 from tests.support.uploads import iris_csv, upload, uploaded
 
@@ -218,14 +218,8 @@ def test_a_file_uploaded_from_the_page_is_stored_and_picked_for_the_next_job(
 def test_an_experiment_shows_its_table_and_curves_and_leads_to_its_jobs(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
-    created = client.post(
-        "/v1/experiments",
-        json={
-            "name": "relu or sigmoid",
-            "base": IRIS_JOB,
-            "variants": [{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}],
-        },
-    ).json()
+    activations = [{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}]
+    created = post_experiment(client, "relu or sigmoid", IRIS_JOB, activations).json()
     for variant in created["variants"]:
         wait_for(client, variant["job_id"])
     table = client.get(f"/v1/experiments/{created['id']}").json()
@@ -261,14 +255,7 @@ def test_an_experiment_shows_its_table_and_curves_and_leads_to_its_jobs(
 def test_an_experiment_still_going_is_cancelled_from_the_page(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
-    created = client.post(
-        "/v1/experiments",
-        json={
-            "name": "too long",
-            "base": job_request(training={"epochs": 1000}),
-            "variants": [{"name": "only"}],
-        },
-    ).json()
+    created = post_experiment(client, "too long", job_request(training={"epochs": 1000}), [{"name": "only"}]).json()
     browser.get(f"{service.url}/")
     click(browser, f"#experiment-rows tr[data-experiment-id='{created['id']}']")
     wait_until(browser, lambda b: b.find_element(By.ID, "experiment-cancel").is_displayed())

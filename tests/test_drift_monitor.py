@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from bncore.serving.drift import DriftThresholds
-from bncore.serving.model_cache import ServedModel
+from bncore.serving.served_model import ServedModel
 from tests.support.jobs import job_request, train
 from tests.support.trained_models import ARCHITECTURES, digits_inputs, train_digits
 

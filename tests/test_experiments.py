@@ -4,7 +4,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.jobs import long_job, wait_for
+from tests.support.jobs import long_job, post_experiment, wait_for
 from tests.support.uploads import iris_csv, uploaded
 
 SIGMOID_MLP = {
@@ -57,29 +57,14 @@ def test_bn_against_plain_networks_side_by_side(client: httpx.Client) -> None:
 
 
 def test_a_bad_override_names_the_variant_and_field(client: httpx.Client) -> None:
-    response = client.post(
-        "/v1/experiments",
-        json={
-            "name": "typo",
-            "base": SIGMOID_MLP,
-            "variants": [{"name": "ok"}, {"name": "typo", "overrides": {"model": {"normalization": "layernorm"}}}],
-        },
-    )
+    typo = [{"name": "ok"}, {"name": "typo", "overrides": {"model": {"normalization": "layernorm"}}}]
+    response = post_experiment(client, "typo", SIGMOID_MLP, typo)
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "variants[1].overrides.model.normalization"
-    response = client.post(
-        "/v1/experiments",
-        json={
-            "name": "mismatch",
-            "base": SIGMOID_MLP,
-            "variants": [{"name": "iris", "overrides": {"dataset": {"name": "iris"}}}],
-        },
-    )
+    response = post_experiment(client, "mismatch", SIGMOID_MLP, [{"name": "iris", "overrides": {"dataset": {"name": "iris"}}}])
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "variants[0].overrides.model.num_classes"
-    duplicate = client.post(
-        "/v1/experiments", json={"name": "d", "base": SIGMOID_MLP, "variants": [{"name": "a"}, {"name": "a"}]}
-    )
+    duplicate = post_experiment(client, "d", SIGMOID_MLP, [{"name": "a"}, {"name": "a"}])
     assert duplicate.status_code == 422 and "distinct" in duplicate.json()["error"]["message"]
     assert client.get("/v1/experiments/exp_missing").status_code == 404
 
@@ -109,14 +94,7 @@ def test_an_uploaded_dataset_against_the_built_in_one(client: httpx.Client, tmp_
 def test_experiments_are_listed_newest_first_a_page_at_a_time(client: httpx.Client) -> None:
     made = []
     for name in ("first", "second"):
-        response = client.post(
-            "/v1/experiments",
-            json={
-                "name": name,
-                "base": SIGMOID_MLP | {"training": {"epochs": 1}},
-                "variants": [{"name": "batchnorm"}],
-            },
-        )
+        response = post_experiment(client, name, SIGMOID_MLP | {"training": {"epochs": 1}}, [{"name": "batchnorm"}])
         assert response.status_code == 202, response.text
         made.append(response.json())
 
@@ -133,14 +111,8 @@ def test_experiments_are_listed_newest_first_a_page_at_a_time(client: httpx.Clie
 
 
 def test_cancelling_an_experiment_stops_every_variant_still_going(client: httpx.Client) -> None:
-    created = client.post(
-        "/v1/experiments",
-        json={
-            "name": "too long",
-            "base": long_job(),
-            "variants": [{"name": "seed 0"}, {"name": "seed 1", "overrides": {"training": {"seed": 1}}}],
-        },
-    ).json()
+    seeds = [{"name": "seed 0"}, {"name": "seed 1", "overrides": {"training": {"seed": 1}}}]
+    created = post_experiment(client, "too long", long_job(), seeds).json()
     wait_for(client, created["variants"][0]["job_id"], until={"running"})
 
     cancelled = client.post(f"/v1/experiments/{created['id']}/cancel")

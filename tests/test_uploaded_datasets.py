@@ -12,8 +12,8 @@ from sklearn.datasets import load_digits, load_iris
 
 from bnjobs.client import ApiError, Client
 from tests.conftest import RunningService
+from tests.support.api_keys import as_caller, keyed_service
 from tests.support.jobs import submit, train, wait_for
-from tests.support.processes import own_service
 from tests.support.uploads import iris_csv, upload, uploaded
 
 SMALL_MLP = {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]}
@@ -279,20 +279,13 @@ def test_deleting_an_upload_keeps_its_models_serving(client: httpx.Client, tmp_p
     assert "which was deleted" in recalibration.json()["error"]["message"]
 
 
-KEYS = {
-    "alice": {"key": "alice-key-0123456789", "owner": "alice", "scopes": ["train", "infer"]},
-    "bob": {"key": "bob-key-0123456789abc", "owner": "bob", "scopes": ["train", "infer"]},
-    "alice_app": {"key": "alice-app-key-0123456789", "owner": "alice", "scopes": ["infer"]},
-    "admin": {"key": "admin-key-0123456789", "owner": "ops", "scopes": ["admin"]},
-}
 UPLOAD_LIMIT = 50_000
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A service with API keys and a small upload limit."""
-    env = {"EMBEDDED_WORKERS": "1", "MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
-    with own_service(tmp_path_factory.mktemp("secured-uploads"), env, list(KEYS.values())) as url:
+    with keyed_service(tmp_path_factory.mktemp("secured-uploads"), {"MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}) as url:
         yield url
 
 
@@ -301,7 +294,7 @@ def as_(secured: str) -> Iterator[Callable[[str], httpx.Client]]:
     clients: list[httpx.Client] = []
 
     def client_of(who: str) -> httpx.Client:
-        clients.append(httpx.Client(base_url=secured, headers={"Authorization": f"Bearer {KEYS[who]['key']}"}, timeout=60))
+        clients.append(as_caller(secured, who))
         return clients[-1]
 
     yield client_of

@@ -19,7 +19,7 @@ from celery.signals import setup_logging
 from bncore.settings import get_settings
 from bncore.structured_logs import configure_logging
 from bncore.training.devices import limit_cpu_threads
-from worker.app import PARENT_PID_VARIABLE, celery_app, worker_queues
+from worker.app import PARENT_PID_VARIABLE, create_celery, worker_queues
 
 ALIVE_FILE = Path(tempfile.gettempdir()) / "bnjobs-worker.alive"
 ALIVE_EVERY_SECONDS = 10
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
         in_background(lambda: exit_with_parent(int(parent)), "parent-watch")
     in_background(keep_alive_file, "alive-file")
     limit_cpu_threads(settings.torch_threads)
-    celery_app.worker_main(
+    create_celery(settings).worker_main(
         [
             "--quiet",  # no banner: every line the worker writes is a log line
             "worker",

@@ -1,28 +1,36 @@
-"""The Celery application and its whole configuration, one table, shared by the API and the workers."""
+"""The Celery application, built from the settings it is given, and its whole configuration in one table."""
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
 
 from bncore.settings import Settings, get_settings
 from bncore.training.devices import training_device
+from worker.tasks import TRAIN_TASK, add_tasks
 
-TRAIN_TASK = "worker.tasks.train_job"
 PARENT_PID_VARIABLE = "BN_EMBEDDED_PARENT_PID"  # set for workers the API process starts and watches
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    """Every option we set; each differs from Celery's default, or is spelled out because a job's safety rests on it.
+
+    With the folder broker, its folders are created here: a worker and the API need them to exist.
+    """
     config: dict[str, Any] = {
         "broker_url": settings.resolved_broker_url,
+        # A worker that starts before Redis waits for it instead of giving up.
         "broker_connection_retry_on_startup": True,
         # JSON only: nothing a client can put on the broker is ever unpickled.
         "task_serializer": "json",
         "accept_content": ["json"],
         # The job store, not a Celery result backend, holds each job's state.
         "task_ignore_result": True,
+        # A job sent with no queue named may run on any worker (see worker_queues).
         "task_default_queue": "any",
         # Acknowledge a job after it ran, so a worker lost mid-job leaves it to be delivered again.
         "task_acks_late": True,
+        # ...also when the worker process is killed outright (SIGKILL, out of memory).
         "task_reject_on_worker_lost": True,
         # One training job per worker process at a time; a second one would wait behind it.
         "worker_prefetch_multiplier": 1,
@@ -32,6 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.job_time_limit_seconds + 120,
         # Redis hands an unacknowledged job to another worker after this long: longer than any job.
         "broker_transport_options": {"visibility_timeout": settings.job_time_limit_seconds + 600},
+        # Our logging (JSON lines by default) stays as bncore.structured_logs set it.
         "worker_hijack_root_logger": False,
     }
     if settings.uses_filesystem_broker:
@@ -53,13 +62,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def create_celery(settings: Settings) -> Celery:
-    app = Celery("bnjobs", include=["worker.tasks"])
-    app.conf.update(celery_config(settings))
+def _celery(settings: Callable[[], Settings]) -> Celery:
+    app = Celery("bnjobs", set_as_current=False)
+    # A promise: read when the app is first used, so building an app touches neither the environment nor a folder.
+    app.add_defaults(lambda: celery_config(settings()))
+    add_tasks(app, settings)
     return app
 
 
-celery_app = create_celery(get_settings())
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app that sends to and consumes from the broker `settings` name, with the tasks registered."""
+    return _celery(lambda: settings)
+
+
+# For the `celery` command line only (`celery -A worker.app inspect active`), configured from the
+# environment on first use. The API and `python -m worker` build their own from the settings they are given.
+celery_app = _celery(get_settings)
 
 
 def worker_queues(settings: Settings) -> list[str]:
@@ -69,14 +87,14 @@ def worker_queues(settings: Settings) -> list[str]:
     return ["gpu", "any"] if training_device().type == "cuda" else ["cpu", "any"]
 
 
-def enqueue_training(job_id: str, device: str) -> None:
+def enqueue_training(app: Celery, job_id: str, device: str) -> None:
     """Route a job to the queue of the device it asks for: `gpu`, `cpu` or `any`."""
-    celery_app.send_task(TRAIN_TASK, args=[job_id], queue=device)
+    app.send_task(TRAIN_TASK, args=[job_id], queue=device)
 
 
-def broker_reachable() -> bool:
+def broker_reachable(app: Celery) -> bool:
     try:
-        with celery_app.connection_for_write(connect_timeout=2) as connection:
+        with app.connection_for_write(connect_timeout=2) as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
         return True
     except Exception:

@@ -2,48 +2,30 @@
 
 import logging
 import time
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 
-from celery import Task
+from celery import Celery, Task
 
-from bncore.data.catalog import DatasetCatalog
-from bncore.jobs.execution import RunLimits, Stores, run_job
-from bncore.settings import get_settings
-from bncore.storage.artifacts import ArtifactStore
-from bncore.storage.database import Database
-from bncore.storage.dataset_store import DatasetStore
-from bncore.storage.job_store import JobStore
-from bncore.storage.model_store import ModelStore
+from bncore.jobs.execution import RunLimits, run_job
+from bncore.settings import Settings
+from bncore.storage.wiring import build_stores
 from bncore.structured_logs import log_context
-from worker.app import TRAIN_TASK, celery_app
 
 log = logging.getLogger(__name__)
 
-
-@lru_cache(maxsize=1)
-def _stores() -> Stores:
-    settings = get_settings()
-    database = Database(settings.resolved_database_url)
-    return Stores(
-        jobs=JobStore(database),
-        models=ModelStore(database),
-        artifacts=ArtifactStore(settings.resolved_artifacts_dir),
-        checkpoints=ArtifactStore(settings.resolved_checkpoints_dir),
-        datasets=DatasetCatalog(DatasetStore.in_artifacts(database, settings.resolved_artifacts_dir)),
-    )
+TRAIN_TASK = "worker.tasks.train_job"
 
 
-@celery_app.task(name=TRAIN_TASK, bind=True)
-def train_job(task: Task, job_id: str) -> None:
-    settings = get_settings()
-    limits = RunLimits(
-        time_limit_seconds=settings.job_time_limit_seconds,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        control_poll_seconds=settings.cancel_poll_seconds,
-        checkpoint_seconds=settings.checkpoint_seconds,
-    )
-    started = time.monotonic()
-    with log_context(job_id=job_id):
-        log.info("job %s: taken by this worker", job_id)
-        run_job(job_id, _stores(), worker=task.request.hostname or "unknown", limits=limits)
-        log.info("job %s: worker done after %.1f s", job_id, time.monotonic() - started)
+def add_tasks(app: Celery, settings: Callable[[], Settings]) -> None:
+    """Register the tasks on `app`; the stores are built from `settings` when the first task runs."""
+    stores = cache(lambda: build_stores(settings()))
+
+    # shared=False: the task belongs to this app alone, with its own settings and stores.
+    @app.task(name=TRAIN_TASK, bind=True, shared=False)
+    def train_job(task: Task, job_id: str) -> None:
+        started = time.monotonic()
+        with log_context(job_id=job_id):
+            log.info("job %s: taken by this worker", job_id)
+            run_job(job_id, stores(), worker=task.request.hostname or "unknown", limits=RunLimits.from_settings(settings()))
+            log.info("job %s: worker done after %.1f s", job_id, time.monotonic() - started)

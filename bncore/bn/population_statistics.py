@@ -8,6 +8,7 @@ With data from another domain, this is AdaBN-style test-time adaptation.
 """
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -19,14 +20,20 @@ BATCH = 2048
 
 
 @torch.inference_mode()
-def recompute_batchnorm_statistics(network: nn.Module, inputs: torch.Tensor) -> None:
-    """Set every BN layer's running statistics to the population statistics of `inputs`, layer by layer."""
+def recompute_batchnorm_statistics(
+    network: nn.Module, inputs: torch.Tensor, interrupt: Callable[[], None] = lambda: None
+) -> None:
+    """Set every BN layer's running statistics to the population statistics of `inputs`, layer by layer.
+
+    `interrupt` is called before each batch; what it raises stops the computation (a cancelled job).
+    """
     network.eval()
     for bn in (m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
         moments = ShiftedMoments()
         handle = bn.register_forward_pre_hook(lambda module, args, moments=moments: moments.add(feature_rows(args[0]).double()))
         try:
             for batch in inputs.split(BATCH):
+                interrupt()
                 network(batch)
         finally:
             handle.remove()
@@ -35,10 +42,10 @@ def recompute_batchnorm_statistics(network: nn.Module, inputs: torch.Tensor) -> 
         bn.running_var.copy_(variance)
 
 
-def recalibrated(model: TrainedModel, raw_inputs: torch.Tensor) -> TrainedModel:
+def recalibrated(model: TrainedModel, raw_inputs: torch.Tensor, interrupt: Callable[[], None] = lambda: None) -> TrainedModel:
     """A copy of `model` whose BN statistics are those of `raw_inputs`, standardised as the model does."""
     if len(raw_inputs) < 2:
         raise ValueError("population statistics need at least 2 samples")
     network = copy.deepcopy(model.network)
-    recompute_batchnorm_statistics(network, (raw_inputs - model.input_mean) / model.input_std)
+    recompute_batchnorm_statistics(network, (raw_inputs - model.input_mean) / model.input_std, interrupt)
     return TrainedModel(model.spec, network, model.input_mean, model.input_std)

@@ -5,19 +5,16 @@ or ReLU, against SELU without BN; each variant a job with the same seed and data
 """
 
 import contextlib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bncore.errors import Conflict, InvalidField, NotFound
+from bncore.errors import Conflict, InvalidField
 from bncore.specs import JobSpec
-from bncore.storage.database import Database, ExperimentRow, utcnow
+from bncore.storage.experiment_store import Experiment
 from bncore.storage.job_store import FINISHED, JobRecord, JobStore
-from bncore.storage.pagination import newest_first
 
 
 class Variant(BaseModel):
@@ -111,21 +108,9 @@ class VariantResult:
         )
 
 
-@dataclass(frozen=True)
-class Experiment:
-    id: str
-    name: str
-    owner: str | None
-    created_at: datetime
-    target_accuracy: float | None
-    variants: list[dict[str, str]]  # [{"name", "job_id"}]
-
-    @classmethod
-    def from_row(cls, row: ExperimentRow) -> "Experiment":
-        return cls(row.id, row.name, row.owner, row.created_at, row.target_accuracy, row.variants)
-
-    def results(self, job: Callable[[str], JobRecord]) -> list[VariantResult]:
-        return [VariantResult.of(v["name"], job(v["job_id"]), self.target_accuracy) for v in self.variants]
+def variant_results(experiment: Experiment, job: Callable[[str], JobRecord]) -> list[VariantResult]:
+    """Each variant's result, its job read through `job`."""
+    return [VariantResult.of(v["name"], job(v["job_id"]), experiment.target_accuracy) for v in experiment.variants]
 
 
 def cancel_variants(experiment: Experiment, jobs: JobStore) -> None:
@@ -144,40 +129,3 @@ def experiment_status(results: list[VariantResult]) -> str:
     if statuses <= set(FINISHED):
         return "finished"
     return "queued" if statuses == {"queued"} else "running"
-
-
-class ExperimentNotFound(NotFound):
-    code = "experiment_not_found"
-
-    def __init__(self, experiment_id: str) -> None:
-        super().__init__(f"no experiment with id '{experiment_id}'")
-
-
-class ExperimentStore:
-    def __init__(self, database: Database) -> None:
-        self.db = database
-
-    def add(self, name: str, owner: str, target_accuracy: float | None, variants: list[dict[str, str]]) -> Experiment:
-        row = ExperimentRow(
-            id=f"exp_{uuid.uuid4().hex}",
-            name=name,
-            owner=owner,
-            created_at=utcnow(),
-            target_accuracy=target_accuracy,
-            variants=variants,
-        )
-        with self.db.session() as session, session.begin():
-            session.add(row)
-        return self.get(row.id)
-
-    def get(self, experiment_id: str, owner: str | None = None) -> Experiment:
-        with self.db.session() as session:
-            row = session.get(ExperimentRow, experiment_id)
-            if row is None or (owner is not None and row.owner != owner):
-                raise ExperimentNotFound(experiment_id)
-            return Experiment.from_row(row)
-
-    def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[Experiment], str | None]:
-        with self.db.session() as session:
-            rows, next_cursor = newest_first(session, ExperimentRow, limit, cursor, owner)
-            return [Experiment.from_row(row) for row in rows], next_cursor

@@ -1,5 +1,7 @@
 """Recalibration jobs: a model's BN statistics recomputed over data, stored as a new model version."""
 
+from collections.abc import Callable
+
 import torch
 
 from bncore.bn.population_statistics import recalibrated
@@ -48,10 +50,18 @@ def recalibration_inputs(spec: JobSpec, recalibration: Recalibration, datasets: 
 
 
 def recalibrate(
-    parent: TrainedModel, recalibration: Recalibration, datasets: DatasetCatalog = BUILT_INS
+    parent: TrainedModel,
+    recalibration: Recalibration,
+    datasets: DatasetCatalog = BUILT_INS,
+    interrupt: Callable[[], None] = lambda: None,
 ) -> tuple[TrainedModel, dict[str, float]]:
-    """The recalibrated model, and its loss and accuracy on the parent's validation split."""
-    model = recalibrated(parent, recalibration_inputs(parent.spec, recalibration, datasets))
+    """The recalibrated model, and its loss and accuracy on the parent's validation split.
+
+    `interrupt` is called between batches, as in training: it stops a cancelled or timed-out job.
+    """
+    inputs = recalibration_inputs(parent.spec, recalibration, datasets)
+    interrupt()
+    model = recalibrated(parent, inputs, interrupt)
     spec = parent.spec
     data = prepare_data(datasets.load(spec.dataset), parent.input_shape, spec.training.validation_fraction, spec.training.seed)
     val_loss, val_accuracy = evaluate(model.network, data.x_val, data.y_val)

@@ -3,14 +3,14 @@
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
 from bncore.data.builtin import list_datasets
 from bncore.data.uploads import UploadLimits, parse_upload
-from bncore.errors import UnsupportedMediaType
 from bncore.storage.dataset_store import DatasetStore
 from service.auth import Caller, Trainer
 from service.deps import ServicesDep
+from service.media_types import require_media_type
 from service.schemas import DatasetList, DatasetOut, error_responses
 
 UPLOAD_PATH = "/v1/datasets"
@@ -22,10 +22,7 @@ TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401))
 
 
-def require_multipart(request: Request) -> None:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "multipart/form-data":
-        raise UnsupportedMediaType(f"expected Content-Type: multipart/form-data, got '{media_type or 'none'}'")
+require_multipart = require_media_type("multipart/form-data")
 
 
 def uploads(services: ServicesDep) -> DatasetStore:

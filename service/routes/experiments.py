@@ -1,18 +1,18 @@
 """Experiments: variants of one job run side by side, compared in a table and a chart."""
 
 from collections.abc import Callable
+from functools import partial
 
 from fastapi import APIRouter, Depends, Response
 
-from bncore.jobs.experiments import Experiment, ExperimentRequest, cancel_variants, experiment_status, variant_specs
-from bncore.jobs.planning import plan_job
-from bncore.specs import JobSpec
+from bncore.jobs.experiments import ExperimentRequest, cancel_variants, experiment_status, variant_results, variant_specs
+from bncore.storage.experiment_store import Experiment
 from bncore.storage.job_store import JobRecord
 from bncore.training.plots import experiment_curves_png
 from service.auth import Trainer
-from service.deps import PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json
-from service.routes.jobs import check_a_worker_can_take
+from service.deps import PageCursor, PageLimit, ServicesDep, require_json
 from service.schemas import PNG_RESPONSE, ExperimentOut, ExperimentPage, VariantOut, error_responses
+from service.submissions import plan_submission, queue_job
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=error_responses(401, 403, 422))
 
@@ -26,25 +26,10 @@ router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=err
 )
 def create_experiment(request: ExperimentRequest, response: Response, services: ServicesDep, caller: Trainer) -> ExperimentOut:
     """Run every variant (the base with its `overrides` deep-merged) as a job; the base's seed and data for all."""
-    settings = services.settings
-
-    def plan(spec: JobSpec) -> JobSpec:
-        planned = plan_job(
-            spec,
-            settings.max_parameters,
-            settings.max_sample_epochs,
-            settings.job_time_limit_seconds,
-            services.datasets.visible_to(caller.owner_filter),
-        )
-        check_a_worker_can_take(planned, services.known_queues)
-        return planned
-
-    specs = variant_specs(request, plan)
+    specs = variant_specs(request, partial(plan_submission, services=services, caller=caller))
     variants = []
     for variant, spec in zip(request.variants, specs, strict=True):
-        services.submissions.take(caller.owner)
-        job, _ = services.jobs.create(spec.model_dump(mode="json"), caller.owner)
-        enqueue_or_fail(services, job.id, spec.resources.device)
+        job = queue_job(services, caller, spec)
         variants.append({"name": variant.name, "job_id": job.id})
     experiment = services.experiments.add(request.name, caller.owner, request.target_accuracy, variants)
     response.headers["Location"] = f"/v1/experiments/{experiment.id}"
@@ -71,7 +56,7 @@ def read_experiment(experiment_id: str, services: ServicesDep, caller: Trainer) 
 
 
 def results_table(experiment: Experiment, job: Callable[[str], JobRecord]) -> ExperimentOut:
-    results = experiment.results(job)
+    results = variant_results(experiment, job)
     return ExperimentOut(
         id=experiment.id,
         name=experiment.name,

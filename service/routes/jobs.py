@@ -8,25 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import StreamingResponse
 
-from bncore.errors import InvalidField
-from bncore.jobs.planning import plan_job
 from bncore.specs import JobSpec
 from bncore.storage.job_store import FINISHED, JobStore
 from bncore.training.plots import training_curves_png
 from service.auth import Trainer
-from service.deps import JobsDep, PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json
+from service.deps import JobsDep, PageCursor, PageLimit, ServicesDep, require_json
 from service.schemas import JOB_EXAMPLES, PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage, error_responses
+from service.submissions import plan_submission, queue_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 403, 422))
 EVENT_POLL_SECONDS = 0.5
-
-
-def check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> None:
-    if known_queues is not None and spec.resources.device not in known_queues:
-        raise InvalidField(
-            "resources.device",
-            f"no worker here takes '{spec.resources.device}' jobs; the workers consume {known_queues}",
-        )
 
 
 @router.post(
@@ -48,19 +39,7 @@ def submit_job(
     With an `Idempotency-Key` header, sending the same body again returns the job the first
     request made instead of starting another.
     """
-    settings = services.settings
-    planned = plan_job(
-        spec,
-        settings.max_parameters,
-        settings.max_sample_epochs,
-        settings.job_time_limit_seconds,
-        services.datasets.visible_to(caller.owner_filter),
-    )
-    check_a_worker_can_take(planned, services.known_queues)
-    services.submissions.take(caller.owner)
-    job, created = services.jobs.create(planned.model_dump(mode="json"), caller.owner, idempotency_key)
-    if created:
-        enqueue_or_fail(services, job.id, planned.resources.device)
+    job = queue_job(services, caller, plan_submission(spec, services, caller), idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.from_record(job)
 

@@ -1,15 +1,18 @@
 """Trained models: metadata, BN layers, predictions, drift, downloads, deletion."""
 
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import torch
 from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from bncore.bn.layers import batchnorm_layers
 from bncore.jobs.recalibration import check_recalibration
 from bncore.serving.drift import DriftThresholds
-from bncore.serving.model_cache import ServedModel, parse_inputs
+from bncore.serving.inputs import parse_inputs
+from bncore.serving.served_model import ServedModel
+from bncore.settings import Settings
 from bncore.specs import Recalibration, RecalibrationRequest
 from bncore.training.plots import batchnorm_png
 from service.auth import Inferrer, Reader, Trainer
@@ -20,9 +23,9 @@ from service.deps import (
     Services,
     ServicesDep,
     SettingsDep,
-    enqueue_or_fail,
     require_json,
 )
+from service.observability.metrics import PREDICT_ROUTE
 from service.schemas import (
     PNG_RESPONSE,
     BatchNormLayerOut,
@@ -35,12 +38,18 @@ from service.schemas import (
     PredictOut,
     error_responses,
 )
+from service.submissions import enqueue_or_fail
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 403, 422))
 # Routes that load the stored weights answer 503 when they are missing or damaged.
 SERVED = error_responses(404, 503)
 # Up to this many rows predict parses its inputs on the event loop; a larger request, in a thread.
 INLINE_PARSE_ROWS = 64
+
+
+def parse_predict_inputs(rows: Any, model: ServedModel, settings: Settings) -> torch.Tensor:
+    """A predict request's inputs for `model`, at most MAX_PREDICT_ROWS: the route and the fast path both parse here."""
+    return parse_inputs(rows, model.input_shape, settings.max_predict_rows)
 
 
 async def served_model(services: Services, model_id: str, owner: str | None) -> ServedModel:
@@ -105,15 +114,18 @@ def plot_batchnorm(model_id: str, model: ReadableModel) -> Response:
     return Response(png, media_type="image/png")
 
 
+# Most predict requests never reach this route: the fast path (service/predict_fast_path.py, an ASGI
+# middleware) answers a plain JSON request for a cached model first, with the same bytes. What it passes
+# on comes here, so this route is the one that explains what is wrong with a request.
 @router.post(
-    "/{model_id}/predict",
+    PREDICT_ROUTE.removeprefix(router.prefix),
     response_model=PredictOut,
     dependencies=[Depends(require_json)],
     responses={**SERVED, **error_responses(413, 415)},
 )
 async def predict(model_id: str, body: PredictIn, model: InferableModel, settings: SettingsDep) -> PredictOut:
     """Class probabilities for raw inputs, in eval mode: a sample's answer does not depend on its batch."""
-    parse = partial(parse_inputs, body.inputs, model.input_shape, settings.max_predict_rows)
+    parse = partial(parse_predict_inputs, body.inputs, model, settings)
     inputs = parse() if len(body.inputs) <= INLINE_PARSE_ROWS else await run_in_threadpool(parse)
     return PredictOut.of(model_id, await model.predict_async(inputs))
 

@@ -64,3 +64,8 @@ def cancel_all(client: httpx.Client, jobs: list[dict[str, Any]]) -> None:
 def figures(metrics: dict[str, Any]) -> dict[str, Any]:
     """An epoch's metrics without its wall time, which differs between two runs of the same job."""
     return {name: value for name, value in metrics.items() if name != "seconds"}
+
+
+def post_experiment(client: httpx.Client, name: str, base: dict[str, Any], variants: list[dict[str, Any]]) -> httpx.Response:
+    """POST /v1/experiments: `base` run once per variant, each a name and overrides deep-merged into it."""
+    return client.post("/v1/experiments", json={"name": name, "base": base, "variants": variants})

@@ -1,0 +1,89 @@
+"""A trained model as the service runs it: serving graph, drift monitor, dynamic batcher, ONNX export."""
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+
+from bncore.bn.folding import ServingGraph, serving_graph
+from bncore.bn.moments import BatchMoments
+from bncore.errors import InvalidField
+from bncore.serving.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
+from bncore.serving.drift import DriftMonitor
+from bncore.serving.onnx_export import OnnxExport
+from bncore.training.trained_model import Prediction, TrainedModel
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A trained model as the service runs it: its serving graph, watched by a drift monitor, fed by a batcher."""
+
+    trained: TrainedModel  # the training form, as stored
+    graph: ServingGraph
+    drift: DriftMonitor
+    batcher: DynamicBatcher["_Answer"]
+    onnx: OnnxExport
+
+    @classmethod
+    def of(
+        cls,
+        trained: TrainedModel,
+        fold_batchnorm: bool,
+        batching: BatchingPolicy = NO_BATCHING,
+        on_batch: BatchObserver | None = None,
+    ) -> "ServedModel":
+        graph = serving_graph(trained, fold_batchnorm)
+        drift = DriftMonitor(graph.batchnorms)
+        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching, on_batch)
+        return cls(trained, graph, drift, batcher, OnnxExport(trained))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.trained.input_shape
+
+    def predict(self, raw_inputs: torch.Tensor) -> Prediction:
+        """Eval mode with frozen BN statistics, batched with concurrent callers; the drift monitor sees each row once.
+
+        InvalidField when finite inputs still overflow the network: an answer of NaNs is no answer.
+        """
+        return _checked(self.batcher.run(raw_inputs))
+
+    async def predict_async(self, raw_inputs: torch.Tensor) -> Prediction:
+        """As `predict`, awaited: no thread waits for the batch, and the forward pass runs off the event loop."""
+        return _checked(await self.batcher.run_async(raw_inputs))
+
+    def serving_stats(self) -> BatchingStats:
+        """Requests, rows and forward passes since this process loaded the model."""
+        return self.batcher.stats()
+
+
+@dataclass(frozen=True)
+class _Answer:
+    prediction: Prediction
+    overflowed: list[int]  # rows whose logits are not all finite, usually none
+
+
+def _checked(answer: _Answer) -> Prediction:
+    if answer.overflowed:
+        raise InvalidField(f"inputs[{answer.overflowed[0]}]", "values so large the network overflows float32")
+    return answer.prediction
+
+
+@torch.inference_mode()
+def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> _Answer:
+    """One forward pass; what the BN layers saw adds to the drift monitor's moments."""
+    seen: dict[str, BatchMoments] = {}
+    logits = graph.forward(raw_inputs, observe=lambda name, values: seen.__setitem__(name, BatchMoments.of(values)))
+    drift.record(len(raw_inputs), seen)
+    finite = np.isfinite(logits.numpy())
+    overflowed = [] if finite.all() else np.flatnonzero(~finite.all(axis=1)).tolist()
+    return _Answer(Prediction.from_logits(logits), overflowed)
+
+
+def _rows(answer: _Answer, start: int, stop: int) -> _Answer:
+    prediction = answer.prediction
+    return _Answer(
+        Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop]),
+        [row - start for row in answer.overflowed if start <= row < stop],
+    )
