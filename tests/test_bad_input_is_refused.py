@@ -67,7 +67,10 @@ BAD_INPUTS = [
     ([[1.0] * 63], "inputs", "expected shape [N, 64], got [1, 63]"),
     ([1.0] * 64, "inputs", "expected shape [N, 64], got [64]"),
     ([[1.0] * 64, [1.0] * 10], "inputs", "ragged"),
-    ([["a"] * 64], "inputs", "non-numeric"),
+    ([["a"] * 64], "inputs[0][0]", "expected a number, got a string"),
+    ([[0.0] * 63 + ["1.5"]], "inputs[0][63]", "expected a number, got a string"),
+    ([[0.0] * 64, [True] + [0.0] * 63], "inputs[1][0]", "expected a number, got true"),
+    ([[0.0] * 64, [0.0, None] + [0.0] * 62], "inputs[1][1]", "expected a number, got null"),
 ]
 
 

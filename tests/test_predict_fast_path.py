@@ -140,3 +140,40 @@ def test_requests_the_fast_path_does_not_take_get_the_routes_answer(
         assert len(response.json()["predictions"]) == 65
     else:
         assert response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [("1.5", "a string"), (True, "true"), (False, "false"), (None, "null")],
+    ids=["a numeric string", "true", "false", "null"],
+)
+def test_values_that_are_not_numbers_are_refused_alike_on_both_paths(
+    client: httpx.Client, digits_model: dict, value: object, got: str
+) -> None:
+    url = f"/v1/models/{digits_model['id']}/predict"
+    body = json.dumps({"inputs": [DIGIT, [*DIGIT[:5], value, *DIGIT[6:]]]}).encode()
+    assert client.post(url, json={"inputs": [DIGIT]}).status_code == 200  # the model is in this process's cache
+
+    fast = client.post(url, content=body, headers=HEADERS)
+    routed = client.post(url, content=without_declared_length(body), headers=HEADERS)
+
+    assert fast.status_code == routed.status_code == 422, fast.text
+    assert fast.content == routed.content
+    assert fast.json()["error"]["fields"] == [{"field": "inputs[1][5]", "message": f"expected a number, got {got}"}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [json.dumps({"inputs": [DIGIT]}), json.dumps({"inputs": [DIGIT], "extra": 1}), json.dumps({"inputs": [["1"] * 64]})],
+    ids=["answered on the fast path", "handed on: unknown field", "handed on: not numbers"],
+)
+def test_a_predict_request_is_one_cache_hit_whichever_path_answers_it(
+    client: httpx.Client, digits_model: dict, body: str
+) -> None:
+    url = f"/v1/models/{digits_model['id']}/predict"
+    assert client.post(url, json={"inputs": [DIGIT]}).status_code == 200  # the model is in this process's cache
+    before = value(scrape(client), "bnjobs_model_cache_hits_total")
+
+    client.post(url, content=body.encode(), headers=HEADERS)
+
+    assert value(scrape(client), "bnjobs_model_cache_hits_total") - before == 1

@@ -1,14 +1,16 @@
 """Serving: checking raw prediction inputs, the served form of a model, and an LRU cache of them."""
 
+import functools
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Strict, TypeAdapter, ValidationError
 
 from bncore.bn.folding import ServingGraph, serving_graph
 from bncore.bn.moments import BatchMoments
@@ -29,12 +31,11 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
         raise InvalidField("inputs", f"expected a non-empty list of samples shaped {_shape(input_shape)}")
     if len(raw) > max_rows:
         raise PayloadTooLarge("inputs", f"{len(raw)} rows; at most {max_rows} per request")
+    _refuse_non_numbers(raw, 1 + len(input_shape))
     try:
         array = np.asarray(raw, dtype=np.float64)
     except (ValueError, TypeError):
-        raise InvalidField(
-            "inputs", f"expected numbers nested as {_shape(input_shape)}, got ragged or non-numeric rows"
-        ) from None
+        raise InvalidField("inputs", f"expected numbers nested as {_shape(input_shape)}, got ragged rows") from None
     except OverflowError:
         raise InvalidField("inputs", "a number too large for a 64-bit float") from None
     if array.shape[1:] != input_shape:
@@ -42,6 +43,39 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
     if not np.abs(array).max() <= FLOAT32_MAX:  # also true of NaN
         _refuse_out_of_range(array)
     return torch.from_numpy(array.astype(np.float32))
+
+
+@functools.cache
+def _nested_numbers(depth: int) -> TypeAdapter[Any]:
+    """Lists `depth` deep of JSON numbers: strict, so "1.5", true and null are refused rather than converted."""
+    kind: Any = Annotated[float, Strict()]
+    for _ in range(depth):
+        kind = list[kind]
+    return TypeAdapter(kind)
+
+
+def _refuse_non_numbers(raw: list[Any], depth: int) -> None:
+    """InvalidField naming the row and column of the first value that is not a number, as job specs are refused.
+
+    A list where a number belongs, or the reverse, is a shape error, and an integer too large for a
+    float a range error: the caller explains those.
+    """
+    try:
+        _nested_numbers(depth).validate_python(raw)
+    except ValidationError as error:
+        for problem in error.errors(include_url=False):
+            value = problem["input"]
+            if problem["type"] == "float_type" and (value is None or isinstance(value, (bool, str, dict))):
+                where = "".join(f"[{index}]" for index in problem["loc"])
+                raise InvalidField(f"inputs{where}", f"expected a number, got {_json_kind(value)}") from None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "a string" if isinstance(value, str) else "an object"
 
 
 def _shape(input_shape: tuple[int, ...]) -> str:
@@ -174,20 +208,27 @@ class ModelCache:
         self._lock = threading.Lock()
         self._hits = self._misses = self._onnx_exports = 0
 
-    def lookup(self, model_id: str, owner: str | None) -> ServedModel | None:
+    def lookup(self, model_id: str, owner: str | None, count_hit: bool = True) -> ServedModel | None:
         """The cached model, if its record was read recently; None: read the record and call `get`.
 
-        With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers.
+        With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers. A caller
+        that may yet hand the request on to another lookup passes `count_hit=False`, then `count_hit()`
+        once it answers, so that one request is one hit.
         """
         with self._lock:
             cached = self._models.get(model_id)
             if cached is None or time.monotonic() - cached.checked_at > self.recheck_seconds:
                 return None
-            self._hits += 1
+            if count_hit:
+                self._hits += 1
             self._models.move_to_end(model_id)
         if owner is not None and cached.record.owner != owner:
             raise ModelNotFound(model_id)
         return cached.model
+
+    def count_hit(self) -> None:
+        with self._lock:
+            self._hits += 1
 
     def get(self, record: ModelRecord) -> ServedModel:
         """The served model of a record just read from the database, loaded from its verified artifact on first use."""
