@@ -37,6 +37,39 @@ def test_a_bad_job_is_refused_with_the_field_named(client: httpx.Client, overrid
     assert expected in error["message"]
 
 
+DIGITS_JOB = {"model": {"architecture": "mlp", "num_classes": 10}, "training": {"epochs": 1}}
+
+
+def experiment(name: str = "lr sweep", variant: str = "base", overrides: dict | None = None) -> dict:
+    return {
+        "name": name,
+        "base": {**DIGITS_JOB, "dataset": {"name": "digits"}},
+        "variants": [{"name": variant, "overrides": overrides or {}}],
+    }
+
+
+# Text PostgreSQL cannot store (a NUL) and other control characters, in every field a user names something with.
+UNSTORABLE_TEXT = [
+    ("/v1/experiments", experiment(name="lr\x00sweep"), "name"),
+    ("/v1/experiments", experiment(name="lr sweep\n"), "name"),
+    ("/v1/experiments", experiment(variant="ba\x00se"), "variants.0.name"),
+    ("/v1/experiments", experiment(overrides={"dataset": {"id": "ds_\x00"}}), "variants[0].overrides.dataset.id"),
+    ("/v1/jobs", {**DIGITS_JOB, "dataset": {"name": "digits\x00"}}, "dataset.name"),
+    ("/v1/jobs", {**DIGITS_JOB, "dataset": {"id": "ds_\x00"}}, "dataset.id"),
+]
+
+
+@pytest.mark.parametrize("path, body, field", UNSTORABLE_TEXT, ids=[f"{path} {field}" for path, _, field in UNSTORABLE_TEXT])
+def test_a_control_character_in_a_name_is_a_422_naming_the_field(client: httpx.Client, path: str, body: dict, field: str) -> None:
+    before = client.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert [f["field"] for f in error["fields"]] == [field]
+    assert "control character U+00" in error["message"]
+    assert client.get("/v1/jobs", params={"limit": 100}).json()["items"] == before
+
+
 def test_a_job_without_model_or_dataset_names_both(client: httpx.Client) -> None:
     response = client.post("/v1/jobs", json={"training": {"epochs": 1}})
     assert response.status_code == 422
