@@ -21,6 +21,8 @@ KEYS = {
     "bob": {"key": "bob-key-0123456789abc", "owner": "bob", "scopes": ["train", "infer"]},
     "dave": {"key": "dave-key-0123456789abc", "owner": "dave", "scopes": ["train"]},
     "admin": {"key": "admin-key-0123456789", "owner": "ops", "scopes": ["admin"]},
+    "erin": {"key": "erin-key-0123456789abc", "owner": "erin", "scopes": ["train"]},
+    "frank": {"key": "frank-key-0123456789ab", "owner": "frank", "scopes": ["train"]},
 }
 SUBMISSIONS_PER_MINUTE = 4
 
@@ -136,6 +138,52 @@ def test_job_submissions_are_rate_limited_per_owner(secured: str) -> None:
         limited = dave.post("/v1/jobs", json=body)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert bob.post("/v1/jobs", json=body).status_code == 202
+
+
+def test_an_idempotent_retry_costs_no_submission(secured: str) -> None:
+    with as_(secured, "erin") as erin:
+        body = job_request(training={"epochs": 1})
+        first = erin.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-1"})
+        assert first.status_code == 202
+        retries = [erin.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-1"}) for _ in range(3)]
+        assert [(r.status_code, r.json()["id"]) for r in retries] == [(202, first.json()["id"])] * 3
+
+        codes = [erin.post("/v1/jobs", json=body).status_code for _ in range(SUBMISSIONS_PER_MINUTE)]
+        assert codes == [202] * (SUBMISSIONS_PER_MINUTE - 1) + [429]
+
+
+def an_experiment(variants: int) -> dict:
+    return {
+        "name": f"{variants} learning rates",
+        "base": job_request(training={"epochs": 1}),
+        "variants": [
+            {"name": f"lr {rate}", "overrides": {"training": {"learning_rate": rate}}} for rate in range(1, variants + 1)
+        ],
+    }
+
+
+def test_an_experiment_is_created_whole_or_not_at_all(secured: str) -> None:
+    with as_(secured, "frank") as frank:
+        for _ in range(SUBMISSIONS_PER_MINUTE - 2):
+            assert frank.post("/v1/jobs", json=job_request(training={"epochs": 1})).status_code == 202
+        jobs_before = frank.get("/v1/jobs").json()["items"]
+
+        refused = frank.post("/v1/experiments", json=an_experiment(3))  # two submissions left, three jobs asked for
+        assert refused.status_code == 429, refused.text
+        assert frank.get("/v1/jobs").json()["items"] == jobs_before
+        assert frank.get("/v1/experiments").json()["items"] == []
+
+        made = frank.post("/v1/experiments", json=an_experiment(2), headers={"Idempotency-Key": "sweep-1"})
+        assert made.status_code == 202, made.text
+        again = frank.post("/v1/experiments", json=an_experiment(2), headers={"Idempotency-Key": "sweep-1"})
+        assert again.status_code == 202, again.text  # no submission left, yet the retry is answered
+        assert again.json()["id"] == made.json()["id"]
+        assert [v["job_id"] for v in again.json()["variants"]] == [v["job_id"] for v in made.json()["variants"]]
+        assert len(frank.get("/v1/jobs").json()["items"]) == len(jobs_before) + 2
+        assert [e["id"] for e in frank.get("/v1/experiments").json()["items"]] == [made.json()["id"]]
+
+        other = frank.post("/v1/experiments", json=an_experiment(1), headers={"Idempotency-Key": "sweep-1"})
+        assert other.status_code == 409 and "Idempotency-Key" in other.json()["error"]["message"]
 
 
 def run_service(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:

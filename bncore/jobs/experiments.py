@@ -12,12 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from bncore.errors import Conflict, InvalidField, NotFound
 from bncore.free_text import OneLine
 from bncore.specs import JobSpec
 from bncore.storage.database import Database, ExperimentRow, utcnow
-from bncore.storage.job_store import FINISHED, JobRecord, JobStore
+from bncore.storage.job_store import FINISHED, JobRecord, JobStore, new_job_row, request_sha256
 from bncore.storage.pagination import newest_first
 
 
@@ -158,18 +160,47 @@ class ExperimentStore:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    def add(self, name: str, owner: str, target_accuracy: float | None, variants: list[dict[str, str]]) -> Experiment:
+    def earlier(self, owner: str, idempotency_key: str, request: ExperimentRequest) -> Experiment | None:
+        """The experiment a request with this key made before; Conflict when that request had another body."""
+        with self.db.session() as session:
+            row = session.scalar(
+                select(ExperimentRow).where(ExperimentRow.owner == owner, ExperimentRow.idempotency_key == idempotency_key)
+            )
+        if row is None:
+            return None
+        if row.request_sha256 != request_sha256(request.model_dump(mode="json")):
+            raise Conflict(f"Idempotency-Key '{idempotency_key}' was used for a different request")
+        return Experiment.from_row(row)
+
+    def create(
+        self, request: ExperimentRequest, specs: list[dict[str, Any]], owner: str, idempotency_key: str | None = None
+    ) -> tuple[Experiment, bool]:
+        """The experiment and a queued job per variant (planned `specs`), all in one transaction, or none of them.
+
+        With an `idempotency_key` seen before, the experiment it made; True when new.
+        """
+        if idempotency_key is not None and (earlier := self.earlier(owner, idempotency_key, request)):
+            return earlier, False
+        jobs = [new_job_row(spec, owner) for spec in specs]
         row = ExperimentRow(
             id=f"exp_{uuid.uuid4().hex}",
-            name=name,
+            name=request.name,
             owner=owner,
             created_at=utcnow(),
-            target_accuracy=target_accuracy,
-            variants=variants,
+            target_accuracy=request.target_accuracy,
+            variants=[{"name": variant.name, "job_id": job.id} for variant, job in zip(request.variants, jobs, strict=True)],
+            idempotency_key=idempotency_key,
+            request_sha256=request_sha256(request.model_dump(mode="json")),
         )
-        with self.db.session() as session, session.begin():
-            session.add(row)
-        return self.get(row.id)
+        try:
+            with self.db.session() as session, session.begin():
+                session.add_all([*jobs, row])
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # The same key raced in from another request: answer as if it had come first.
+            return self.create(request, specs, owner, idempotency_key)
+        return self.get(row.id), True
 
     def get(self, experiment_id: str, owner: str | None = None) -> Experiment:
         with self.db.session() as session:

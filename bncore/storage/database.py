@@ -112,6 +112,10 @@ class ExperimentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     target_accuracy: Mapped[float | None] = mapped_column(Float)
     variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_experiments_owner_idempotency_key"),)
 
 
 class DatasetRow(Base):

@@ -1,16 +1,18 @@
 """Experiments: variants of one job run side by side, compared in a table and a chart."""
 
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Header, Response
 
+from bncore.errors import QueueUnavailable
 from bncore.jobs.experiments import Experiment, ExperimentRequest, cancel_variants, experiment_status, variant_specs
 from bncore.jobs.planning import plan_job
 from bncore.specs import JobSpec
 from bncore.storage.job_store import JobRecord
 from bncore.training.plots import experiment_curves_png
 from service.auth import Trainer
-from service.deps import PageCursor, PageLimit, ServicesDep, enqueue_or_fail, require_json
+from service.deps import PageCursor, PageLimit, Services, ServicesDep, enqueue_or_fail, require_json
 from service.routes.jobs import check_a_worker_can_take
 from service.schemas import PNG_RESPONSE, ExperimentOut, ExperimentPage, VariantOut, error_responses
 
@@ -22,10 +24,21 @@ router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=err
     status_code=202,
     response_model=ExperimentOut,
     dependencies=[Depends(require_json)],
-    responses=error_responses(413, 415, 429, 503),
+    responses=error_responses(409, 413, 415, 429, 503),
 )
-def create_experiment(request: ExperimentRequest, response: Response, services: ServicesDep, caller: Trainer) -> ExperimentOut:
-    """Run every variant (the base with its `overrides` deep-merged) as a job; the base's seed and data for all."""
+def create_experiment(
+    request: ExperimentRequest,
+    response: Response,
+    services: ServicesDep,
+    caller: Trainer,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> ExperimentOut:
+    """Run every variant (the base with its `overrides` deep-merged) as a job; the base's seed and data for all.
+
+    All or nothing: every variant is planned and every submission counted against the rate limit before
+    the experiment and its jobs are stored, in one transaction. With an `Idempotency-Key` header, sending
+    the same body again returns the experiment the first request made.
+    """
     settings = services.settings
 
     def plan(spec: JobSpec) -> JobSpec:
@@ -39,16 +52,30 @@ def create_experiment(request: ExperimentRequest, response: Response, services: 
         check_a_worker_can_take(planned, services.known_queues)
         return planned
 
-    specs = variant_specs(request, plan)
-    variants = []
-    for variant, spec in zip(request.variants, specs, strict=True):
-        services.submissions.take(caller.owner)
-        job, _ = services.jobs.create(spec.model_dump(mode="json"), caller.owner)
-        enqueue_or_fail(services, job.id, spec.resources.device)
-        variants.append({"name": variant.name, "job_id": job.id})
-    experiment = services.experiments.add(request.name, caller.owner, request.target_accuracy, variants)
+    earlier = services.experiments.earlier(caller.owner, idempotency_key, request) if idempotency_key else None
+    if earlier is None:
+        specs = variant_specs(request, plan)
+        services.submissions.take(caller.owner, len(specs))
+        experiment, created = services.experiments.create(
+            request, [spec.model_dump(mode="json") for spec in specs], caller.owner, idempotency_key
+        )
+        if created:
+            enqueue_variants(services, experiment, [spec.resources.device for spec in specs])
+    else:
+        experiment = earlier
     response.headers["Location"] = f"/v1/experiments/{experiment.id}"
     return results_table(experiment, services.jobs.get)
+
+
+def enqueue_variants(services: Services, experiment: Experiment, devices: list[str]) -> None:
+    """Every variant's job to the queue; if the broker is down, those not yet queued fail with the first."""
+    for index, (variant, device) in enumerate(zip(experiment.variants, devices, strict=True)):
+        try:
+            enqueue_or_fail(services, variant["job_id"], device)
+        except QueueUnavailable as error:
+            for later in experiment.variants[index + 1 :]:
+                services.jobs.fail(later["job_id"], error.code, error.message)
+            raise
 
 
 @router.get("", response_model=ExperimentPage)

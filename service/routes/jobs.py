@@ -57,8 +57,10 @@ def submit_job(
         services.datasets.visible_to(caller.owner_filter),
     )
     check_a_worker_can_take(planned, services.known_queues)
-    services.submissions.take(caller.owner)
-    job, created = services.jobs.create(planned.model_dump(mode="json"), caller.owner, idempotency_key)
+    planned_spec = planned.model_dump(mode="json")
+    if idempotency_key is None or services.jobs.earlier(caller.owner, idempotency_key, planned_spec) is None:
+        services.submissions.take(caller.owner)  # a retry answered with the job it made costs no submission
+    job, created = services.jobs.create(planned_spec, caller.owner, idempotency_key)
     if created:
         enqueue_or_fail(services, job.id, planned.resources.device)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
