@@ -1,12 +1,17 @@
 """Plain predict requests skip FastAPI's routing on a fast path, and get back exactly what the route sends."""
 
+import importlib.metadata
 import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.support.metrics import scrape, value
+from tests.support.processes import ROOT
 
 DIGIT = [
     0,
@@ -177,3 +182,13 @@ def test_a_predict_request_is_one_cache_hit_whichever_path_answers_it(
     client.post(url, content=body.encode(), headers=HEADERS)
 
     assert value(scrape(client), "bnjobs_model_cache_hits_total") - before == 1
+
+
+def test_fastapi_may_be_no_older_than_the_version_the_byte_comparison_runs_on() -> None:
+    """The fast path copies how the route serializes its answer; that has changed between FastAPI versions,
+    so pyproject.toml allows only versions from the one these byte-for-byte tests run on."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lower = next(Requirement(d).specifier for d in declared if Requirement(d).name == "fastapi")
+    (bound,) = [spec for spec in lower if spec.operator == ">="]
+    installed = Version(importlib.metadata.version("fastapi"))
+    assert Version(bound.version).release[:2] == installed.release[:2], f"fastapi{lower} but the tests run on {installed}"
