@@ -10,10 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import own_backends
 from tests.support.jobs import job_request, wait_for
 from tests.support.processes import ROOT, free_port, own_service
-
-pytestmark = pytest.mark.embedded_only
 
 KEYS = {
     "alice": {"key": "alice-key-0123456789", "owner": "alice", "scopes": ["train", "infer"]},
@@ -29,8 +28,10 @@ SUBMISSIONS_PER_MINUTE = 4
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A service with API keys, on this run's backends (Redis and PostgreSQL in the distributed run)."""
+    data_dir = tmp_path_factory.mktemp("secured")
     env = {"EMBEDDED_WORKERS": "1", "JOB_SUBMISSIONS_PER_MINUTE": str(SUBMISSIONS_PER_MINUTE)}
-    with own_service(tmp_path_factory.mktemp("secured"), env, list(KEYS.values())) as url:
+    with own_backends(data_dir) as backends, own_service(data_dir, env | backends, list(KEYS.values())) as url:
         yield url
 
 
