@@ -196,10 +196,10 @@ class ExperimentStore:
             with self.db.session() as session, session.begin():
                 session.add_all([*jobs, row])
         except IntegrityError:
-            if idempotency_key is None:
-                raise
             # The same key raced in from another request: answer as if it had come first.
-            return self.create(request, specs, owner, idempotency_key)
+            if idempotency_key is None or (earlier := self.earlier(owner, idempotency_key, request)) is None:
+                raise
+            return earlier, False
         return self.get(row.id), True
 
     def get(self, experiment_id: str, owner: str | None = None) -> Experiment:
