@@ -14,12 +14,16 @@ TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # tabs and line breaks allowed
 _NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _printable_line(value: str) -> str:
+def control_character(value: str) -> str | None:
+    """What is wrong with a one-line text, or None when it is printable."""
     if found := _NOT_ONE_LINE.search(value):
-        raise ValueError(
-            f"control character U+{ord(found.group()):04X} at position {found.start()}; "
-            "names are printable text on one line (a NUL cannot be stored)"
-        )
+        return f"control character U+{ord(found.group()):04X} at position {found.start()}"
+    return None
+
+
+def _printable_line(value: str) -> str:
+    if problem := control_character(value):
+        raise ValueError(f"{problem}; names are printable text on one line (a NUL cannot be stored)")
     return value
 
 

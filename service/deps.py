@@ -11,7 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from bncore.data.catalog import DatasetCatalog
-from bncore.errors import QueueUnavailable, UnsupportedMediaType
+from bncore.errors import InvalidField, QueueUnavailable, UnsupportedMediaType
+from bncore.free_text import control_character
 from bncore.jobs.experiments import ExperimentStore
 from bncore.serving.model_cache import ModelCache
 from bncore.settings import Settings
@@ -51,6 +52,13 @@ def enqueue_or_fail(services: Services, job_id: str, device: str) -> None:
         log.exception("could not enqueue job %s", job_id)
         services.jobs.fail(job_id, QueueUnavailable.code, f"the job queue is unreachable: {error}")
         raise QueueUnavailable("the job queue is unreachable; the job was not started, try again later") from error
+
+
+async def printable_path_parameters(request: Request) -> None:
+    """Ids in a path hold no control character: no id of ours does, and PostgreSQL cannot even look up a NUL."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and (problem := control_character(value)):
+            raise InvalidField(name, f"{problem}; no {name} holds one")
 
 
 def media_type_of(content_type: str) -> str:

@@ -1,5 +1,7 @@
 """Bad input gets a 4xx naming the field and what was expected, and stored jobs stay intact."""
 
+import base64
+
 import httpx
 import pytest
 
@@ -68,6 +70,27 @@ def test_a_control_character_in_a_name_is_a_422_naming_the_field(client: httpx.C
     assert [f["field"] for f in error["fields"]] == [field]
     assert "control character U+00" in error["message"]
     assert client.get("/v1/jobs", params={"limit": 100}).json()["items"] == before
+
+
+NUL_CURSOR = base64.urlsafe_b64encode(b"2026-01-01T00:00:00+00:00|job_\x00").decode()
+
+
+@pytest.mark.parametrize(
+    "method, url, field",
+    [
+        ("GET", "/v1/jobs/job_%00", "job_id"),
+        ("POST", "/v1/jobs/job_%01/cancel", "job_id"),
+        ("GET", "/v1/models/model_%00", "model_id"),
+        ("POST", "/v1/models/model_%00/predict", "model_id"),
+        ("GET", "/v1/experiments/exp_%00", "experiment_id"),
+        ("GET", "/v1/datasets/ds_%00", "dataset_id"),
+        ("GET", f"/v1/jobs?cursor={NUL_CURSOR}", "cursor"),
+    ],
+)
+def test_a_control_character_in_an_id_is_a_422_naming_it(client: httpx.Client, method: str, url: str, field: str) -> None:
+    response = client.request(method, url, json={"inputs": [[0.0] * 64]} if url.endswith("predict") else None)
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["error"]["fields"]] == [field]
 
 
 def test_a_job_without_model_or_dataset_names_both(client: httpx.Client) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from bncore.errors import InvalidField
+from bncore.free_text import control_character
 
 
 def utcnow() -> datetime:
@@ -173,6 +174,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The position a listing continues after; InvalidField('cursor') when it is not one we gave out."""
     try:
         created_at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        if control_character(row_id):  # never in an id of ours, and a NUL would not even reach PostgreSQL
+            raise ValueError(row_id)
         return datetime.fromisoformat(created_at).astimezone(timezone.utc), row_id
     except (ValueError, OverflowError, binascii.Error, UnicodeError):
         raise InvalidField("cursor", "not a cursor returned by this listing (use next_cursor as given)") from None
