@@ -28,6 +28,11 @@ class SubmissionRateLimit:
             if tokens < count:
                 self._buckets[owner] = (tokens, now)
                 wait = (count - tokens) / self.refill_per_second
+                if count > self.capacity:
+                    raise TooManyRequests(
+                        f"{count} jobs at once are more than the {self.capacity:g} job submissions allowed a minute",
+                        math.ceil(wait),
+                    )
                 raise TooManyRequests(
                     f"more than {self.capacity:g} job submissions a minute; try again in {math.ceil(wait)} s",
                     math.ceil(wait),

@@ -165,6 +165,8 @@ def an_experiment(variants: int) -> dict:
 
 def test_an_experiment_is_created_whole_or_not_at_all(secured: str) -> None:
     with as_(secured, "frank") as frank:
+        never = frank.post("/v1/experiments", json=an_experiment(SUBMISSIONS_PER_MINUTE + 1))
+        assert never.status_code == 429 and "more than the 4 job submissions allowed" in never.json()["error"]["message"]
         for _ in range(SUBMISSIONS_PER_MINUTE - 2):
             assert frank.post("/v1/jobs", json=job_request(training={"epochs": 1})).status_code == 202
         jobs_before = frank.get("/v1/jobs").json()["items"]
