@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bncore.free_text import OneLine
+
 Activation = Literal["relu", "sigmoid", "tanh", "gelu", "elu", "selu"]
 Width = Annotated[int, Field(ge=1, le=8192)]
 Dim = Annotated[int, Field(ge=1, le=4096)]
@@ -50,10 +52,10 @@ class DatasetRef(StrictModel):
     """Exactly one of `name` (a built-in dataset) or `id` (an uploaded one)."""
 
     # Stored specs and answers carry only the key given: {"name": "digits"} or {"id": "ds_..."}.
-    name: str | None = Field(
+    name: OneLine | None = Field(
         None, min_length=1, max_length=100, exclude_if=_is_none, description="a built-in dataset, see GET /v1/datasets"
     )
-    id: str | None = Field(
+    id: OneLine | None = Field(
         None, min_length=1, max_length=64, exclude_if=_is_none, description="an uploaded dataset, see POST /v1/datasets"
     )
 

@@ -249,17 +249,25 @@ class Experiments:
         self.client = client
 
     def create(
-        self, name: str, base: Mapping[str, Any], variants: list[Mapping[str, Any]], target_accuracy: float | None = None
+        self,
+        name: str,
+        base: Mapping[str, Any],
+        variants: list[Mapping[str, Any]],
+        target_accuracy: float | None = None,
+        idempotency_key: str | None = None,
     ) -> "Experiment":
         """Run each variant (`{"name", "overrides"}`, deep-merged into the job request `base`) as a job."""
         body: dict[str, Any] = {"name": name, "base": dict(base), "variants": [dict(v) for v in variants]}
         if target_accuracy is not None:
             body["target_accuracy"] = target_accuracy
-        return self.submit(body)
+        return self.submit(body, idempotency_key)
 
-    def submit(self, request: Mapping[str, Any]) -> "Experiment":
-        """Start an experiment from a whole request body as POST /v1/experiments takes it."""
-        return Experiment(self.client, self.client.request("POST", "/v1/experiments", ExperimentOut, json=dict(request)))
+    def submit(self, request: Mapping[str, Any], idempotency_key: str | None = None) -> "Experiment":
+        """Start an experiment from a whole request body as POST /v1/experiments takes it; with `idempotency_key`,
+        sending it again returns the experiment the first call started."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        info = self.client.request("POST", "/v1/experiments", ExperimentOut, json=dict(request), headers=headers)
+        return Experiment(self.client, info)
 
     def get(self, experiment_id: str) -> "Experiment":
         return Experiment(self.client, self.client.request("GET", f"/v1/experiments/{experiment_id}", ExperimentOut))

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from bncore.jobs.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
@@ -18,7 +18,7 @@ from bncore.storage.migrations import upgrade_database
 from bncore.storage.wiring import build_stores
 from bncore.training.devices import limit_cpu_threads
 from service.auth import is_loopback, load_api_keys
-from service.deps import Services
+from service.deps import Services, printable_path_parameters
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit, SubmissionRateLimit
 from service.observability.metrics import ServiceMetrics
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Train Batch Normalization networks as jobs; serve them with frozen test-time statistics.",
         lifespan=lifespan,
+        dependencies=[Depends(printable_path_parameters)],
     )
     app.state.metrics = service_metrics
     app.add_middleware(PredictFastPath, metrics=service_metrics)

@@ -9,6 +9,8 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from bncore.errors import InvalidField
+from bncore.free_text import control_character
 from bncore.serving.model_cache import ModelCache
 from bncore.settings import Settings
 from bncore.storage.job_store import JobStore
@@ -34,6 +36,13 @@ class Services(Stores):
 
 # Bodies are JSON; anything else is refused before it is parsed.
 require_json = require_media_type("application/json")
+
+
+async def printable_path_parameters(request: Request) -> None:
+    """Ids in a path hold no control character: no id of ours does, and PostgreSQL cannot even look up a NUL."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and (problem := control_character(value)):
+            raise InvalidField(name, f"{problem}; no {name} holds one")
 
 
 async def get_services(request: Request) -> Services:

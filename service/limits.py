@@ -19,19 +19,25 @@ class SubmissionRateLimit:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, owner: str) -> None:
+    def take(self, owner: str, count: int = 1) -> None:
+        """`count` submissions at once, or none: TooManyRequests when fewer are left."""
         now = time.monotonic()
         with self._lock:
             tokens, updated = self._buckets.get(owner, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - updated) * self.refill_per_second)
-            if tokens < 1:
+            if tokens < count:
                 self._buckets[owner] = (tokens, now)
-                wait = (1 - tokens) / self.refill_per_second
+                wait = (count - tokens) / self.refill_per_second
+                if count > self.capacity:
+                    raise TooManyRequests(
+                        f"{count} jobs at once are more than the {self.capacity:g} job submissions allowed a minute",
+                        math.ceil(wait),
+                    )
                 raise TooManyRequests(
                     f"more than {self.capacity:g} job submissions a minute; try again in {math.ceil(wait)} s",
                     math.ceil(wait),
                 )
-            self._buckets[owner] = (tokens - 1, now)
+            self._buckets[owner] = (tokens - count, now)
 
 
 class BodySizeLimit:

@@ -44,10 +44,10 @@ class PredictFastPath:
         if model is None:
             await self.app(scope, receive, send)
         else:
-            await self._predict(scope, receive, send, match["model_id"], model, services.settings)
+            await self._predict(scope, receive, send, match["model_id"], model, services)
 
     async def _predict(
-        self, scope: Scope, receive: Receive, send: Send, model_id: str, model: ServedModel, settings: Settings
+        self, scope: Scope, receive: Receive, send: Send, model_id: str, model: ServedModel, services: Services
     ) -> None:
         try:
             messages = await _read_request(receive)
@@ -55,12 +55,13 @@ class PredictFastPath:
             await domain_error_response(error)(scope, receive, send)
             return
         complete = messages[-1]["type"] == "http.request"
-        inputs = _inputs(b"".join(m.get("body", b"") for m in messages), model, settings) if complete else None
+        inputs = _inputs(b"".join(m.get("body", b"") for m in messages), model, services.settings) if complete else None
         if inputs is None:
             await self.app(scope, _replay(messages, receive), send)
             return
         scope["route"] = _ANSWERED_FOR
         self.answered.inc()
+        services.cache.count_hit()
         try:
             answer = _ANSWER.dump_json(PredictOut.of(model_id, await model.predict_async(inputs)))
         except DomainError as error:  # inputs that overflow the network: found only by running it
@@ -90,7 +91,8 @@ def _servable(services: Services, scope: Scope, model_id: str) -> ServedModel | 
         return None
     try:
         caller = principal_of(_header(scope, b"authorization"), services.api_keys)
-        return services.cache.lookup(model_id, caller.owner_filter) if caller.holds_any(INFER) else None
+        # Not counted as a hit yet: a request handed on to the route is looked up, and counted, there.
+        return services.cache.lookup(model_id, caller.owner_filter, count_hit=False) if caller.holds_any(INFER) else None
     except DomainError:
         return None
 

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +84,29 @@ class RunningService:
         for process in [self.api, *self.workers.values()]:
             if process is not None:
                 stop(process)
+
+
+@contextmanager
+def own_backends(folder: Path) -> Iterator[dict[str, str]]:
+    """The environment a service a test starts itself needs to run on this mode's backends.
+
+    Distributed: a redis-server of its own and a fresh PostgreSQL database (when `TEST_POSTGRES_URL` names a
+    server), as `REDIS_URL` and `DATABASE_URL`; the service migrates it at start. Embedded: nothing to add.
+    """
+    if MODE != "distributed":
+        yield {}
+        return
+    redis = RedisServer(folder)
+    redis.start()
+    try:
+        env = {"REDIS_URL": redis.url}
+        if admin_url := os.environ.get("TEST_POSTGRES_URL"):
+            with fresh_postgres_database(admin_url) as database_url:
+                yield env | {"DATABASE_URL": database_url}
+        else:
+            yield env
+    finally:
+        redis.stop()
 
 
 def _children(pid: int) -> list[int]:

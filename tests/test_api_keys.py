@@ -15,13 +15,12 @@ from tests.support.api_keys import keyed_service
 from tests.support.jobs import job_request, wait_for
 from tests.support.processes import ROOT, free_port
 
-pytestmark = pytest.mark.embedded_only
-
 SUBMISSIONS_PER_MINUTE = 4
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A service with API keys, on this run's backends (Redis and PostgreSQL in the distributed run)."""
     with keyed_service(tmp_path_factory.mktemp("secured"), {"JOB_SUBMISSIONS_PER_MINUTE": str(SUBMISSIONS_PER_MINUTE)}) as url:
         yield url
 
@@ -125,6 +124,54 @@ def test_job_submissions_are_rate_limited_per_owner(secured: str) -> None:
         limited = dave.post("/v1/jobs", json=body)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert bob.post("/v1/jobs", json=body).status_code == 202
+
+
+def test_an_idempotent_retry_costs_no_submission(secured: str) -> None:
+    with as_(secured, "erin") as erin:
+        body = job_request(training={"epochs": 1})
+        first = erin.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-1"})
+        assert first.status_code == 202
+        retries = [erin.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-1"}) for _ in range(3)]
+        assert [(r.status_code, r.json()["id"]) for r in retries] == [(202, first.json()["id"])] * 3
+
+        codes = [erin.post("/v1/jobs", json=body).status_code for _ in range(SUBMISSIONS_PER_MINUTE)]
+        assert codes == [202] * (SUBMISSIONS_PER_MINUTE - 1) + [429]
+
+
+def an_experiment(variants: int) -> dict:
+    return {
+        "name": f"{variants} learning rates",
+        "base": job_request(training={"epochs": 1}),
+        "variants": [
+            {"name": f"lr {rate}", "overrides": {"training": {"learning_rate": rate}}} for rate in range(1, variants + 1)
+        ],
+    }
+
+
+def test_an_experiment_is_created_whole_or_not_at_all(secured: str) -> None:
+    with as_(secured, "frank") as frank:
+        never = frank.post("/v1/experiments", json=an_experiment(SUBMISSIONS_PER_MINUTE + 1))
+        assert never.status_code == 429 and "more than the 4 job submissions allowed" in never.json()["error"]["message"]
+        for _ in range(SUBMISSIONS_PER_MINUTE - 2):
+            assert frank.post("/v1/jobs", json=job_request(training={"epochs": 1})).status_code == 202
+        jobs_before = frank.get("/v1/jobs").json()["items"]
+
+        refused = frank.post("/v1/experiments", json=an_experiment(3))  # two submissions left, three jobs asked for
+        assert refused.status_code == 429, refused.text
+        assert frank.get("/v1/jobs").json()["items"] == jobs_before
+        assert frank.get("/v1/experiments").json()["items"] == []
+
+        made = frank.post("/v1/experiments", json=an_experiment(2), headers={"Idempotency-Key": "sweep-1"})
+        assert made.status_code == 202, made.text
+        again = frank.post("/v1/experiments", json=an_experiment(2), headers={"Idempotency-Key": "sweep-1"})
+        assert again.status_code == 202, again.text  # no submission left, yet the retry is answered
+        assert again.json()["id"] == made.json()["id"]
+        assert [v["job_id"] for v in again.json()["variants"]] == [v["job_id"] for v in made.json()["variants"]]
+        assert len(frank.get("/v1/jobs").json()["items"]) == len(jobs_before) + 2
+        assert [e["id"] for e in frank.get("/v1/experiments").json()["items"]] == [made.json()["id"]]
+
+        other = frank.post("/v1/experiments", json=an_experiment(1), headers={"Idempotency-Key": "sweep-1"})
+        assert other.status_code == 409 and "Idempotency-Key" in other.json()["error"]["message"]
 
 
 def run_service(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -1,5 +1,7 @@
 """Bad input gets a 4xx naming the field and what was expected, and stored jobs stay intact."""
 
+import base64
+
 import httpx
 import pytest
 
@@ -37,6 +39,60 @@ def test_a_bad_job_is_refused_with_the_field_named(client: httpx.Client, overrid
     assert expected in error["message"]
 
 
+DIGITS_JOB = {"model": {"architecture": "mlp", "num_classes": 10}, "training": {"epochs": 1}}
+
+
+def experiment(name: str = "lr sweep", variant: str = "base", overrides: dict | None = None) -> dict:
+    return {
+        "name": name,
+        "base": {**DIGITS_JOB, "dataset": {"name": "digits"}},
+        "variants": [{"name": variant, "overrides": overrides or {}}],
+    }
+
+
+# Text PostgreSQL cannot store (a NUL) and other control characters, in every field a user names something with.
+UNSTORABLE_TEXT = [
+    ("/v1/experiments", experiment(name="lr\x00sweep"), "name"),
+    ("/v1/experiments", experiment(name="lr sweep\n"), "name"),
+    ("/v1/experiments", experiment(variant="ba\x00se"), "variants.0.name"),
+    ("/v1/experiments", experiment(overrides={"dataset": {"id": "ds_\x00"}}), "variants[0].overrides.dataset.id"),
+    ("/v1/jobs", {**DIGITS_JOB, "dataset": {"name": "digits\x00"}}, "dataset.name"),
+    ("/v1/jobs", {**DIGITS_JOB, "dataset": {"id": "ds_\x00"}}, "dataset.id"),
+]
+
+
+@pytest.mark.parametrize("path, body, field", UNSTORABLE_TEXT, ids=[f"{path} {field}" for path, _, field in UNSTORABLE_TEXT])
+def test_a_control_character_in_a_name_is_a_422_naming_the_field(client: httpx.Client, path: str, body: dict, field: str) -> None:
+    before = client.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert [f["field"] for f in error["fields"]] == [field]
+    assert "control character U+00" in error["message"]
+    assert client.get("/v1/jobs", params={"limit": 100}).json()["items"] == before
+
+
+NUL_CURSOR = base64.urlsafe_b64encode(b"2026-01-01T00:00:00+00:00|job_\x00").decode()
+
+
+@pytest.mark.parametrize(
+    "method, url, field",
+    [
+        ("GET", "/v1/jobs/job_%00", "job_id"),
+        ("POST", "/v1/jobs/job_%01/cancel", "job_id"),
+        ("GET", "/v1/models/model_%00", "model_id"),
+        ("POST", "/v1/models/model_%00/predict", "model_id"),
+        ("GET", "/v1/experiments/exp_%00", "experiment_id"),
+        ("GET", "/v1/datasets/ds_%00", "dataset_id"),
+        ("GET", f"/v1/jobs?cursor={NUL_CURSOR}", "cursor"),
+    ],
+)
+def test_a_control_character_in_an_id_is_a_422_naming_it(client: httpx.Client, method: str, url: str, field: str) -> None:
+    response = client.request(method, url, json={"inputs": [[0.0] * 64]} if url.endswith("predict") else None)
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["error"]["fields"]] == [field]
+
+
 def test_a_job_without_model_or_dataset_names_both(client: httpx.Client) -> None:
     response = client.post("/v1/jobs", json={"training": {"epochs": 1}})
     assert response.status_code == 422
@@ -67,7 +123,10 @@ BAD_INPUTS = [
     ([[1.0] * 63], "inputs", "expected shape [N, 64], got [1, 63]"),
     ([1.0] * 64, "inputs", "expected shape [N, 64], got [64]"),
     ([[1.0] * 64, [1.0] * 10], "inputs", "ragged"),
-    ([["a"] * 64], "inputs", "non-numeric"),
+    ([["a"] * 64], "inputs[0][0]", "expected a number, got a string"),
+    ([[0.0] * 63 + ["1.5"]], "inputs[0][63]", "expected a number, got a string"),
+    ([[0.0] * 64, [True] + [0.0] * 63], "inputs[1][0]", "expected a number, got true"),
+    ([[0.0] * 64, [0.0, None] + [0.0] * 62], "inputs[1][1]", "expected a number, got null"),
 ]
 
 

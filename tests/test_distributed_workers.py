@@ -1,6 +1,7 @@
 """With Redis and separate worker processes, jobs spread, models travel intact, readiness follows Redis."""
 
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -72,12 +73,44 @@ def test_jobs_queued_and_running_all_finish_across_a_redis_restart(client: httpx
     assert [job["status"] for job in finished] == ["succeeded"] * 6
 
 
-def test_a_worker_training_a_job_reports_healthy(client: httpx.Client, service: RunningService) -> None:
-    """The container health check of a worker holds while its single pool slot is busy training."""
+def worker_healthcheck(service: RunningService, name: str) -> subprocess.CompletedProcess[str]:
+    """The container health check, run as compose runs it: with the worker's environment, for its node name."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "healthcheck", "--hostname", f"{name}@%h"],
+        cwd=ROOT,
+        env={**os.environ, **service.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_each_worker_reports_its_own_health_while_it_trains_past_the_window(
+    client: httpx.Client, service: RunningService
+) -> None:
+    """A worker whose single pool slot trains for longer than the health window is healthy; a stopped one is not,
+    though another worker on the same host is alive."""
+    window = float(service.env["JOB_STALE_SECONDS"])
     blockers = occupy_workers(client, service.worker_count)
-    check = subprocess.run([sys.executable, "-m", "worker", "healthcheck"], cwd=ROOT, capture_output=True)
-    cancel_all(client, blockers)
-    assert check.returncode == 0, check.stderr
+    try:
+        time.sleep(window + 1)  # time itself is the condition: every worker trains past the window
+        assert {job["status"] for job in (client.get(f"/v1/jobs/{b['id']}").json() for b in blockers)} == {"running"}
+        checks = {name: worker_healthcheck(service, name) for name in WORKER_NAMES}
+        assert {name: check.returncode for name, check in checks.items()} == dict.fromkeys(WORKER_NAMES, 0), checks
+    finally:
+        cancel_all(client, blockers)
+
+    stopped, alive = WORKER_NAMES
+    service.stop_worker(stopped)
+    try:
+        time.sleep(window + 1)  # past the window since the stopped worker last touched its file
+        unhealthy = worker_healthcheck(service, stopped)
+        assert unhealthy.returncode == 1 and "last showed life" in unhealthy.stderr, unhealthy
+        assert worker_healthcheck(service, alive).returncode == 0
+        never = worker_healthcheck(service, "worker-never-started")
+        assert never.returncode == 1 and "has started here" in never.stderr
+    finally:
+        service.start_worker(stopped)
 
 
 def test_jobs_go_to_the_workers_of_the_device_they_ask_for(client: httpx.Client, service: RunningService) -> None:

@@ -38,6 +38,21 @@ def request_rows(request_id: int, rows: int) -> torch.Tensor:
     return torch.full((rows, 3), float(request_id))
 
 
+def until_queued(batcher: DynamicBatcher, requests: int, timeout: float = 10) -> None:
+    """Wait, with a deadline, until `requests` requests wait behind the forward pass that is held back."""
+    deadline = time.monotonic() + timeout
+    while batcher.queued() < requests:
+        assert time.monotonic() < deadline, f"{batcher.queued()} of {requests} requests queued after {timeout}s"
+        time.sleep(0.001)
+
+
+async def until_queued_async(batcher: DynamicBatcher, requests: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while batcher.queued() < requests:
+        assert time.monotonic() < deadline, f"{batcher.queued()} of {requests} requests queued after {timeout}s"
+        await asyncio.sleep(0.001)
+
+
 def test_requests_queued_behind_a_forward_pass_share_the_next_one() -> None:
     forward = RecordingForward()
     batcher = DynamicBatcher(forward, cut, BatchingPolicy(max_batch_size=64, max_queue_delay_ms=5))
@@ -46,7 +61,7 @@ def test_requests_queued_behind_a_forward_pass_share_the_next_one() -> None:
         first = pool.submit(batcher.run, request_rows(0, 2))
         assert forward.entered.wait(10)
         answers = {i: pool.submit(batcher.run, request_rows(i, rows)) for i, rows in sizes.items()}
-        time.sleep(0.3)  # every request queued behind the first forward pass
+        until_queued(batcher, len(sizes))  # every request queued behind the first forward pass
         forward.release.set()
         torch.testing.assert_close(first.result(10), request_rows(0, 2) * 2)
         for request_id, answer in answers.items():
@@ -54,6 +69,27 @@ def test_requests_queued_behind_a_forward_pass_share_the_next_one() -> None:
     assert [len(batch) for batch in forward.batches] == [2, sum(sizes.values())]
     stats = batcher.stats()
     assert (stats.requests, stats.rows, stats.forward_passes) == (21, 2 + sum(sizes.values()), 2)
+
+
+@pytest.mark.parametrize("awaited", [False, True], ids=["thread", "coroutine"])
+def test_a_caller_alone_never_waits_even_after_a_batch_of_many(awaited: bool) -> None:
+    forward = RecordingForward()
+    delay_seconds = 30  # what a lone caller would wait for company that never comes
+    batcher = DynamicBatcher(forward, cut, BatchingPolicy(max_batch_size=64, max_queue_delay_ms=delay_seconds * 1000))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        held = pool.submit(batcher.run, request_rows(0, 1))
+        assert forward.entered.wait(10)
+        behind = [pool.submit(batcher.run, request_rows(i, 1)) for i in (1, 2)]
+        until_queued(batcher, 2)
+        forward.release.set()
+        for answer in [held, *behind]:
+            answer.result(10)
+    assert [len(batch) for batch in forward.batches] == [1, 2]  # the batch before had company
+
+    started = time.monotonic()
+    alone = asyncio.run(batcher.run_async(request_rows(3, 1))) if awaited else batcher.run(request_rows(3, 1))
+    assert time.monotonic() - started < delay_seconds / 3
+    torch.testing.assert_close(alone, request_rows(3, 1) * 2)
 
 
 def test_a_batch_never_passes_max_batch_size_and_never_splits_a_request() -> None:
@@ -114,7 +150,7 @@ def test_awaiting_callers_share_forward_passes_that_run_off_the_event_loop() -> 
         while not forward.entered.is_set():
             await asyncio.sleep(0.01)  # the loop stays free while the first forward pass runs
         rest = [asyncio.ensure_future(batcher.run_async(request_rows(i, rows))) for i, rows in sizes.items()]
-        await asyncio.sleep(0.3)
+        await until_queued_async(batcher, len(sizes))
         forward.release.set()
         return threading.get_ident(), await asyncio.gather(*rest), await first
 
@@ -137,7 +173,7 @@ def test_threads_and_coroutines_share_one_queue() -> None:
 
         async def from_coroutines() -> list[torch.Tensor]:
             answers = asyncio.gather(*(batcher.run_async(request_rows(i, 2)) for i in range(10, 20)))
-            await asyncio.sleep(0.3)
+            await until_queued_async(batcher, 9 + 10)
             forward.release.set()
             return await answers
 

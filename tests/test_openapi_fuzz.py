@@ -8,16 +8,16 @@ predict, BN, drift, artifact and plot operations answer 200 from a real model, n
 
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 import schemathesis
 
+from tests.conftest import own_backends
 from tests.support.jobs import FINISHED, job_request, train
 from tests.support.processes import free_port, start, stop, wait_ready
-
-pytestmark = pytest.mark.embedded_only
 
 # Counted in the test below: each request the generated cases sent (examples, coverage and fuzzing phases,
 # positive and negative data), Hypothesis's shrinking of a failure included.
@@ -51,10 +51,7 @@ MUST_SUCCEED = [
 # - positive_data_acceptance, which expects every schema-valid request to be accepted. A job is also checked
 #   against its dataset (a known name, its class and feature counts) and this service's limits, and a predict
 #   body against the model's input shape, which no static schema can say: those refusals are 422 by design.
-# - negative_data_rejection for POST /v1/jobs only: the job spec (bncore.specs) validates in pydantic's lax mode,
-#   so `"mixed_precision": 0` or `"epochs": "3"` is accepted, coerced, where the schema says boolean or integer.
-#   The fix is `strict=True` in bncore.specs.StrictModel, outside this change; see the xfail test in
-#   test_bad_input_is_refused.py. Every other operation is held to it.
+# negative_data_rejection holds for every operation, POST /v1/jobs included: the job spec validates strictly.
 # Not run: the stateful phase. The schema declares no links, and a job's model only exists once training has
 # finished in the background, so there is no chain of calls for a state machine to follow.
 DISABLED_CHECKS = {"positive_data_acceptance": {"enabled": False}}
@@ -87,9 +84,11 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
     data_dir = tmp_path_factory.mktemp("fuzz")
     port = free_port()
     env = {"DATA_DIR": str(data_dir), "PORT": str(port), "HOST": "127.0.0.1", "EMBEDDED_WORKERS": "1", **FUZZ_LIMITS}
-    process = start("service", env, data_dir / "service.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with ExitStack() as stack:
+        env |= stack.enter_context(own_backends(data_dir))  # Redis and PostgreSQL in the distributed run
+        process = start("service", env, data_dir / "service.log")
+        stack.callback(stop, process)
+        url = f"http://127.0.0.1:{port}"
         wait_ready(url, process, data_dir / "service.log")
         with httpx.Client(base_url=url, timeout=60) as client:
             # Iris, as the OpenAPI examples: the predict example's rows then fit the model.
@@ -99,8 +98,6 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
             doomed = train(client, job_request(model=small, dataset=iris, training={"epochs": 1, "seed": 1}))
             yield FuzzTarget(url, job["model_id"], doomed["model_id"], job["id"])
             _cancel_unfinished(client)
-    finally:
-        stop(process)
 
 
 def _cancel_unfinished(client: httpx.Client) -> None:
@@ -142,7 +139,6 @@ def fuzz_schema(fuzz_target: FuzzTarget) -> schemathesis.BaseSchema:
                 # Each answer draws a chart or exports ONNX (a second or more of CPU), and the only inputs are an id
                 # (and a format): fewer generated cases here keep the run within minutes.
                 {"include-path-regex": r"(plot\.png|/artifact)$", "generation": {"max-examples": 20}},
-                {"include-name": "POST /v1/jobs", "checks": {"negative_data_rejection": {"enabled": False}}},
             ],
         }
     )

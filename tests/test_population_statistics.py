@@ -3,10 +3,14 @@
 import httpx
 import numpy as np
 import torch
+from safetensors.torch import load as load_safetensors
+from sklearn.datasets import load_wine
 from torch import nn
 
 from bncore.bn.population_statistics import recalibrated
 from bncore.data.builtin import load_dataset, raw_samples, split_indices
+from bncore.specs import JobSpec
+from bncore.training.trained_model import TrainedModel
 from tests.support.jobs import train, wait_for
 from tests.support.trained_models import train_digits
 
@@ -107,5 +111,15 @@ def test_recalibrating_on_a_named_dataset_measures_all_of_it(client: httpx.Clien
     whole = wait_for(client, whole["id"])
     assert whole["status"] == split["status"] == "succeeded"
     assert whole["recalibration"]["dataset"] == {"name": "wine"}
-    batchnorm = [client.get(f"/v1/models/{job['model_id']}/batchnorm").json()["layers"][0] for job in (split, whole)]
-    assert batchnorm[0]["running_mean"] != batchnorm[1]["running_mean"]
+    parent_model = TrainedModel.from_tensors(
+        JobSpec.model_validate(parent["spec"]), load_safetensors(client.get(f"/v1/models/{parent['model_id']}/artifact").content)
+    )
+    # Every wine sample, read by scikit-learn rather than the service, through the parent's own layers.
+    mean, var = numpy_population_statistics(parent_model, load_wine().data.astype(np.float64))["bn1"]
+    measured = {
+        source: client.get(f"/v1/models/{job['model_id']}/batchnorm").json()["layers"][0]
+        for source, job in (("split", split), ("whole", whole))
+    }
+    np.testing.assert_allclose(measured["whole"]["running_mean"], mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(measured["whole"]["running_var"], var, rtol=1e-4)
+    assert not np.allclose(measured["split"]["running_mean"], mean, rtol=1e-4, atol=1e-5)  # a split is not all of it

@@ -1,5 +1,7 @@
 """A notebook user trains and uses a model through the Python SDK."""
 
+import uuid
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -45,16 +47,19 @@ def test_errors_carry_the_services_message_and_fields(service) -> None:
 
 def test_run_an_experiment_wait_for_its_table_and_find_it_listed(service) -> None:
     with Client(service.url) as client:
-        experiment = client.experiments.create(
-            "relu or sigmoid on iris",
-            base={
+        request = {
+            "name": "relu or sigmoid on iris",
+            "base": {
                 "model": {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]},
                 "dataset": {"name": "iris"},
                 "training": {"epochs": 2, "batch_size": 16},
             },
-            variants=[{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}],
-            target_accuracy=0.5,
-        )
+            "variants": [{"name": "relu"}, {"name": "sigmoid", "overrides": {"model": {"activation": "sigmoid"}}}],
+            "target_accuracy": 0.5,
+        }
+        key = f"sdk-{uuid.uuid4().hex}"
+        experiment = client.experiments.create(**request, idempotency_key=key)
+        assert client.experiments.create(**request, idempotency_key=key).id == experiment.id  # a retry starts nothing
         table = experiment.wait(timeout=180)
         assert table.status == "finished" and [v.name for v in table.variants] == ["relu", "sigmoid"]
         assert client.jobs.get(table.variants[1].job_id).info.spec.model.activation == "sigmoid"

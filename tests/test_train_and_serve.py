@@ -8,7 +8,17 @@ import pytest
 from sklearn.datasets import load_digits
 
 from tests.conftest import RunningService
-from tests.support.jobs import cancel_all, figures, job_request, long_job, occupy_workers, submit, train, wait_for
+from tests.support.jobs import (
+    cancel_all,
+    figures,
+    job_request,
+    long_job,
+    occupy_workers,
+    submit,
+    train,
+    wait_for,
+    wait_for_epochs,
+)
 
 
 def test_submit_a_digits_job_follow_it_and_predict(client: httpx.Client) -> None:
@@ -52,9 +62,8 @@ def test_submit_a_digits_job_follow_it_and_predict(client: httpx.Client) -> None
 
 def test_metrics_appear_while_the_job_runs_and_cancel_stops_it(client: httpx.Client) -> None:
     job = submit(client, long_job())
-    running = wait_for(client, job["id"], until={"running"})
-    while len(running["metrics"]) < 2:
-        running = client.get(f"/v1/jobs/{job['id']}").json()
+    wait_for(client, job["id"], until={"running"})
+    running = wait_for_epochs(client, job["id"], 2)
     assert running["status"] == "running" and running["progress"]["epoch"] >= 2
 
     cancel = client.post(f"/v1/jobs/{job['id']}/cancel")
@@ -150,10 +159,10 @@ def test_probes_report_alive_and_ready(client: httpx.Client) -> None:
     assert ready.json() == {"status": "ready", "checks": {"database": True, "broker": True, "artifacts": True}}
 
 
-def test_the_event_stream_shows_training_as_it_happens(client: httpx.Client) -> None:
-    job = submit(client, job_request(training={"epochs": 3}))
+def read_events(client: httpx.Client, job_id: str) -> list[tuple[str, dict]]:
+    """Every Server-Sent Event of a job's stream, as (kind, data), until the server ends it."""
     events: list[tuple[str, dict]] = []
-    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
         kind = None
@@ -162,9 +171,28 @@ def test_the_event_stream_shows_training_as_it_happens(client: httpx.Client) -> 
                 kind = line.removeprefix("event: ")
             elif line.startswith("data: "):
                 events.append((kind, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+def until_final_status(events: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """What a client that stops reading at the first `succeeded` status sees, as most clients do."""
+    final = next(i for i, (kind, data) in enumerate(events) if kind == "status" and data["status"] == "succeeded")
+    return events[: final + 1]
+
+
+def test_the_event_stream_shows_training_as_it_happens(client: httpx.Client) -> None:
+    job = submit(client, job_request(training={"epochs": 3}))
+    events = read_events(client, job["id"])
     kinds = [kind for kind, _ in events]
-    assert kinds[-1] == "end" and events[-1][1]["status"] == "succeeded"
-    assert [data["epoch"] for kind, data in events if kind == "epoch"] == [1, 2, 3]
+    assert kinds[-2:] == ["status", "end"] and events[-1][1]["status"] == "succeeded"
+    assert [data["epoch"] for kind, data in until_final_status(events) if kind == "epoch"] == [1, 2, 3]
     statuses = [data["status"] for kind, data in events if kind == "status"]
     assert statuses[-1] == "succeeded" and set(statuses) <= {"queued", "running", "succeeded"}
     assert client.get("/v1/jobs/job_missing/events").status_code == 404
+
+
+def test_a_stream_opened_after_the_job_ended_sends_every_epoch_then_the_status(client: httpx.Client) -> None:
+    job = train(client, job_request(training={"epochs": 3}))
+    events = read_events(client, job["id"])
+    assert [kind for kind, _ in events] == ["epoch", "epoch", "epoch", "status", "end"]
+    assert [data["epoch"] for kind, data in until_final_status(events) if kind == "epoch"] == [1, 2, 3]

@@ -1,6 +1,8 @@
 """`python -m worker`: one Celery worker process that trains one job at a time.
 
-`python -m worker healthcheck` exits 0 while a worker on this host is alive (for container health checks).
+`python -m worker healthcheck [--hostname NAME]` exits 0 while the worker of that node name (the
+default: Celery's, `celery@<host>`) showed life within JOB_STALE_SECONDS (for container health checks).
+Run it with the worker's own environment and `--hostname`: each worker has its own alive file.
 """
 
 import json
@@ -14,16 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import celery.apps.worker
-from celery.signals import setup_logging
+from celery.signals import celeryd_init, setup_logging
+from celery.utils.nodenames import default_nodename, host_format
 
 from bncore.settings import get_settings
 from bncore.structured_logs import configure_logging
 from bncore.training.devices import limit_cpu_threads
 from worker.app import PARENT_PID_VARIABLE, create_celery, worker_queues
-
-ALIVE_FILE = Path(tempfile.gettempdir()) / "bnjobs-worker.alive"
-ALIVE_EVERY_SECONDS = 10
-ALIVE_FOR_SECONDS = 60
 
 
 def in_background(loop: Callable[[], None], name: str) -> None:
@@ -37,21 +36,30 @@ def exit_with_parent(parent_pid: int) -> None:
     os._exit(0)
 
 
-def keep_alive_file() -> None:
+def alive_file(nodename: str) -> Path:
+    """One file per worker (node name), so that a live worker never vouches for a dead one on the same host."""
+    return Path(tempfile.gettempdir()) / f"bnjobs-worker-{nodename.replace(os.sep, '_')}.alive"
+
+
+def keep_alive_file(path: Path, every_seconds: float) -> None:
     """Touch a file from a thread: it goes on while the solo pool holds the main thread with a job."""
     while True:
-        ALIVE_FILE.touch()
-        time.sleep(ALIVE_EVERY_SECONDS)
+        path.touch()
+        time.sleep(every_seconds)
 
 
-def healthcheck() -> int:
+def healthcheck(argv: list[str]) -> int:
+    """0 while the worker named `--hostname` (as given to it, `%h` and all) touched its file within JOB_STALE_SECONDS."""
+    hostname = argv[argv.index("--hostname") + 1] if "--hostname" in argv[:-1] else None
+    nodename = host_format(default_nodename(hostname))
+    window = get_settings().job_stale_seconds  # as long as a running job may stay silent before it counts as lost
     try:
-        age = time.time() - ALIVE_FILE.stat().st_mtime
+        age = time.time() - alive_file(nodename).stat().st_mtime
     except FileNotFoundError:
-        print("no worker has started here", file=sys.stderr)
+        print(f"no worker {nodename} has started here", file=sys.stderr)
         return 1
-    if age > ALIVE_FOR_SECONDS:
-        print(f"the worker last showed life {age:.0f} s ago", file=sys.stderr)
+    if age > window:
+        print(f"the worker {nodename} last showed life {age:.1f} s ago (more than {window:g} s)", file=sys.stderr)
         return 1
     return 0
 
@@ -68,7 +76,7 @@ def say_as_json(message: str, stream: object = None) -> None:
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["healthcheck"]:
-        sys.exit(healthcheck())
+        sys.exit(healthcheck(argv[1:]))
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     # A receiver of this signal tells Celery that logging is set up: it leaves the root logger and stdout alone.
@@ -77,7 +85,11 @@ def main(argv: list[str]) -> None:
         celery.apps.worker.safe_say = say_as_json
     if parent := os.environ.get(PARENT_PID_VARIABLE):
         in_background(lambda: exit_with_parent(int(parent)), "parent-watch")
-    in_background(keep_alive_file, "alive-file")
+    # Celery names the node (`--hostname`, `%h` expanded) as the worker starts: that names its alive file.
+    celeryd_init.connect(
+        lambda sender, **_: in_background(lambda: keep_alive_file(alive_file(sender), settings.heartbeat_seconds), "alive-file"),
+        weak=False,
+    )
     limit_cpu_threads(settings.torch_threads)
     create_celery(settings).worker_main(
         [

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bncore.errors import Conflict, InvalidField
+from bncore.free_text import OneLine
 from bncore.specs import JobSpec
 from bncore.storage.experiment_store import Experiment
 from bncore.storage.job_store import FINISHED, JobRecord, JobStore
@@ -20,7 +21,7 @@ from bncore.storage.job_store import FINISHED, JobRecord, JobStore
 class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
+    name: OneLine = Field(min_length=1, max_length=100)
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description='deep-merged into `base`, e.g. {"model": {"normalization": "none"}}; '
@@ -31,7 +32,7 @@ class Variant(BaseModel):
 class ExperimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(min_length=1, max_length=255)
+    name: OneLine = Field(min_length=1, max_length=255)
     base: dict[str, Any] = Field(description="a job request, as for POST /v1/jobs")
     variants: list[Variant] = Field(min_length=1, max_length=16)
     target_accuracy: float | None = Field(None, gt=0, le=1, description="for `epochs_to_target`")

@@ -9,8 +9,12 @@ eval-mode BN normalises with frozen statistics: a row's answer does not depend o
 Two kinds of callers share one queue. A thread calling `run` leads in its own thread. A coroutine
 awaiting `run_async` holds no thread while it waits: when it has to lead, an executor thread leads
 for it and goes on leading while the queue's head is another coroutine, so the forward pass never
-runs on the event loop. A caller alone is not kept waiting, since the leader waits for company
-only when the batch before it had some.
+runs on the event loop.
+
+Who waits: a caller that finds no batch gathering or running leads at once and never waits, so a
+caller alone never waits, whatever came before. Only a request that queued while a batch ran, and
+so leads the batch after it, waits up to `max_queue_delay_ms` for company, and only when the batch
+before it held more than one request: callers are coming in numbers.
 """
 
 import asyncio
@@ -111,7 +115,7 @@ class DynamicBatcher(Generic[Result]):
         if follows:
             request.answered.wait()  # type: ignore[union-attr]
         if request.leads or not follows:
-            self._lead()
+            self._lead(successor=request.leads)
         if request.error is not None:
             raise request.error
         return request.result  # type: ignore[return-value]
@@ -125,7 +129,7 @@ class DynamicBatcher(Generic[Result]):
             return result
         request: _Request[Result] = _Request(inputs, loop.create_future())
         if not self._enqueue(request):
-            loop.run_in_executor(None, self._lead)
+            loop.run_in_executor(None, self._lead, False)
         return await request.future  # type: ignore[misc]
 
     def _enqueue(self, request: _Request[Result]) -> bool:
@@ -143,13 +147,20 @@ class DynamicBatcher(Generic[Result]):
         with self._lock:
             return BatchingStats(self._requests, self._row_count, self._passes, self._largest)
 
-    def _lead(self) -> None:
+    def queued(self) -> int:
+        """Requests waiting for a batch (not those in the forward pass now)."""
+        with self._lock:
+            return len(self._queue)
+
+    def _lead(self, successor: bool) -> None:
         """Run batches, the first holding the leader's own request (it heads the queue), then pass the lead on.
 
+        `successor`: the leader's request queued behind a running batch (else it found the batcher idle).
         A thread's request at the head of the queue takes the lead over; a coroutine's is led on by this thread.
         """
         while True:
-            batch = self._gather()
+            batch = self._gather(wait_for_company=successor)
+            successor = True
             try:
                 inputs = batch[0].inputs if len(batch) == 1 else torch.cat([request.inputs for request in batch])
                 result = self._forward(inputs)
@@ -176,11 +187,11 @@ class DynamicBatcher(Generic[Result]):
                 successor.answered.set()
                 return
 
-    def _gather(self) -> list[_Request[Result]]:
+    def _gather(self, wait_for_company: bool) -> list[_Request[Result]]:
         """Whole requests from the head of the queue, up to max_batch_size rows (a larger one alone)."""
         limit = self.policy.max_batch_size
         with self._lock:
-            if self._company:
+            if wait_for_company and self._company:
                 # Callers came in numbers last time: give the batch up to the delay to fill.
                 deadline = time.monotonic() + self.policy.max_queue_delay_ms / 1000
                 while self._queued_rows < limit and (remaining := deadline - time.monotonic()) > 0:

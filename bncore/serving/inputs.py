@@ -1,9 +1,11 @@
 """Raw prediction inputs checked and turned into the tensor a served model takes."""
 
-from typing import Any
+import functools
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Strict, TypeAdapter, ValidationError
 
 from bncore.errors import InvalidField, PayloadTooLarge
 
@@ -16,12 +18,11 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
         raise InvalidField("inputs", f"expected a non-empty list of samples shaped {_shape(input_shape)}")
     if len(raw) > max_rows:
         raise PayloadTooLarge("inputs", f"{len(raw)} rows; at most {max_rows} per request")
+    _refuse_non_numbers(raw, 1 + len(input_shape))
     try:
         array = np.asarray(raw, dtype=np.float64)
     except (ValueError, TypeError):
-        raise InvalidField(
-            "inputs", f"expected numbers nested as {_shape(input_shape)}, got ragged or non-numeric rows"
-        ) from None
+        raise InvalidField("inputs", f"expected numbers nested as {_shape(input_shape)}, got ragged rows") from None
     except OverflowError:
         raise InvalidField("inputs", "a number too large for a 64-bit float") from None
     if array.shape[1:] != input_shape:
@@ -29,6 +30,39 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
     if not np.abs(array).max() <= FLOAT32_MAX:  # also true of NaN
         _refuse_out_of_range(array)
     return torch.from_numpy(array.astype(np.float32))
+
+
+@functools.cache
+def _nested_numbers(depth: int) -> TypeAdapter[Any]:
+    """Lists `depth` deep of JSON numbers: strict, so "1.5", true and null are refused rather than converted."""
+    kind: Any = Annotated[float, Strict()]
+    for _ in range(depth):
+        kind = list[kind]
+    return TypeAdapter(kind)
+
+
+def _refuse_non_numbers(raw: list[Any], depth: int) -> None:
+    """InvalidField naming the row and column of the first value that is not a number, as job specs are refused.
+
+    A list where a number belongs, or the reverse, is a shape error, and an integer too large for a
+    float a range error: the caller explains those.
+    """
+    try:
+        _nested_numbers(depth).validate_python(raw)
+    except ValidationError as error:
+        for problem in error.errors(include_url=False):
+            value = problem["input"]
+            if problem["type"] == "float_type" and (value is None or isinstance(value, (bool, str, dict))):
+                where = "".join(f"[{index}]" for index in problem["loc"])
+                raise InvalidField(f"inputs{where}", f"expected a number, got {_json_kind(value)}") from None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "a string" if isinstance(value, str) else "an object"
 
 
 def _shape(input_shape: tuple[int, ...]) -> str:

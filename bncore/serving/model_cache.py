@@ -57,20 +57,27 @@ class ModelCache:
         self._lock = threading.Lock()
         self._hits = self._misses = self._onnx_exports = 0
 
-    def lookup(self, model_id: str, owner: str | None) -> ServedModel | None:
+    def lookup(self, model_id: str, owner: str | None, count_hit: bool = True) -> ServedModel | None:
         """The cached model, if its record was read recently; None: read the record and call `get`.
 
-        With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers.
+        With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers. A caller
+        that may yet hand the request on to another lookup passes `count_hit=False`, then `count_hit()`
+        once it answers, so that one request is one hit.
         """
         with self._lock:
             cached = self._models.get(model_id)
             if cached is None or time.monotonic() - cached.checked_at > self.recheck_seconds:
                 return None
-            self._hits += 1
+            if count_hit:
+                self._hits += 1
             self._models.move_to_end(model_id)
         if owner is not None and cached.record.owner != owner:
             raise ModelNotFound(model_id)
         return cached.model
+
+    def count_hit(self) -> None:
+        with self._lock:
+            self._hits += 1
 
     def get(self, record: ModelRecord) -> ServedModel:
         """The served model of a record just read from the database, loaded from its verified artifact on first use."""

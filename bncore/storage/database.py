@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from bncore.errors import InvalidField
+from bncore.free_text import control_character
 
 
 def utcnow() -> datetime:
@@ -112,6 +113,10 @@ class ExperimentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     target_accuracy: Mapped[float | None] = mapped_column(Float)
     variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_experiments_owner_idempotency_key"),)
 
 
 class DatasetRow(Base):
@@ -169,6 +174,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The position a listing continues after; InvalidField('cursor') when it is not one we gave out."""
     try:
         created_at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        if control_character(row_id):  # never in an id of ours, and a NUL would not even reach PostgreSQL
+            raise ValueError(row_id)
         return datetime.fromisoformat(created_at).astimezone(timezone.utc), row_id
     except (ValueError, OverflowError, binascii.Error, UnicodeError):
         raise InvalidField("cursor", "not a cursor returned by this listing (use next_cursor as given)") from None

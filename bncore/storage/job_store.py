@@ -90,6 +90,30 @@ class JobRecord:
         )
 
 
+def request_sha256(request: dict[str, Any]) -> str:
+    """What an idempotent retry must send again, hashed."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+def new_job_row(
+    spec: dict[str, Any], owner: str, idempotency_key: str | None = None, recalibration: dict[str, Any] | None = None
+) -> JobRow:
+    """A queued job, not yet added to any session."""
+    return JobRow(
+        id=f"job_{uuid.uuid4().hex}",
+        status=QUEUED,
+        spec=spec,
+        created_at=utcnow(),
+        epochs=0 if recalibration else spec["training"]["epochs"],
+        cancel_requested=False,
+        attempts=0,
+        owner=owner,
+        idempotency_key=idempotency_key,
+        request_sha256=request_sha256({"spec": spec, "recalibration": recalibration}),
+        recalibration=recalibration,
+    )
+
+
 class JobStore:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -106,25 +130,9 @@ class JobStore:
         Conflict when the key was used with another request body. A recalibration job carries the
         parent model's spec and trains no epochs.
         """
-        request = {"spec": spec, "recalibration": recalibration}
-        request_sha256 = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-        if idempotency_key is not None and (earlier := self._by_idempotency_key(owner, idempotency_key)):
-            if earlier.request_sha256 != request_sha256:
-                raise Conflict(f"Idempotency-Key '{idempotency_key}' was used for a different request")
-            return JobRecord.from_row(earlier), False
-        row = JobRow(
-            id=f"job_{uuid.uuid4().hex}",
-            status=QUEUED,
-            spec=spec,
-            created_at=utcnow(),
-            epochs=0 if recalibration else spec["training"]["epochs"],
-            cancel_requested=False,
-            attempts=0,
-            owner=owner,
-            idempotency_key=idempotency_key,
-            request_sha256=request_sha256,
-            recalibration=recalibration,
-        )
+        if idempotency_key is not None and (earlier := self.earlier(owner, idempotency_key, spec, recalibration)):
+            return earlier, False
+        row = new_job_row(spec, owner, idempotency_key, recalibration)
         try:
             with self.db.session() as session, session.begin():
                 session.add(row)
@@ -132,6 +140,17 @@ class JobStore:
             # The same key raced in from another request: answer as if it had come first.
             return self.create(spec, owner, idempotency_key, recalibration)
         return self.get(row.id), True
+
+    def earlier(
+        self, owner: str, idempotency_key: str, spec: dict[str, Any], recalibration: dict[str, Any] | None = None
+    ) -> JobRecord | None:
+        """The job a request with this key made before; Conflict when that request had another body."""
+        earlier = self._by_idempotency_key(owner, idempotency_key)
+        if earlier is None:
+            return None
+        if earlier.request_sha256 != request_sha256({"spec": spec, "recalibration": recalibration}):
+            raise Conflict(f"Idempotency-Key '{idempotency_key}' was used for a different request")
+        return JobRecord.from_row(earlier)
 
     def _by_idempotency_key(self, owner: str, key: str) -> JobRow | None:
         with self.db.session() as session:

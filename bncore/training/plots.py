@@ -27,10 +27,11 @@ BN_PANELS: list[tuple[str, str, float]] = [
 ]
 
 
-def _png(figure: Figure) -> bytes:
+def _png(figure: Figure, description: str | None = None) -> bytes:
+    """`description`, the chart's words, also goes into the PNG's Description text chunk (alt text)."""
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Description": description} if description else None)
     return buffer.getvalue()
 
 
@@ -40,7 +41,7 @@ def _message(title: str, text: str) -> bytes:
     axes = figure.add_subplot()
     axes.set_axis_off()
     axes.text(0.5, 0.5, text, ha="center", va="center", fontsize=13, color="dimgray", transform=axes.transAxes)
-    return _png(figure)
+    return _png(figure, text)
 
 
 def _curves(axes: Axes, epochs: list[int], train: list[float], val: list[float], label: str) -> None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
 from bncore.data.builtin import list_datasets
 from bncore.data.uploads import UploadLimits, parse_upload
+from bncore.free_text import ONE_LINE, TEXT
 from bncore.storage.dataset_store import DatasetStore
 from service.auth import Caller, Trainer
 from service.deps import ServicesDep
@@ -15,9 +16,6 @@ from service.schemas import DatasetList, DatasetOut, error_responses
 
 UPLOAD_PATH = "/v1/datasets"
 FORM_FIELDS_BYTES = 2**20  # room in an upload's body for the multipart headers and the other fields
-# Printable text only: a NUL, which PostgreSQL cannot store, or other control characters are refused.
-ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
-TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401))
 

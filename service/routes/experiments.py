@@ -2,17 +2,19 @@
 
 from collections.abc import Callable
 from functools import partial
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Header, Response
 
+from bncore.errors import QueueUnavailable
 from bncore.jobs.experiments import ExperimentRequest, cancel_variants, experiment_status, variant_results, variant_specs
 from bncore.storage.experiment_store import Experiment
-from bncore.storage.job_store import JobRecord
+from bncore.storage.job_store import JobRecord, request_sha256
 from bncore.training.plots import experiment_curves_png
 from service.auth import Trainer
-from service.deps import PageCursor, PageLimit, ServicesDep, require_json
+from service.deps import PageCursor, PageLimit, Services, ServicesDep, require_json
 from service.schemas import PNG_RESPONSE, ExperimentOut, ExperimentPage, VariantOut, error_responses
-from service.submissions import plan_submission, queue_job
+from service.submissions import enqueue_or_fail, plan_submission
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=error_responses(401, 403, 422))
 
@@ -22,18 +24,45 @@ router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=err
     status_code=202,
     response_model=ExperimentOut,
     dependencies=[Depends(require_json)],
-    responses=error_responses(413, 415, 429, 503),
+    responses=error_responses(409, 413, 415, 429, 503),
 )
-def create_experiment(request: ExperimentRequest, response: Response, services: ServicesDep, caller: Trainer) -> ExperimentOut:
-    """Run every variant (the base with its `overrides` deep-merged) as a job; the base's seed and data for all."""
-    specs = variant_specs(request, partial(plan_submission, services=services, caller=caller))
-    variants = []
-    for variant, spec in zip(request.variants, specs, strict=True):
-        job = queue_job(services, caller, spec)
-        variants.append({"name": variant.name, "job_id": job.id})
-    experiment = services.experiments.add(request.name, caller.owner, request.target_accuracy, variants)
+def create_experiment(
+    request: ExperimentRequest,
+    response: Response,
+    services: ServicesDep,
+    caller: Trainer,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> ExperimentOut:
+    """Run every variant (the base with its `overrides` deep-merged) as a job; the base's seed and data for all.
+
+    All or nothing: every variant is planned and every submission counted against the rate limit before
+    the experiment and its jobs are stored, in one transaction. With an `Idempotency-Key` header, sending
+    the same body again returns the experiment the first request made.
+    """
+    request_hash = request_sha256(request.model_dump(mode="json"))
+    experiment = services.experiments.earlier(caller.owner, idempotency_key, request_hash) if idempotency_key else None
+    if experiment is None:
+        specs = variant_specs(request, partial(plan_submission, services=services, caller=caller))
+        services.submissions.take(caller.owner, len(specs))
+        variants = [(variant.name, spec.model_dump(mode="json")) for variant, spec in zip(request.variants, specs, strict=True)]
+        experiment, created = services.experiments.create(
+            request.name, request.target_accuracy, variants, caller.owner, request_hash, idempotency_key
+        )
+        if created:
+            enqueue_variants(services, experiment, [spec.resources.device for spec in specs])
     response.headers["Location"] = f"/v1/experiments/{experiment.id}"
     return results_table(experiment, services.jobs.get)
+
+
+def enqueue_variants(services: Services, experiment: Experiment, devices: list[str]) -> None:
+    """Every variant's job to the queue; if the broker is down, those not yet queued fail with the first."""
+    for index, (variant, device) in enumerate(zip(experiment.variants, devices, strict=True)):
+        try:
+            enqueue_or_fail(services, variant["job_id"], device)
+        except QueueUnavailable as error:
+            for later in experiment.variants[index + 1 :]:
+                services.jobs.fail(later["job_id"], error.code, error.message)
+            raise
 
 
 @router.get("", response_model=ExperimentPage)

@@ -90,16 +90,19 @@ def stream_job_events(job_id: str, jobs: JobsDep, caller: Trainer) -> StreamingR
 
 
 async def job_events(jobs: JobStore, job_id: str) -> AsyncIterator[str]:
+    """A finished job's last epochs come before its final status: a client that stops at `succeeded` has them all."""
     status, epochs_sent = None, 0
     while True:
         job = await asyncio.to_thread(jobs.get, job_id)
-        if job.status != status:
+        finished = job.status in FINISHED
+        if job.status != status and not finished:
             status = job.status
             yield _event("status", {"status": status, "attempts": job.attempts})
         for metrics in job.metrics[epochs_sent:]:
             yield _event("epoch", EpochMetricsOut.from_metrics(metrics).model_dump())
         epochs_sent = len(job.metrics)
-        if job.status in FINISHED:
+        if finished:
+            yield _event("status", {"status": job.status, "attempts": job.attempts})
             yield _event("end", JobOut.from_record(job).model_dump(mode="json"))
             return
         await asyncio.sleep(EVENT_POLL_SECONDS)

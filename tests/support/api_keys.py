@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import own_backends
 from tests.support.processes import own_service
 
 KEYS = {
@@ -14,13 +15,18 @@ KEYS = {
     "bob": {"key": "bob-key-0123456789abc", "owner": "bob", "scopes": ["train", "infer"]},
     "dave": {"key": "dave-key-0123456789abc", "owner": "dave", "scopes": ["train"]},
     "admin": {"key": "admin-key-0123456789", "owner": "ops", "scopes": ["admin"]},
+    "erin": {"key": "erin-key-0123456789abc", "owner": "erin", "scopes": ["train"]},
+    "frank": {"key": "frank-key-0123456789ab", "owner": "frank", "scopes": ["train"]},
 }
 
 
 @contextmanager
 def keyed_service(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
-    """A service with one embedded worker that knows the KEYS; its URL."""
-    with own_service(data_dir, {"EMBEDDED_WORKERS": "1", **env}, list(KEYS.values())) as url:
+    """A service with one embedded worker that knows the KEYS, on this run's backends; its URL."""
+    with (
+        own_backends(data_dir) as backends,
+        own_service(data_dir, {"EMBEDDED_WORKERS": "1", **env, **backends}, list(KEYS.values())) as url,
+    ):
         yield url
 
 

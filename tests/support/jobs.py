@@ -36,6 +36,18 @@ def wait_for(client: httpx.Client, job_id: str, until: set[str] = FINISHED, time
     raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
 
 
+def wait_for_epochs(client: httpx.Client, job_id: str, epochs: int, timeout: float = 120) -> dict[str, Any]:
+    """The job once it has recorded `epochs` epochs; fails if it ends or the deadline passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if len(job["metrics"]) >= epochs:
+            return job
+        assert job["status"] in {"queued", "running"}, job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not record {epochs} epochs in {timeout}s")
+
+
 def train(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     """Submit, wait, and insist it succeeded; returns the finished job."""
     job = wait_for(client, submit(client, body)["id"])
