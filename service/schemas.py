@@ -85,6 +85,11 @@ class FinalMetricsOut(BaseModel):
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    learning_rate: float | None = Field(
+        None,
+        description="the rate the epoch's first step used (a schedule may change it every step); null for epochs "
+        "recorded before the service had schedules",
+    )
 
 
 class EpochMetricsOut(FinalMetricsOut):
@@ -115,6 +120,9 @@ class JobOut(BaseModel):
     worker: str | None = Field(description="the Celery worker that took the job")
     attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")
     resumed_from_epoch: int | None = Field(description="the checkpoint the last attempt went on from, if any")
+    best_epoch: int | None = Field(
+        None, description="under `training.early_stopping`: the epoch whose weights the model holds; null otherwise"
+    )
     cancel_requested: bool
     spec: JobSpec = Field(description="what is trained; for a recalibration job, the parent model's spec")
     recalibration: Recalibration | None = Field(description="set for jobs that recompute a model's BN statistics")
@@ -135,6 +143,7 @@ class JobOut(BaseModel):
             worker=job.worker,
             attempts=job.attempts,
             resumed_from_epoch=job.resumed_from_epoch,
+            best_epoch=job.best_epoch,
             cancel_requested=job.cancel_requested,
             spec=JobSpec.model_validate(job.spec),
             recalibration=Recalibration.model_validate(job.recalibration) if job.recalibration else None,
@@ -195,7 +204,9 @@ class ModelOut(BaseModel):
     dataset: str = Field(description="the built-in dataset's name, or the uploaded dataset's id")
     input_shape: list[int]
     num_classes: int
-    final_metrics: FinalMetricsOut = Field(description="the last epoch's losses and accuracies")
+    final_metrics: FinalMetricsOut = Field(
+        description="the losses and accuracies of the epoch whose weights the model holds: the last, or the job's `best_epoch`"
+    )
     parameter_count: int
     artifact_sha256: str = Field(description="sha256 of the stored safetensors file, checked on every load")
     parent_id: str | None = Field(description="the model this one was recalibrated from, if any")

@@ -27,7 +27,7 @@ from bncore.storage.model_store import ModelStore, new_model_id
 from bncore.training.checkpoints import Checkpoint
 from bncore.training.devices import training_device
 from bncore.training.epoch_metrics import EpochMetrics
-from bncore.training.loop import TrainingDiverged, TrainingInterrupted, train
+from bncore.training.loop import TrainingDiverged, TrainingInterrupted, TrainingResult, train
 from bncore.training.networks import build_network
 from bncore.training.trained_model import TrainedModel
 
@@ -62,16 +62,16 @@ class Stores:
 
 def train_model(
     spec: JobSpec, device: torch.device, datasets: DatasetCatalog = BUILT_INS, **callbacks: Callable
-) -> tuple[TrainedModel, list[EpochMetrics]]:
+) -> tuple[TrainedModel, TrainingResult]:
     """Seeded end to end: the same spec on the same device gives the same weights."""
     dataset = datasets.load(spec.dataset)
     input_shape = tuple(spec.model.input_shape or dataset.info.input_shape)
     data = prepare_data(dataset, input_shape, spec.training.validation_fraction, spec.training.seed).to(device)
     torch.manual_seed(spec.training.seed)
     network = build_network(spec.model, input_shape).to(device)
-    history = train(network, data, spec.training, **callbacks)
+    result = train(network, data, spec.training, **callbacks)
     network.eval()
-    return TrainedModel(spec, network.cpu(), data.input_mean.cpu(), data.input_std.cpu()), history
+    return TrainedModel(spec, network.cpu(), data.input_mean.cpu(), data.input_std.cpu()), result
 
 
 @contextmanager
@@ -247,7 +247,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
             heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost,
             EpochRecorder(partial(jobs.record_epochs, lease), lost, limits.metrics_seconds) as recorder,
         ):
-            trained, history = train_model(
+            trained, result = train_model(
                 spec,
                 device,
                 stores.datasets,
@@ -256,7 +256,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits = RunLim
                 resume=checkpoint,
             )
             recorder.flush()
-            _store_model(lease, job.owner, trained, history[-1].quality(), stores)
+            _store_model(lease, job.owner, trained, result.kept.quality(), stores, best_epoch=result.best_epoch)
     except LeaseLost:
         # Another worker has the job now and goes on from the checkpoint: leave both alone.
         log.warning("job %s was queued again while this worker ran it; stopping", job_id)
@@ -300,13 +300,14 @@ def _store_model(
     final_metrics: dict[str, float],
     stores: Stores,
     parent_id: str | None = None,
+    best_epoch: int | None = None,
 ) -> None:
     """Artifact, then model record, then the job: no model is ever listed without its weights."""
     model_id = new_model_id()
     sha256 = stores.artifacts.save(model_id, trained.to_tensors(), trained.metadata())
     parameters = sum(p.numel() for p in trained.network.parameters())
     stores.models.add(model_id, lease.job_id, trained.spec, final_metrics, parameters, sha256, owner, parent_id)
-    if not stores.jobs.succeed(lease, model_id):
+    if not stores.jobs.succeed(lease, model_id, best_epoch):
         stores.models.delete(model_id)
         stores.artifacts.delete(model_id)
         raise LeaseLost(lease)
