@@ -1,5 +1,6 @@
 """The recipe people train BN networks with: schedules, augmentation, label smoothing, clipping, early stopping."""
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from bncore.data.builtin import load_dataset, prepare_data
 from bncore.jobs.execution import train_model
+from bncore.jobs.experiments import variant_request
 from bncore.specs import AugmentationSpec, JobSpec, ModelSpec, TrainingSpec
 from bncore.storage.artifacts import ArtifactStore
 from bncore.training.augmentation import BatchAugmenter
@@ -21,8 +23,10 @@ from bncore.training.checkpoints import Checkpoint
 from bncore.training.loop import TrainingInterrupted, evaluate, train
 from bncore.training.networks import build_network
 from bncore.training.schedules import steps_per_epoch
-from tests.support.jobs import figures, job_request
+from tests.support.jobs import figures, job_request, wait_for
 from tests.support.jobs import train as train_job
+from tests.support.processes import ROOT
+from tests.test_readme_examples import run_command, sh_commands
 
 IRIS = prepare_data(load_dataset("iris"), (4,), 0.2, 0)
 IRIS_MODEL = ModelSpec(architecture="mlp", num_classes=3, hidden_sizes=[16])
@@ -277,3 +281,21 @@ def test_augmentation_is_accepted_for_images(client: httpx.Client) -> None:
     job = train_job(client, body)
     assert job["spec"]["training"]["augmentation"] == {"random_crop_padding": 1, "horizontal_flip": True}
     assert math.isfinite(job["metrics"][0]["val_loss"])
+
+
+def test_the_docs_recipe_example_trains_as_written(service, client: httpx.Client, tmp_path: Path) -> None:
+    section = (ROOT / "docs" / "training-recipes.md").read_text().split("## Schedules, augmentation and early stopping")[1]
+    (command,) = [command for command in sh_commands(section.split("\n## ")[0]) if command.startswith("curl ")]
+    job = wait_for(client, json.loads(run_command(command, service, tmp_path))["id"])
+    assert job["status"] == "succeeded", job["error"]
+    rates = [m["learning_rate"] for m in job["metrics"]]
+    assert rates[0] == pytest.approx(0.2 / 23) and rates[1] == 0.2
+    assert rates[6:9] == [pytest.approx(0.02)] * len(rates[6:9])
+    assert job["best_epoch"] == min(job["metrics"], key=lambda m: m["val_loss"])["epoch"]
+
+
+def test_an_experiment_variant_overrides_one_field_of_the_schedule() -> None:
+    base = job_request(training={"schedule": {"kind": "step", "milestones": [0.3], "gamma": 0.5}})
+    merged = variant_request(base, {"training": {"schedule": {"kind": "cosine"}}})
+    assert merged["training"]["schedule"] == {"kind": "cosine", "milestones": [0.3], "gamma": 0.5}
+    assert JobSpec.model_validate(merged).training.schedule.kind == "cosine"
