@@ -312,6 +312,22 @@ JOB_EXAMPLES: dict[str, dict[str, Any]] = {
         "summary": "an MLP on digits, the rest left to its defaults",
         "value": {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"}, "training": {"epochs": 10}},
     },
+    "recipe": {
+        "summary": "a CNN on digits as 1×8×8 images: warm-up, step decay, crops, label smoothing, early stopping",
+        "value": {
+            "model": {"architecture": "cnn", "num_classes": 10, "input_shape": [1, 8, 8]},
+            "dataset": {"name": "digits"},
+            "training": {
+                "epochs": 12,
+                "learning_rate": 0.2,
+                "schedule": {"kind": "step", "milestones": [0.5, 0.75], "gamma": 0.1, "warmup_epochs": 1},
+                "augmentation": {"random_crop_padding": 1, "horizontal_flip": False},
+                "label_smoothing": 0.1,
+                "grad_clip_norm": 5.0,
+                "early_stopping": {"patience": 3},
+            },
+        },
+    },
 }
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
