@@ -3,7 +3,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: install install-test install-bench run worker test lint bench clean
+.PHONY: install install-test install-bench run worker test lint bench gpu-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ lint: install-test
 ## BENCH_ARGS=--quick for a smoke run). Measures Redis dispatch too when redis-server is installed.
 bench: install-bench
 	$(PY) -m bench $(BENCH_ARGS)
+
+## On a machine with CUDA: the gpu-marked tests, then a short CUDA bench (ResNet-20 job vs plain loop in fp32
+## and bf16, CUDA predict vs CPU); stopped at 8 minutes. Fails without a visible CUDA device.
+gpu-check: install-test install-bench
+	timeout 480 sh -c '$(PY) -m pytest -m gpu -q tests/test_gpu.py && $(PY) -m bench.gpu'
 
 clean:
 	rm -rf $(VENV) data

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench import dispatch, efficiency, folding, http_load, latency, memory, throughput, training
+from bench import dispatch, efficiency, folding, http_load, latency, memory, resnet, throughput, training
 from bench.jobs import MLP_64_100_100_100_10, SMALL_MODEL, job_body, train
 from bench.processes import free_port, python_module, redis_server, rss_bytes, service
 from bench.report import Row, table
@@ -37,10 +37,12 @@ class Scale:
     cached_models: int
     efficiency_batches: int
     matmul_size: int
+    resnet_samples: int  # synthetic 3×32×32 images for row 8
+    resnet_epochs: int
 
 
-FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048)
-QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512)
+FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1)
+QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1)
 SERVICE_SETTINGS = {"MODEL_CACHE_SIZE": "64"}  # room for the cached models of row 6; everything else default
 STARTED = time.monotonic()
 
@@ -92,6 +94,9 @@ def service_rows(folder: Path, scale: Scale) -> list[Row]:
             models.append(train(client, job_body(SMALL_MODEL, "iris", epochs=1, seed=seed))["model_id"])
         memory.load_into_cache(client, models)
         rows.append(memory.row(process.pid, len(models), rss_at_start))
+        if resnet.available():
+            progress(f"row 8: a ResNet-20 job on {scale.resnet_samples} images and the plain loop")
+            rows.append(resnet.training_row(client, scale.resnet_samples, scale.resnet_epochs))
     return rows
 
 
@@ -119,6 +124,9 @@ def main() -> None:
         folder = Path(tmp)
         progress("row 3: folded and unfolded CNN forward passes")
         rows += folding.measure(scale.forward_seconds)
+        if resnet.available():
+            progress("row 9: ResNet-20 forward passes, served and eval")
+            rows += resnet.predict_rows(scale.forward_seconds)
         progress("row 7: matmul peak and a wide MLP epoch")
         rows.append(efficiency.measure(scale.efficiency_batches, scale.matmul_size))
         progress("starting the service")

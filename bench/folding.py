@@ -50,26 +50,28 @@ def _seconds_per_pass(network: torch.nn.Module, inputs: torch.Tensor, passes: in
     return (time.perf_counter() - start) / passes
 
 
-def measure(seconds_per_case: float) -> list[Row]:
+def measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]] | None = None) -> list[Row]:
+    """Rows per model, named by its prefix; by default row 3's CNNs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(get_settings().resolved_inference_threads)
+    if models is None:
+        models = [(f"3. CNN {'×'.join(map(str, shape))} forward", cnn(shape)) for shape in SHAPES]
     try:
-        return _measure(seconds_per_case)
+        return _measure(seconds_per_case, models)
     finally:
         torch.set_num_threads(threads)
 
 
 @torch.inference_mode()
-def _measure(seconds_per_case: float) -> list[Row]:
+def _measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]]) -> list[Row]:
     rows = []
-    for shape in SHAPES:
-        model = cnn(shape)
+    for name, model in models:
+        shape = model.input_shape
         graphs = {
             "served": serving_graph(model, fold=True).network,
             "eval": nn.Sequential(Standardize(model.input_mean, model.input_std), model.network).eval(),
             "unfolded NHWC": serving_graph(model, fold=False).network,
         }
-        name = f"3. CNN {'×'.join(map(str, shape))} forward"
         for batch in BATCHES:
             inputs = torch.randn(batch, *shape)
             rate = _samples_per_second(graphs, inputs, seconds_per_case)

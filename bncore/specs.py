@@ -71,6 +71,37 @@ class DatasetRef(StrictModel):
         return "dataset.id" if self.id is not None else "dataset.name"
 
 
+Milestone = Annotated[float, Field(gt=0, lt=1)]
+
+
+class ScheduleSpec(StrictModel):
+    """How the learning rate moves over training; see docs/training-recipes.md."""
+
+    kind: Literal["constant", "step", "exponential", "cosine"] = Field(
+        "constant",
+        description="`step`: × `gamma` at each milestone; `exponential`: × `gamma` per epoch; `cosine`: down to `min_lr`",
+    )
+    milestones: list[Milestone] = Field(
+        [0.5, 0.75], max_length=32, description="step: where the rate decays, as fractions of training in (0, 1)"
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="step and exponential: the factor of each decay")
+    min_lr: float = Field(0.0, ge=0, le=10, description="cosine: the rate at the end of training")
+    warmup_epochs: int = Field(
+        0, ge=0, le=1000, description="a linear rise from near 0 to `learning_rate` over these epochs, before the schedule"
+    )
+
+
+class AugmentationSpec(StrictModel):
+    """Image inputs only ([C, H, W]); training batches only, never validation or prediction."""
+
+    random_crop_padding: int = Field(0, ge=0, le=64, description="zero-pad each side by this much, then crop back at random")
+    horizontal_flip: bool = Field(False, description="mirror half of the samples left to right")
+
+
+class EarlyStoppingSpec(StrictModel):
+    patience: int = Field(ge=1, le=1000, description="stop after this many epochs without a lower validation loss")
+
+
 class TrainingSpec(StrictModel):
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=2, le=65_536, description="at least 2: BN needs more than one value per feature")
@@ -83,6 +114,13 @@ class TrainingSpec(StrictModel):
     mixed_precision: bool = Field(False, description="bf16 autocast for the forward pass; BN layers stay in fp32")
     time_limit_seconds: float | None = Field(
         None, gt=0, description="stop the job as `timeout` after this long; default and maximum: the service's limit"
+    )
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="the learning-rate schedule")
+    augmentation: AugmentationSpec | None = Field(None, description="random crops and flips of training images")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="CrossEntropyLoss's label_smoothing, in training only")
+    grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradients' total L2 norm to this")
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None, description="on validation loss; the model kept is the best epoch's, named by the job's `best_epoch`"
     )
 
 

@@ -54,12 +54,33 @@ SPEC = {
         "validation_fraction": 0.2,
         "mixed_precision": False,
         "time_limit_seconds": None,
+        "schedule": {"kind": "constant", "milestones": [0.5, 0.75], "gamma": 0.1, "min_lr": 0.0, "warmup_epochs": 0},
+        "augmentation": None,
+        "label_smoothing": 0.0,
+        "grad_clip_norm": None,
+        "early_stopping": None,
     },
     "resources": {"device": "any"},
 }
 METRICS = [
-    {"epoch": 1, "train_loss": 1.2957, "train_accuracy": 0.3083, "val_loss": 1.0752, "val_accuracy": 0.4333, "seconds": 0.0041},
-    {"epoch": 2, "train_loss": 1.1735, "train_accuracy": 0.3083, "val_loss": 1.0414, "val_accuracy": 0.5333, "seconds": 0.0018},
+    {
+        "epoch": 1,
+        "train_loss": 1.2957,
+        "train_accuracy": 0.3083,
+        "val_loss": 1.0752,
+        "val_accuracy": 0.4333,
+        "seconds": 0.0041,
+        "learning_rate": 0.05,
+    },
+    {
+        "epoch": 2,
+        "train_loss": 1.1735,
+        "train_accuracy": 0.3083,
+        "val_loss": 1.0414,
+        "val_accuracy": 0.5333,
+        "seconds": 0.0018,
+        "learning_rate": 0.05,
+    },
 ]
 FINAL_METRICS = {name: value for name, value in METRICS[-1].items() if name != "seconds"}
 QUEUED_JOB = {
@@ -76,6 +97,7 @@ QUEUED_JOB = {
     "worker": None,
     "attempts": 0,
     "resumed_from_epoch": None,
+    "best_epoch": None,
     "cancel_requested": False,
     "spec": SPEC,
     "recalibration": None,

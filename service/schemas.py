@@ -85,6 +85,11 @@ class FinalMetricsOut(BaseModel):
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    learning_rate: float | None = Field(
+        None,
+        description="the rate the epoch's first step used (a schedule may change it every step); null for epochs "
+        "recorded before the service had schedules",
+    )
 
 
 class EpochMetricsOut(FinalMetricsOut):
@@ -115,6 +120,9 @@ class JobOut(BaseModel):
     worker: str | None = Field(description="the Celery worker that took the job")
     attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")
     resumed_from_epoch: int | None = Field(description="the checkpoint the last attempt went on from, if any")
+    best_epoch: int | None = Field(
+        None, description="under `training.early_stopping`: the epoch whose weights the model holds; null otherwise"
+    )
     cancel_requested: bool
     spec: JobSpec = Field(description="what is trained; for a recalibration job, the parent model's spec")
     recalibration: Recalibration | None = Field(description="set for jobs that recompute a model's BN statistics")
@@ -135,6 +143,7 @@ class JobOut(BaseModel):
             worker=job.worker,
             attempts=job.attempts,
             resumed_from_epoch=job.resumed_from_epoch,
+            best_epoch=job.best_epoch,
             cancel_requested=job.cancel_requested,
             spec=JobSpec.model_validate(job.spec),
             recalibration=Recalibration.model_validate(job.recalibration) if job.recalibration else None,
@@ -195,7 +204,9 @@ class ModelOut(BaseModel):
     dataset: str = Field(description="the built-in dataset's name, or the uploaded dataset's id")
     input_shape: list[int]
     num_classes: int
-    final_metrics: FinalMetricsOut = Field(description="the last epoch's losses and accuracies")
+    final_metrics: FinalMetricsOut = Field(
+        description="the losses and accuracies of the epoch whose weights the model holds: the last, or the job's `best_epoch`"
+    )
     parameter_count: int
     artifact_sha256: str = Field(description="sha256 of the stored safetensors file, checked on every load")
     parent_id: str | None = Field(description="the model this one was recalibrated from, if any")
@@ -300,6 +311,22 @@ JOB_EXAMPLES: dict[str, dict[str, Any]] = {
     "digits": {
         "summary": "an MLP on digits, the rest left to its defaults",
         "value": {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"}, "training": {"epochs": 10}},
+    },
+    "recipe": {
+        "summary": "a CNN on digits as 1×8×8 images: warm-up, step decay, crops, label smoothing, early stopping",
+        "value": {
+            "model": {"architecture": "cnn", "num_classes": 10, "input_shape": [1, 8, 8]},
+            "dataset": {"name": "digits"},
+            "training": {
+                "epochs": 12,
+                "learning_rate": 0.2,
+                "schedule": {"kind": "step", "milestones": [0.5, 0.75], "gamma": 0.1, "warmup_epochs": 1},
+                "augmentation": {"random_crop_padding": 1, "horizontal_flip": False},
+                "label_smoothing": 0.1,
+                "grad_clip_norm": 5.0,
+                "early_stopping": {"patience": 3},
+            },
+        },
     },
 }
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}

@@ -160,10 +160,10 @@ def test_mixed_precision_keeps_bn_in_fp32_and_still_learns() -> None:
 
     hook = torch.nn.modules.module.register_module_forward_hook(record)
     try:
-        trained, history = train_model(spec, torch.device("cpu"))
+        trained, result = train_model(spec, torch.device("cpu"))
     finally:
         hook.remove()
     assert ("Linear", torch.bfloat16) in dtypes
     assert ("bn", torch.float32) in dtypes and ("bn", torch.bfloat16) not in dtypes
     assert all(bn.running_var.dtype == torch.float32 for bn in bn_layers(trained.network))
-    assert history[-1].val_accuracy > 0.9
+    assert result.history[-1].val_accuracy > 0.9

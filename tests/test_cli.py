@@ -70,7 +70,7 @@ def test_submit_a_yaml_spec_and_watch_it_train(service, client: httpx.Client, tm
     for metrics in job["metrics"]:
         cells = row_of(result.stdout, str(metrics["epoch"]))
         figures = [f"{metrics[key]:.4f}" for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")]
-        assert cells[1:] == [*figures, f"{metrics['seconds']:.3f}"]
+        assert cells[1:] == [*figures, f"{metrics['seconds']:.3f}", f"{metrics['learning_rate']:.4g}"]
     assert result.stdout.splitlines()[-1] == f"model: {job['model_id']}"
 
 

@@ -115,8 +115,11 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
 
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
     assert chart_points(browser) == {name: 3 for name in SERIES}
-    seconds = [epoch["seconds"] for epoch in client.get(f"/v1/jobs/{job_id}").json()["metrics"]]
-    assert browser.find_element(By.ID, "job-pace").text == f"epoch 3 took {seconds[-1]:.3f} s; {sum(seconds):.2f} s over 3 epochs"
+    epochs = client.get(f"/v1/jobs/{job_id}").json()["metrics"]
+    seconds = [epoch["seconds"] for epoch in epochs]
+    assert browser.find_element(By.ID, "job-pace").text == (
+        f"epoch 3 took {seconds[-1]:.3f} s; {sum(seconds):.2f} s over 3 epochs; learning rate {epochs[-1]['learning_rate']:.4g}"
+    )
 
     def listed_once_succeeded(b: WebDriver) -> list[str] | None:  # the list refreshes by itself
         listed = rows(b, "job-rows")

@@ -20,8 +20,12 @@ from tests.support.jobs import figures, job_request, submit, train, wait_for
 from tests.support.processes import own_service, start, stop
 
 # Wide enough that an epoch takes a good part of a second: metrics arrive at most every 0.5 s, and the kill
-# must come while the job still has epochs to go.
-RESUMABLE = job_request(training={"epochs": 12, "seed": 11}, model={"hidden_sizes": [1024, 1024]})
+# must come while the job still has epochs to go. The schedule moves the rate every step: a resumed job must
+# go on with it exactly.
+RESUMABLE = job_request(
+    training={"epochs": 12, "seed": 11, "schedule": {"kind": "cosine", "warmup_epochs": 2, "min_lr": 0.001}},
+    model={"hidden_sizes": [1024, 1024]},
+)
 
 
 def wait_for_epoch(client: httpx.Client, job_id: str, epoch: int, timeout: float = 120) -> dict:

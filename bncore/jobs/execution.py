@@ -27,7 +27,7 @@ from bncore.storage.wiring import Stores
 from bncore.training.checkpoints import Checkpoint
 from bncore.training.devices import training_device
 from bncore.training.epoch_metrics import EpochMetrics
-from bncore.training.loop import TrainingDiverged, TrainingInterrupted, train
+from bncore.training.loop import TrainingDiverged, TrainingInterrupted, TrainingResult, train
 from bncore.training.networks import build_network
 from bncore.training.trained_model import TrainedModel
 
@@ -71,16 +71,16 @@ class _Claimed:
 
 def train_model(
     spec: JobSpec, device: torch.device, datasets: DatasetCatalog = BUILT_INS, **callbacks: Callable
-) -> tuple[TrainedModel, list[EpochMetrics]]:
+) -> tuple[TrainedModel, TrainingResult]:
     """Seeded end to end: the same spec on the same device gives the same weights."""
     dataset = datasets.load(spec.dataset)
     input_shape = tuple(spec.model.input_shape or dataset.info.input_shape)
     data = prepare_data(dataset, input_shape, spec.training.validation_fraction, spec.training.seed).to(device)
     torch.manual_seed(spec.training.seed)
     network = build_network(spec.model, input_shape).to(device)
-    history = train(network, data, spec.training, **callbacks)
+    result = train(network, data, spec.training, **callbacks)
     network.eval()
-    return TrainedModel(spec, network.cpu(), data.input_mean.cpu(), data.input_std.cpu()), history
+    return TrainedModel(spec, network.cpu(), data.input_mean.cpu(), data.input_std.cpu()), result
 
 
 def _interrupt(lease: Lease, jobs: JobStore, limits: RunLimits, lost: threading.Event) -> Callable[[], None]:
@@ -186,11 +186,11 @@ def _train(spec: JobSpec, device: torch.device, checkpoint: Checkpoint | None, l
                 last_checkpoint = time.monotonic()
             recorder.record(metrics)
 
-        trained, history = train_model(
+        trained, result = train_model(
             spec, device, stores.datasets, on_epoch=after_epoch, interrupt=job.interrupt, resume=checkpoint
         )
         recorder.flush()
-        _store_model(lease, job.owner, trained, history[-1].quality(), stores)
+        _store_model(lease, job.owner, trained, result.kept.quality(), stores, best_epoch=result.best_epoch)
 
 
 def _recalibrate(recalibration: Recalibration, job: _Claimed) -> None:
@@ -209,13 +209,14 @@ def _store_model(
     final_metrics: dict[str, float],
     stores: Stores,
     parent_id: str | None = None,
+    best_epoch: int | None = None,
 ) -> None:
     """Artifact, then model record, then the job: no model is ever listed without its weights."""
     model_id = new_model_id()
     sha256 = stores.artifacts.save(model_id, trained.to_tensors(), trained.metadata())
     parameters = sum(p.numel() for p in trained.network.parameters())
     stores.models.add(model_id, lease.job_id, trained.spec, final_metrics, parameters, sha256, owner, parent_id)
-    if not stores.jobs.succeed(lease, model_id):
+    if not stores.jobs.succeed(lease, model_id, best_epoch):
         stores.models.delete(model_id)
         stores.artifacts.delete(model_id)
         raise LeaseLost(lease)

@@ -14,6 +14,26 @@ def _cnn_shape_hint(features: int) -> str:
     return f", e.g. [1, {side}, {side}]" if side * side == features else ""
 
 
+def _check_recipe(spec: JobSpec, shape: list[int]) -> None:
+    """What the training spec cannot check alone: fields that depend on each other or on the data."""
+    training = spec.training
+    if training.schedule.warmup_epochs > training.epochs:
+        raise InvalidField(
+            "training.schedule.warmup_epochs",
+            f"a warm-up of {training.schedule.warmup_epochs} epochs is longer than training ({training.epochs} epochs)",
+        )
+    if training.schedule.kind == "cosine" and training.schedule.min_lr > training.learning_rate:
+        raise InvalidField(
+            "training.schedule.min_lr",
+            f"a cosine schedule goes down to min_lr: at most training.learning_rate ({training.learning_rate:g})",
+        )
+    if training.augmentation is not None and len(shape) != 3:
+        raise InvalidField(
+            "training.augmentation",
+            f"crops and flips need image inputs shaped [C, H, W]; this job's inputs are {shape}",
+        )
+
+
 def plan_job(
     spec: JobSpec,
     max_parameters: int,
@@ -49,6 +69,7 @@ def plan_job(
             f"{spec.training.epochs} epochs × {train_samples} training samples exceeds this service's limit of "
             f"{max_sample_epochs:,} sample-epochs per job",
         )
+    _check_recipe(spec, shape)
     planned = spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape})})
     count = parameter_count(planned.model, tuple(shape))
     if count > max_parameters:

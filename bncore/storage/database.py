@@ -73,6 +73,7 @@ class JobRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     recalibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    best_epoch: Mapped[int | None] = mapped_column(Integer)  # set under early stopping
     metrics: Mapped[list["EpochRow"]] = relationship(order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan")
 
     __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),)
@@ -88,6 +89,7 @@ class EpochRow(Base):
     val_loss: Mapped[float] = mapped_column(Float)
     val_accuracy: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))  # 0: recorded before epochs were timed
+    learning_rate: Mapped[float | None] = mapped_column(Float)  # null: recorded before schedules existed
 
 
 class ModelRow(Base):

@@ -58,6 +58,7 @@ class JobRecord:
     owner: str | None
     recalibration: dict[str, Any] | None
     metrics: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int | None = None  # under early stopping, the epoch whose weights the model holds
 
     @property
     def epoch(self) -> int:
@@ -85,8 +86,10 @@ class JobRecord:
             recalibration=row.recalibration,
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
-                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds) for m in row.metrics
+                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds, m.learning_rate)
+                for m in row.metrics
             ],
+            best_epoch=row.best_epoch,
         )
 
 
@@ -224,8 +227,8 @@ class JobStore:
             )
             session.execute(insert(EpochRow), [{"job_id": lease.job_id, **metrics.__dict__} for metrics in epochs])
 
-    def succeed(self, lease: Lease, model_id: str) -> bool:
-        return self._leased(lease, status=SUCCEEDED, finished_at=utcnow(), model_id=model_id)
+    def succeed(self, lease: Lease, model_id: str, best_epoch: int | None = None) -> bool:
+        return self._leased(lease, status=SUCCEEDED, finished_at=utcnow(), model_id=model_id, best_epoch=best_epoch)
 
     def fail(self, job_id: str, code: str, message: str, lease: Lease | None = None) -> None:
         """Fail a job; a worker passes its lease, so a job it lost is not failed under its successor."""

@@ -1,7 +1,8 @@
 """Epoch checkpoints: everything a lost job needs to go on exactly where it stopped.
 
-Network weights and BN buffers, optimizer state, the shuffling generator and the metrics so far,
-as one safetensors file (tensors) with a JSON header (the rest). Resuming from one gives the
+Network weights and BN buffers, optimizer and learning-rate scheduler state, the shuffling and
+augmentation generators, the best epoch's weights under early stopping and the metrics so far, as one
+safetensors file (tensors) with a JSON header (the rest; never a pickle). Resuming from one gives the
 same model, bit for bit, as a run that was never interrupted.
 """
 
@@ -11,10 +12,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
+from bncore.training.early_stopping import BestEpoch
 from bncore.training.epoch_metrics import EpochMetrics
 
-NETWORK, OPTIMIZER, SHUFFLE = "network.", "optimizer.", "shuffle.state"
+NETWORK, OPTIMIZER, SHUFFLE, AUGMENT, BEST = "network.", "optimizer.", "shuffle.state", "augment.state", "best."
 
 
 @dataclass
@@ -32,6 +35,9 @@ class Checkpoint:
         network: nn.Module,
         optimizer: torch.optim.Optimizer,
         shuffle: torch.Generator,
+        scheduler: LRScheduler | None = None,
+        augment: torch.Generator | None = None,
+        best: BestEpoch | None = None,
     ) -> "Checkpoint":
         tensors = {NETWORK + name: value for name, value in network.state_dict().items()}
         scalars: dict[str, Any] = {}
@@ -49,6 +55,13 @@ class Checkpoint:
             "param_groups": optimizer_state["param_groups"],
             "optimizer_scalars": scalars,
         }
+        if scheduler is not None:
+            header["scheduler"] = scheduler.state_dict()  # numbers only: the factor is a function, not stored
+        if augment is not None:
+            tensors[AUGMENT] = augment.get_state()
+        if best is not None and best.epoch is not None:
+            header["best"] = {"epoch": best.epoch, "val_loss": best.val_loss}
+            tensors.update({BEST + name: value for name, value in best.state.items()})
         return cls(epoch, list(history), tensors, {"checkpoint": json.dumps(header)})
 
     @classmethod
@@ -58,8 +71,20 @@ class Checkpoint:
         history = [EpochMetrics(**{"seconds": 0.0, **metrics}) for metrics in header["history"]]
         return cls(header["epoch"], history, tensors, metadata)
 
-    def restore(self, network: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator) -> None:
-        """Put network, optimizer and generator back in the state they had at the end of `epoch`."""
+    def restore(
+        self,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        shuffle: torch.Generator,
+        scheduler: LRScheduler | None = None,
+        augment: torch.Generator | None = None,
+        best: BestEpoch | None = None,
+    ) -> None:
+        """Put everything back in the state it had at the end of `epoch`.
+
+        A checkpoint from before schedules, augmentation or early stopping existed has none of their
+        state; its job has none of them either (constant rate, no augmentation, no early stopping).
+        """
         network.load_state_dict({name[len(NETWORK) :]: value for name, value in self.tensors.items() if name.startswith(NETWORK)})
         header = json.loads(self.metadata["checkpoint"])
         state: dict[int, dict[str, Any]] = {}
@@ -72,3 +97,10 @@ class Checkpoint:
             state.setdefault(int(index), {})[key] = value
         optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
         shuffle.set_state(self.tensors[SHUFFLE])
+        if scheduler is not None and "scheduler" in header:
+            scheduler.load_state_dict(header["scheduler"])
+        if augment is not None and AUGMENT in self.tensors:
+            augment.set_state(self.tensors[AUGMENT])
+        if best is not None and "best" in header:
+            best.epoch, best.val_loss = header["best"]["epoch"], header["best"]["val_loss"]
+            best.state = {name[len(BEST) :]: value for name, value in self.tensors.items() if name.startswith(BEST)}

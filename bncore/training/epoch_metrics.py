@@ -9,6 +9,7 @@ class EpochMetrics:
     val_loss: float
     val_accuracy: float
     seconds: float  # wall-clock time of the epoch's training and validation passes
+    learning_rate: float | None = None  # at the epoch's first step; None: recorded before schedules existed
 
     def quality(self) -> dict[str, float]:
         """Everything but the wall time: the figures a model keeps as its final metrics, equal across reruns."""

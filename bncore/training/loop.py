@@ -1,9 +1,10 @@
-"""The training loop. Reads top to bottom: optimizer, then per epoch a shuffled pass and an evaluation."""
+"""The training loop. Reads top to bottom: optimizer and schedule, then per epoch a shuffled pass and an evaluation."""
 
 import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -12,8 +13,11 @@ from torch import nn
 
 from bncore.data.builtin import PreparedData
 from bncore.specs import TrainingSpec
+from bncore.training.augmentation import BatchAugmenter
 from bncore.training.checkpoints import Checkpoint
+from bncore.training.early_stopping import BestEpoch
 from bncore.training.epoch_metrics import EpochMetrics
+from bncore.training.schedules import current_learning_rate, make_scheduler
 
 EVAL_BATCH = 4096
 
@@ -31,6 +35,17 @@ class TrainingDiverged(Exception):
         super().__init__(f"the loss became {loss} in {where}; lower the learning rate or use batchnorm")
         self.epoch = epoch
         self.step = step
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    history: list[EpochMetrics]  # every epoch trained, also those after the best under early stopping
+    best_epoch: int | None  # under early stopping, the epoch whose weights the network holds; else None
+
+    @property
+    def kept(self) -> EpochMetrics:
+        """The metrics of the epoch the network's weights come from."""
+        return self.history[self.best_epoch - 1] if self.best_epoch is not None else self.history[-1]
 
 
 def make_optimizer(network: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
@@ -96,8 +111,13 @@ def train_epoch(
     epoch: int,
     interrupt: Callable[[], None],
     memory_format: torch.memory_format = torch.contiguous_format,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
-    """One pass over the training split in `order`; mean loss and accuracy of its batches."""
+    """One pass over the training split in `order`; mean loss and accuracy of its batches.
+
+    `scheduler` steps after every optimizer step; `augment` transforms each batch of inputs.
+    """
     device = data.x_train.device
     network.train()
     # Even disabled, autocast's context costs a step tens of microseconds on the CPU.
@@ -112,16 +132,23 @@ def train_epoch(
         if len(batch) < 2:
             break
         interrupt()
-        inputs, targets = data.x_train[batch].contiguous(memory_format=memory_format), data.y_train[batch]
+        inputs, targets = data.x_train[batch], data.y_train[batch]
+        if augment is not None:
+            inputs = augment(inputs)
+        inputs = inputs.contiguous(memory_format=memory_format)
         with autocast():
             logits = network(inputs)
-            loss = F.cross_entropy(logits.float(), targets)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=spec.label_smoothing)
         # A sync every few steps, not every step, to stop a diverging run at once.
         if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss):
             raise TrainingDiverged(epoch, step, loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if spec.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), spec.grad_clip_norm)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(loss.detach())
         predictions.append(logits.detach().argmax(dim=1))
     sizes = [len(batch_predictions) for batch_predictions in predictions]
@@ -138,33 +165,52 @@ def train(
     on_epoch: Callable[[EpochMetrics, Callable[[], Checkpoint]], None] = lambda metrics, checkpoint: None,
     interrupt: Callable[[], None] = lambda: None,
     resume: Checkpoint | None = None,
-) -> list[EpochMetrics]:
+) -> TrainingResult:
     """Train in place on `data` (already on the network's device); one EpochMetrics per epoch.
 
     After each epoch `on_epoch` gets its metrics and a function that captures a checkpoint, so that a
-    caller who checkpoints now and then pays for it only then; `resume` goes on from one.
+    caller who checkpoints now and then pays for it only then; `resume` goes on from one. Under early
+    stopping the network ends with the best epoch's weights.
     """
+    device = data.x_train.device
     optimizer = make_optimizer(network, spec)
+    scheduler = make_scheduler(optimizer, spec, len(data.x_train))
     shuffle = torch.Generator().manual_seed(spec.seed)
+    augmenter = BatchAugmenter(spec.augmentation, spec.seed, device) if spec.augmentation is not None else None
+    augment_generator = augmenter.generator if augmenter is not None else None
+    best = BestEpoch(spec.early_stopping.patience) if spec.early_stopping is not None else None
     history: list[EpochMetrics] = []
     if resume is not None:
-        resume.restore(network, optimizer, shuffle)
+        resume.restore(network, optimizer, shuffle, scheduler, augment_generator, best)
         history = list(resume.history)
-    on_cuda = data.x_train.device.type == "cuda"
+    on_cuda = device.type == "cuda"
     with (
         channels_last(network, spec.mixed_precision and on_cuda) as memory_format,
         batchnorm_in_fp32(network, spec.mixed_precision),
     ):
         for epoch in range(len(history) + 1, spec.epochs + 1):
+            if best is not None and best.should_stop(epoch - 1):
+                break
             started = time.perf_counter()
-            order = torch.randperm(len(data.x_train), generator=shuffle).to(data.x_train.device, non_blocking=True)
-            train_loss, train_accuracy = train_epoch(network, optimizer, data, spec, order, epoch, interrupt, memory_format)
+            learning_rate = current_learning_rate(optimizer)
+            order = torch.randperm(len(data.x_train), generator=shuffle).to(device, non_blocking=True)
+            train_loss, train_accuracy = train_epoch(
+                network, optimizer, data, spec, order, epoch, interrupt, memory_format, scheduler, augmenter
+            )
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
             seconds = time.perf_counter() - started  # honest on CUDA too: evaluate's .item() waited for the device
             for loss in (train_loss, val_loss):
                 if not math.isfinite(loss):
                     raise TrainingDiverged(epoch, None, loss)
-            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds)
+            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds, learning_rate)
             history.append(metrics)
-            on_epoch(metrics, partial(Checkpoint.capture, epoch, list(history), network, optimizer, shuffle))
-    return history
+            if best is not None:
+                best.update(epoch, val_loss, network)
+            capture = partial(
+                Checkpoint.capture, epoch, list(history), network, optimizer, shuffle, scheduler, augment_generator, best
+            )
+            on_epoch(metrics, capture)
+    if best is not None:
+        best.restore_into(network)
+        return TrainingResult(history, best.epoch)
+    return TrainingResult(history, None)

@@ -52,11 +52,17 @@ def number(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def rate(value: float | None) -> str:
+    """A learning rate, in 4 significant digits: schedules take it through many orders of magnitude."""
+    return "-" if value is None else f"{value:.4g}"
+
+
 def metrics_table(metrics: list[EpochMetricsOut]) -> Table:
-    table = Table(*numeric("epoch", "train loss", "train acc", "val loss", "val acc", "seconds"), title="metrics per epoch")
+    headers = numeric("epoch", "train loss", "train acc", "val loss", "val acc", "seconds", "lr")
+    table = Table(*headers, title="metrics per epoch")
     for m in metrics:
         figures = map(number, (m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy))
-        table.add_row(str(m.epoch), *figures, number(m.seconds, 3))
+        table.add_row(str(m.epoch), *figures, number(m.seconds, 3), rate(m.learning_rate))
     return table
 
 
@@ -86,7 +92,7 @@ def job_details(job: JobOut) -> Table:
             "dataset": spec.dataset.name,
             "model": architecture(spec.model),
             "training": f"{spec.training.optimizer} lr={spec.training.learning_rate} batch={spec.training.batch_size} "
-            f"seed={spec.training.seed}",
+            f"seed={spec.training.seed} schedule={spec.training.schedule.kind}",
             "created": when(job.created_at),
             "started": when(job.started_at),
             "finished": when(job.finished_at),
@@ -94,6 +100,7 @@ def job_details(job: JobOut) -> Table:
             "worker": job.worker,
             "attempts": job.attempts,
             "model id": job.model_id,
+            "best epoch": job.best_epoch,
             "error": f"{job.error.code}: {job.error.message}" if job.error else None,
         }
     )

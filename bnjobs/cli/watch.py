@@ -33,7 +33,7 @@ def watch_job(job: Job) -> JobOut:
                 progress.console.print(
                     f"epoch {m.epoch}/{info.progress.epochs}: train loss {m.train_loss:.4f}, "
                     f"train acc {m.train_accuracy:.4f}, val loss {m.val_loss:.4f}, val acc {m.val_accuracy:.4f} "
-                    f"({m.seconds:.3f} s)"
+                    f"({m.seconds:.3f} s" + (f", lr {m.learning_rate:.4g})" if m.learning_rate is not None else ")")
                 )
             shown = len(info.metrics)
             latest = f"loss {info.metrics[-1].train_loss:.4f} val acc {info.metrics[-1].val_accuracy:.4f}" if info.metrics else ""

@@ -292,7 +292,8 @@ function drawChart() {
   const last = metrics[metrics.length - 1];
   const total = metrics.reduce((sum, m) => sum + m.seconds, 0);
   $("#job-pace").textContent = last
-    ? `epoch ${last.epoch} took ${last.seconds.toFixed(3)} s; ${total.toFixed(2)} s over ${metrics.length} epochs`
+    ? `epoch ${last.epoch} took ${last.seconds.toFixed(3)} s; ${total.toFixed(2)} s over ${metrics.length} epochs` +
+      (last.learning_rate == null ? "" : `; learning rate ${Number(last.learning_rate.toPrecision(4))}`)
     : "";
 }
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"  # 0006 and 0007 are made on other branches at the same time: chain them at the merge
+down_revision = "0006"  # 0006 and 0007 are made on other branches at the same time: chain them at the merge
 branch_labels = None
 depends_on = None
 
