@@ -126,6 +126,8 @@ def fold_into(layer: Foldable, bn: BatchNorm) -> Foldable:
 
 # Activations may overwrite their input when it is a fresh tensor that nothing else reads.
 _FRESH_OUTPUT = (nn.Linear, nn.Conv2d, BatchNorm)
+# The trained network's name inside the served graph, after the input standardisation.
+_NETWORK = "network"
 
 
 @torch.no_grad()
@@ -150,8 +152,10 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
         name = _trained_name(node)
         layer = _absorbing_layer(node, modules) if fold else None
         if layer is None:
+            source = node.args[0]
+            assert isinstance(source, fx.Node)
             batchnorms.append(ServedBatchNorm(name, bn, folded_into=None))
-            taps.append((node.args[0], name))  # type: ignore[arg-type]
+            taps.append((source, name))
             continue
         graph.add_submodule(str(layer.target), fold_into(modules[str(layer.target)], bn))
         node.replace_all_uses_with(layer)
@@ -168,9 +172,6 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
     return ServingGraph(graph.eval(), tuple(batchnorms), _observing(graph, taps))
 
 
-_NETWORK = "network"
-
-
 def _trained_name(node: fx.Node) -> str:
     """A layer's name in the trained network, as /batchnorm and the stored file name it."""
     return str(node.target).removeprefix(_NETWORK + ".")
@@ -181,15 +182,14 @@ def _activations_in_place(graph: fx.GraphModule) -> None:
     modules = dict(graph.named_modules())
     for node in graph.graph.nodes:
         module = modules.get(str(node.target)) if node.op == "call_module" else None
-        if getattr(module, "inplace", None) is not False:
+        source = node.args[0] if node.args else None
+        if module is None or getattr(module, "inplace", None) is not False or not isinstance(source, fx.Node):
             continue
-        source = node.args[0]
-        fresh = isinstance(source, fx.Node) and (
-            _module(source, modules, _FRESH_OUTPUT) is not None
-            or (source.op == "call_function" and source.target in (operator.add, torch.add))
+        fresh = _module(source, modules, _FRESH_OUTPUT) is not None or (
+            source.op == "call_function" and source.target in (operator.add, torch.add)
         )
-        if fresh and len(source.users) == 1:  # type: ignore[union-attr]
-            module.inplace = True  # type: ignore[union-attr]
+        if fresh and len(source.users) == 1:
+            module.inplace = True
 
 
 def _observe(observe: Callable[[str, torch.Tensor], None], name: str, values: torch.Tensor) -> None:
