@@ -7,6 +7,7 @@ float rounding.
 """
 
 import copy
+import functools
 import operator
 import types
 from collections import OrderedDict
@@ -215,6 +216,13 @@ def folded_layer_names(spec: ModelSpec, fold: bool) -> list[str]:
     """The BN layers serving folds for this architecture, found without loading any weights."""
     if not fold:
         return []
+    return list(_folded_layer_names(spec.model_dump_json()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _folded_layer_names(spec_json: str) -> tuple[str, ...]:
+    """Cached by spec: a listing of models asks for each, and tracing a deep resnet takes a tenth of a second."""
+    spec = ModelSpec.model_validate_json(spec_json)
     with torch.device("meta"):
         network = build_network(spec, tuple(spec.input_shape or ()))
-    return list(fold_pairs(network))
+    return tuple(fold_pairs(network))
