@@ -7,13 +7,14 @@ These pydantic models are the contract shared by the API (request bodies) and th
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bncore.free_text import OneLine
 
 Activation = Literal["relu", "sigmoid", "tanh", "gelu", "elu", "selu"]
 Width = Annotated[int, Field(ge=1, le=8192)]
 Dim = Annotated[int, Field(ge=1, le=4096)]
+Init = Literal["default", "kaiming_normal", "xavier_normal", "normal"]
 
 
 class StrictModel(BaseModel):
@@ -22,19 +23,33 @@ class StrictModel(BaseModel):
 
 
 class ModelSpec(StrictModel):
-    architecture: Literal["mlp", "cnn"] = Field(
-        description="`mlp`: Linear-BN-activation blocks; `cnn`: Conv-BN-activation blocks"
+    architecture: Literal["mlp", "cnn", "resnet"] = Field(
+        description="`mlp`: Linear-BN-activation blocks; `cnn`: Conv-BN-activation blocks; "
+        "`resnet`: a CIFAR-style residual network (He et al. 2016)"
     )
     num_classes: int = Field(ge=2, le=10_000, description="outputs of the linear head; must match the dataset")
     input_shape: list[Dim] | None = Field(
         None,
         min_length=1,
         max_length=3,
-        description="one sample's shape: [features] for mlp, [C, H, W] for cnn; default: the dataset's",
+        description="one sample's shape: [features] for mlp, [C, H, W] for cnn and resnet; default: the dataset's",
     )
     hidden_sizes: list[Width] = Field([100, 100, 100], max_length=32, description="mlp: width of each hidden layer")
     channels: list[Width] = Field([16, 32], min_length=1, max_length=16, description="cnn: channels of each conv block")
     kernel_size: Literal[1, 3, 5, 7] = Field(3, description="cnn: square kernel, padded to keep the size")
+    depth: int = Field(20, ge=8, le=110, description="resnet: 6n+2 weighted layers (8, 14, 20, 32, 44, 56, 110)")
+    width: Width = Field(16, le=512, description="resnet: channels of the first stage, doubled at each of the other two")
+    zero_init_residual: bool = Field(False, description="resnet: each block's last BN starts with γ = 0 (Goyal et al. 2017)")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="mlp and cnn: the rate of a dropout layer after each hidden activation; 0: none"
+    )
+    init: Init = Field(
+        "default",
+        description="initial weights of every Linear/Conv2d: PyTorch's `default`, `kaiming_normal` (fan-in, ReLU gain), "
+        "`xavier_normal`, or `normal` with `init_std`; biases start at 0 except with `default`",
+    )
+    init_std: float = Field(0.01, gt=0, le=10, description="init `normal`: the standard deviation of the weights")
+    init_scale: float = Field(1.0, gt=0, le=100, description="multiplies every initial Linear/Conv2d weight")
     activation: Activation = "relu"
     normalization: Literal["batchnorm", "none"] = "batchnorm"
     bn_position: Literal["before_activation", "after_activation"] = Field(
@@ -42,6 +57,13 @@ class ModelSpec(StrictModel):
     )
     bn_momentum: float = Field(0.1, gt=0, le=1, description="PyTorch's convention: running = (1-m)·running + m·batch")
     bn_eps: float = Field(1e-5, gt=0, le=1)
+
+    @field_validator("depth")
+    @classmethod
+    def _six_n_plus_two(cls, depth: int) -> int:
+        if depth % 6 != 2:
+            raise ValueError(f"a resnet has 6n+2 layers (8, 14, 20, 32, 44, 56, 110), got {depth}")
+        return depth
 
 
 def _is_none(value: object) -> bool:

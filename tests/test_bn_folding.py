@@ -11,9 +11,15 @@ from bncore.bn.folding import folded_layer_names
 from bncore.serving.served_model import ServedModel
 from tests.conftest import RunningService
 from tests.support.processes import free_port, start, stop, wait_ready
-from tests.support.trained_models import ARCHITECTURES, digits_inputs, from_artifact, train_digits
+from tests.support.trained_models import ARCHITECTURES, RESNET8_BATCHNORMS, digits_inputs, from_artifact, train_digits
 
-FOLDED = {"mlp": ["bn1", "bn2"], "cnn": ["bn1", "bn2"], "after_activation": [], "no_batchnorm": []}
+FOLDED = {
+    "mlp": ["bn1", "bn2"],
+    "cnn": ["bn1", "bn2"],
+    "after_activation": [],
+    "no_batchnorm": [],
+    "resnet": RESNET8_BATCHNORMS,
+}
 
 
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
@@ -34,8 +40,9 @@ def test_folded_serving_answers_as_the_unfolded_network_in_eval_mode(architectur
     assert all(torch.equal(stored_after[name], tensor) for name, tensor in stored_before.items())
 
 
-def test_folding_holds_for_bn_statistics_far_from_their_initial_values() -> None:
-    trained = train_digits(ARCHITECTURES["cnn"], epochs=1)
+@pytest.mark.parametrize("architecture", ["cnn", "resnet"])
+def test_folding_holds_for_bn_statistics_far_from_their_initial_values(architecture: str) -> None:
+    trained = train_digits(ARCHITECTURES[architecture], epochs=1)
     generator = torch.Generator().manual_seed(0)
     for module in trained.network.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -48,7 +55,7 @@ def test_folding_holds_for_bn_statistics_far_from_their_initial_values() -> None
 
     served = ServedModel.of(trained, fold_batchnorm=True)
 
-    assert served.graph.folded_layers == ["bn1", "bn2"]
+    assert served.graph.folded_layers == FOLDED[architecture]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in served.graph.network.modules())
     torch.testing.assert_close(served.predict(inputs).logits, trained.predict(inputs).logits, rtol=1e-5, atol=1e-5)
 

@@ -283,3 +283,38 @@ def test_the_bnjobs_console_script_is_declared() -> None:
     from bnjobs.cli import main
 
     assert entry_point.load() is main
+
+
+RESNET_SPEC = """\
+# a ResNet-8 on digits as 1×8×8 images, initialised as He et al. do
+model:
+  architecture: resnet
+  num_classes: 10
+  input_shape: [1, 8, 8]
+  depth: 8
+  width: 8
+  zero_init_residual: true
+  init: kaiming_normal
+dataset: {name: digits}
+training: {epochs: 2, learning_rate: 0.05}
+"""
+
+
+def test_a_resnet_spec_file_trains_and_its_shortcut_bn_layers_are_listed(service, client: httpx.Client, tmp_path: Path) -> None:
+    spec = tmp_path / "resnet.yaml"
+    spec.write_text(RESNET_SPEC)
+
+    result = bnjobs(service, "submit", str(spec), "--watch")
+
+    assert result.returncode == 0, result.stderr
+    job = client.get(f"/v1/jobs/{result.stdout.splitlines()[0]}").json()
+    assert job["status"] == "succeeded"
+    assert {"depth": 8, "width": 8, "zero_init_residual": True, "init": "kaiming_normal"}.items() <= job["spec"]["model"].items()
+    listed = bnjobs(service, "bn", job["model_id"], "--json")
+    assert listed.returncode == 0, listed.stderr
+    names = [summary["name"] for summary in json.loads(listed.stdout)]
+    assert names == [layer["name"] for layer in client.get(f"/v1/models/{job['model_id']}/batchnorm").json()["layers"]]
+    assert {"stage2.0.shortcut.bn", "stage3.0.shortcut.bn"} <= set(names)
+    shown = bnjobs(service, "models", "show", job["model_id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "resnet-8 width=8" in shown.stdout

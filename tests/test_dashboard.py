@@ -401,3 +401,30 @@ def answered(browser: WebDriver) -> Counter[str]:
             "return performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname.split('/')[2])"
         )
     )
+
+
+def test_a_resnet_job_is_described_in_the_form_and_a_bad_depth_shown_next_to_it(
+    service: RunningService, client: httpx.Client, browser: WebDriver
+) -> None:
+    newest_before = client.get("/v1/jobs?limit=1").json()["items"]
+    browser.get(f"{service.url}/")
+    form = browser.find_element(By.ID, "job-form")
+    fill(form, "model.architecture", "resnet")
+    fill(form, "dataset.name", "digits")
+    fill(form, "model.num_classes", "10")
+    fill(form, "model.input_shape", "1, 8, 8")
+    fill(form, "model.depth", "9")
+    fill(form, "model.width", "8")
+    browser.find_element(By.ID, "job-submit").click()
+
+    wait_until(browser, lambda b: field_error(b, "model.depth"))
+    assert "6n+2" in field_error(browser, "model.depth")
+    assert client.get("/v1/jobs?limit=1").json()["items"] == newest_before
+
+    fill(form, "model.depth", "8")
+    fill(form, "training.epochs", "1")
+    browser.find_element(By.ID, "job-submit").click()
+    job = wait_until(browser, lambda b: (items := client.get("/v1/jobs?limit=1").json()["items"]) != newest_before and items[0])
+    assert job["spec"]["model"] | {"depth": 8, "width": 8, "input_shape": [1, 8, 8]} == job["spec"]["model"]
+    assert job["spec"]["model"]["architecture"] == "resnet"
+    assert wait_for(client, job["id"])["status"] == "succeeded"

@@ -94,7 +94,7 @@ def recorded_bn_inputs(network: nn.Module, inputs: torch.Tensor) -> dict[str, np
     return seen
 
 
-@pytest.mark.parametrize("architecture", ["mlp", "cnn", "after_activation"])
+@pytest.mark.parametrize("architecture", ["mlp", "cnn", "after_activation", "resnet"])
 def test_folded_and_unfolded_monitors_report_the_statistics_bn_sees(architecture: str) -> None:
     trained = train_digits(ARCHITECTURES[architecture])
     digits = digits_inputs(trained)

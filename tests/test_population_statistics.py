@@ -7,7 +7,7 @@ from safetensors.torch import load as load_safetensors
 from sklearn.datasets import load_wine
 from torch import nn
 
-from bncore.bn.population_statistics import recalibrated
+from bncore.bn.population_statistics import recalibrated, recompute_batchnorm_statistics
 from bncore.data.builtin import load_dataset, raw_samples, split_indices
 from bncore.specs import JobSpec
 from bncore.training.trained_model import TrainedModel
@@ -123,3 +123,32 @@ def test_recalibrating_on_a_named_dataset_measures_all_of_it(client: httpx.Clien
     np.testing.assert_allclose(measured["whole"]["running_mean"], mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(measured["whole"]["running_var"], var, rtol=1e-4)
     assert not np.allclose(measured["split"]["running_mean"], mean, rtol=1e-4, atol=1e-5)  # a split is not all of it
+
+
+class DeclaredOutOfOrder(nn.Module):
+    """The BN fed by the other is declared first: module order is not the order data flows in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = nn.BatchNorm1d(3)
+        self.fc2 = nn.Linear(3, 3, bias=False)
+        self.early = nn.BatchNorm1d(3)
+        self.fc1 = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.late(self.fc2(torch.relu(self.early(self.fc1(x)))))
+
+
+def test_each_layer_is_measured_after_the_layers_that_feed_it_whatever_their_declaration_order() -> None:
+    torch.manual_seed(0)
+    network = DeclaredOutOfOrder()
+    inputs = torch.randn(500, 4) * 3 + 1
+
+    recompute_batchnorm_statistics(network, inputs)
+
+    x = inputs.double().numpy() @ network.fc1.weight.detach().double().numpy().T
+    mean, var = x.mean(axis=0), x.var(axis=0, ddof=1)
+    np.testing.assert_allclose(network.early.running_var.numpy(), var, rtol=1e-5)
+    x = np.maximum((x - mean) / np.sqrt(var + network.early.eps), 0) @ network.fc2.weight.detach().double().numpy().T
+    np.testing.assert_allclose(network.late.running_mean.numpy(), x.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(network.late.running_var.numpy(), x.var(axis=0, ddof=1), rtol=1e-5)

@@ -1,19 +1,21 @@
 """The graph the service runs: input standardisation, then the trained network with BN folded away.
 
 In eval mode BN is a fixed per-feature affine map, y = γ·(z − μ)/sqrt(σ² + ε) + β. When z is the
-output of a Linear/Conv2d layer, the map merges into that layer's weights and bias, so serving
-skips one pass over the activations and gives the same answers up to float rounding.
+output of a Linear/Conv2d layer (and nothing else reads it), the map merges into that layer's
+weights and bias, so serving skips one pass over the activations and gives the same answers up to
+float rounding.
 """
 
 import copy
-import itertools
+import functools
+import operator
+import types
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from bncore.specs import ModelSpec
 from bncore.training.networks import build_network
@@ -63,23 +65,13 @@ class ServedBatchNorm:
 
 @dataclass(frozen=True)
 class ServingGraph:
-    network: nn.Sequential  # raw inputs in, logits out, in eval mode
-    batchnorms: tuple[ServedBatchNorm, ...]
+    network: nn.Module  # raw inputs in, logits out, in eval mode
+    batchnorms: tuple[ServedBatchNorm, ...]  # in the order the forward pass reaches them
+    observed: fx.GraphModule  # `network` (the same modules) with a second input, `observe`
 
     @property
     def folded_layers(self) -> list[str]:
         return [bn.name for bn in self.batchnorms if bn.folded_into is not None]
-
-    @cached_property
-    def _steps(self) -> list[tuple[nn.Module, str | None, str | None]]:
-        """Per layer: the module, the BN layer whose input it takes, and the folded BN layer its output feeds."""
-        taps = {bn.folded_into or bn.name: bn for bn in self.batchnorms}
-        steps: list[tuple[nn.Module, str | None, str | None]] = []
-        for name, module in self.network.named_children():
-            tap = taps.get(name)
-            folded = tap is not None and tap.folded_into is not None
-            steps.append((module, tap.name if tap and not folded else None, tap.name if tap and folded else None))
-        return steps
 
     def forward(self, inputs: torch.Tensor, observe: Callable[[str, torch.Tensor], None]) -> torch.Tensor:
         """The logits; `observe(bn_name, values)` sees what each BN layer normalises on the way.
@@ -88,24 +80,34 @@ class ServingGraph:
         from which its `unfold` recovers z. `observe` must read `values` at once: an in-place
         activation overwrites them next.
         """
-        x = inputs
-        for module, takes, feeds in self._steps:
-            if takes is not None:
-                observe(takes, x)
-            x = module(x)
-            if feeds is not None:
-                observe(feeds, x)
-        return x
+        return self.observed(inputs, observe)
+
+
+def _module(node: fx.Node, modules: dict[str, nn.Module], kind: type | types.UnionType) -> nn.Module | None:
+    """The module `node` calls, if it calls one of this kind."""
+    if node.op != "call_module":
+        return None
+    module = modules[str(node.target)]
+    return module if isinstance(module, kind) else None
+
+
+def _absorbing_layer(bn: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+    """The Linear/Conv2d call whose output only this BN reads, if its input comes from one."""
+    layer = bn.args[0]
+    if not isinstance(layer, fx.Node) or _module(layer, modules, Foldable) is None or len(layer.users) != 1:
+        return None
+    return layer
 
 
 def fold_pairs(network: nn.Module) -> dict[str, str]:
-    """BN name → the Linear/Conv2d directly before it, whose output it normalises."""
-    children = list(network.named_children())
-    return {
-        bn_name: layer_name
-        for (layer_name, layer), (bn_name, bn) in itertools.pairwise(children)
-        if isinstance(layer, Foldable) and isinstance(bn, BatchNorm)
-    }
+    """BN name → the Linear/Conv2d whose output it alone normalises, found by tracing the forward pass."""
+    traced = fx.symbolic_trace(network)
+    modules = dict(traced.named_modules())
+    pairs: dict[str, str] = {}
+    for node in traced.graph.nodes:
+        if _module(node, modules, BatchNorm) is not None and (layer := _absorbing_layer(node, modules)) is not None:
+            pairs[str(node.target)] = str(layer.target)
+    return pairs
 
 
 @torch.no_grad()
@@ -123,39 +125,104 @@ def fold_into(layer: Foldable, bn: BatchNorm) -> Foldable:
     return folded
 
 
+# Activations may overwrite their input when it is a fresh tensor that nothing else reads.
+_FRESH_OUTPUT = (nn.Linear, nn.Conv2d, BatchNorm)
+# The trained network's name inside the served graph, after the input standardisation.
+_NETWORK = "network"
+
+
 @torch.no_grad()
 def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
-    """A new module, so the trained network (and what is stored) stays in its training form."""
-    pairs = fold_pairs(model.network) if fold else {}
-    children = dict(model.network.named_children())
-    absorbed = {layer: bn for bn, layer in pairs.items()}
-    layers: list[tuple[str, nn.Module]] = [("standardize", Standardize(model.input_mean, model.input_std))]
+    """A new module, so the trained network (and what is stored) stays in its training form.
+
+    The network is traced (torch.fx): each BN whose input is the output of a Linear/Conv2d that
+    nothing else reads is merged into it, wherever it sits (a plain stack, a residual block, a
+    shortcut projection).
+    """
+    served = nn.Sequential(
+        OrderedDict([("standardize", Standardize(model.input_mean, model.input_std)), (_NETWORK, copy.deepcopy(model.network))])
+    )
+    graph = fx.symbolic_trace(served.eval())
+    modules = dict(graph.named_modules())
+    taps: list[tuple[fx.Node, str]] = []  # a value to observe, and the BN layer it tells about
     batchnorms: list[ServedBatchNorm] = []
-    for name, module in children.items():
-        if name in pairs:
-            batchnorms.append(ServedBatchNorm(name, copy.deepcopy(module), pairs[name], PreBatchNorm.of(module)))
-        elif name in absorbed:
-            layers.append((name, fold_into(module, children[absorbed[name]])))
-        else:
-            served = copy.deepcopy(module)
-            if getattr(served, "inplace", None) is False:
-                # An activation overwrites its input, which nothing reads again: no new tensor to allocate and fill.
-                served.inplace = True
-            layers.append((name, served))
-            if isinstance(served, BatchNorm):
-                batchnorms.append(ServedBatchNorm(name, served, folded_into=None))
-    network = nn.Sequential(OrderedDict(layers)).eval()
-    if any(isinstance(module, nn.Conv2d) for module in network.modules()):
+    for node in list(graph.graph.nodes):
+        bn = _module(node, modules, BatchNorm)
+        if bn is None:
+            continue
+        name = _trained_name(node)
+        layer = _absorbing_layer(node, modules) if fold else None
+        if layer is None:
+            source = node.args[0]
+            assert isinstance(source, fx.Node)
+            batchnorms.append(ServedBatchNorm(name, bn, folded_into=None))
+            taps.append((source, name))
+            continue
+        graph.add_submodule(str(layer.target), fold_into(modules[str(layer.target)], bn))
+        node.replace_all_uses_with(layer)
+        graph.graph.erase_node(node)
+        graph.delete_submodule(str(node.target))
+        batchnorms.append(ServedBatchNorm(name, copy.deepcopy(bn), _trained_name(layer), PreBatchNorm.of(bn)))
+        taps.append((layer, name))
+    _activations_in_place(graph)
+    graph.recompile()
+    if any(isinstance(module, nn.Conv2d) for module in graph.modules()):
         # NHWC weights make every layer after the first convolution NHWC too, where CPU convolutions and
         # max-pooling vectorise over channels: in NCHW, pooling 8×8 images costs more than the convolutions.
-        network.to(memory_format=torch.channels_last)
-    return ServingGraph(network, tuple(batchnorms))
+        graph.to(memory_format=torch.channels_last)
+    return ServingGraph(graph.eval(), tuple(batchnorms), _observing(graph, taps))
+
+
+def _trained_name(node: fx.Node) -> str:
+    """A layer's name in the trained network, as /batchnorm and the stored file name it."""
+    return str(node.target).removeprefix(_NETWORK + ".")
+
+
+def _activations_in_place(graph: fx.GraphModule) -> None:
+    """An activation overwrites its input where nothing reads that again: no new tensor to allocate and fill."""
+    modules = dict(graph.named_modules())
+    for node in graph.graph.nodes:
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        source = node.args[0] if node.args else None
+        if module is None or getattr(module, "inplace", None) is not False or not isinstance(source, fx.Node):
+            continue
+        fresh = _module(source, modules, _FRESH_OUTPUT) is not None or (
+            source.op == "call_function" and source.target in (operator.add, torch.add)
+        )
+        if fresh and len(source.users) == 1:
+            module.inplace = True
+
+
+def _observe(observe: Callable[[str, torch.Tensor], None], name: str, values: torch.Tensor) -> None:
+    observe(name, values)
+
+
+def _observing(graph: fx.GraphModule, taps: list[tuple[fx.Node, str]]) -> fx.GraphModule:
+    """The same modules, with each tapped value passed to `observe` as soon as it is computed."""
+    observed = fx.Graph()
+    copies: dict[fx.Node, fx.Node] = {}
+    output = observed.graph_copy(graph.graph, copies)
+    observed.output(output)
+    [inputs] = [node for node in observed.nodes if node.op == "placeholder"]
+    with observed.inserting_after(inputs):
+        observe = observed.placeholder("observe")
+    for node, name in taps:
+        with observed.inserting_after(copies[node]):
+            observed.call_function(_observe, (observe, name, copies[node]))
+    return fx.GraphModule(graph, observed)
 
 
 def folded_layer_names(spec: ModelSpec, fold: bool) -> list[str]:
     """The BN layers serving folds for this architecture, found without loading any weights."""
     if not fold:
         return []
+    return list(_folded_layer_names(spec.model_dump_json()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _folded_layer_names(spec_json: str) -> tuple[str, ...]:
+    """Cached by spec: a listing of models asks for each, and tracing a deep resnet takes a tenth of a second."""
+    spec = ModelSpec.model_validate_json(spec_json)
     with torch.device("meta"):
         network = build_network(spec, tuple(spec.input_shape or ()))
-    return list(fold_pairs(network))
+    return tuple(fold_pairs(network))

@@ -28,7 +28,7 @@ def recompute_batchnorm_statistics(
     `interrupt` is called before each batch; what it raises stops the computation (a cancelled job).
     """
     network.eval()
-    for bn in (m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+    for bn in _in_forward_order(network, inputs[:2]):
         moments = ShiftedMoments()
         handle = bn.register_forward_pre_hook(lambda module, args, moments=moments: moments.add(feature_rows(args[0]).double()))
         try:
@@ -40,6 +40,25 @@ def recompute_batchnorm_statistics(
         mean, variance = moments.mean_and_unbiased_variance()
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(variance)
+
+
+def _in_forward_order(network: nn.Module, example: torch.Tensor) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BN layers in the order a forward pass reaches them: each after every BN layer that feeds it.
+
+    Not necessarily the modules' order: a residual block may declare its shortcut's BN anywhere.
+    """
+    reached: list[nn.modules.batchnorm._BatchNorm] = []
+    handles = [
+        module.register_forward_pre_hook(lambda module, args: reached.append(module))
+        for module in network.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        network(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(dict.fromkeys(reached))
 
 
 def recalibrated(model: TrainedModel, raw_inputs: torch.Tensor, interrupt: Callable[[], None] = lambda: None) -> TrainedModel:

@@ -31,6 +31,35 @@ def _two_moons() -> tuple[np.ndarray, np.ndarray]:
     return sk.make_moons(n_samples=1000, noise=0.2, random_state=0)
 
 
+SHAPES = ("circle", "square", "triangle", "cross")
+
+
+def generate_shapes32(count: int = 2000, side: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Coloured shapes on 3×32×32 images, a small CIFAR-like task: which of SHAPES is drawn.
+
+    Position, size, shape colour and background colour are random, plus pixel noise; classes are balanced.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % len(SHAPES)
+    rng.shuffle(labels)
+    rows, cols = np.mgrid[0:side, 0:side].astype(np.float32)
+    centre = rng.uniform(0.35 * side, 0.65 * side, size=(count, 2, 1, 1)).astype(np.float32)
+    radius = rng.uniform(0.15 * side, 0.28 * side, size=(count, 1, 1)).astype(np.float32)
+    dy, dx = rows - centre[:, 0], cols - centre[:, 1]
+    masks = np.stack(
+        [
+            dy**2 + dx**2 <= radius**2,
+            np.maximum(np.abs(dy), np.abs(dx)) <= radius * 0.85,
+            (dy <= radius * 0.8) & (dy >= 2 * np.abs(dx) - radius),
+            (np.minimum(np.abs(dy), np.abs(dx)) <= radius * 0.3) & (np.maximum(np.abs(dy), np.abs(dx)) <= radius),
+        ]
+    )[labels, np.arange(count)]
+    foreground = rng.uniform(0.4, 1.0, size=(count, 3, 1, 1)).astype(np.float32)
+    background = rng.uniform(0.0, 0.35, size=(count, 3, 1, 1)).astype(np.float32)
+    noise = rng.standard_normal(size=(count, 3, side, side), dtype=np.float32) * np.float32(0.05)
+    return np.where(masks[:, None], foreground, background) + noise, labels
+
+
 def _sklearn(loader: Callable[..., tuple[np.ndarray, np.ndarray]]) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     return lambda: loader(return_X_y=True)
 
@@ -41,6 +70,10 @@ _SOURCES: dict[str, tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = {
     "wine": ("Wines: 13 chemical measurements, 3 cultivars (scikit-learn)", _sklearn(sk.load_wine)),
     "breast_cancer": ("Breast cancer biopsies: 30 features, benign or malignant (scikit-learn)", _sklearn(sk.load_breast_cancer)),
     "two_moons": ("Two interleaving half circles in 2-D with noise 0.2, 1000 points (generated, seed 0)", _two_moons),
+    "shapes32": (
+        "3x32x32 images of a circle, square, triangle or cross in random colours, 2000 images (generated, seed 0)",
+        generate_shapes32,
+    ),
 }
 
 
@@ -50,13 +83,14 @@ def load_dataset(name: str) -> Dataset:
     if name not in _SOURCES:
         raise InvalidField("dataset.name", f"unknown dataset '{name}'; expected one of {sorted(_SOURCES)}")
     description, source = _SOURCES[name]
-    features, labels = source()
-    features = np.ascontiguousarray(features, dtype=np.float32)
+    samples, labels = source()
+    # Images come as (N, C, H, W): their shape is the dataset's input shape, their pixels its features.
+    features = np.ascontiguousarray(samples.reshape(len(samples), -1), dtype=np.float32)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     info = DatasetInfo(
         name=name,
         description=description,
-        input_shape=(features.shape[1],),
+        input_shape=tuple(samples.shape[1:]),
         num_classes=int(labels.max()) + 1,
         num_samples=len(labels),
     )

@@ -34,6 +34,16 @@ def _check_recipe(spec: JobSpec, shape: list[int]) -> None:
         )
 
 
+def _check_resnet(spec: JobSpec) -> None:
+    """What a residual network cannot do: its blocks fix where BN sits, and they have no dropout."""
+    if spec.model.architecture != "resnet":
+        return
+    if spec.model.bn_position != "before_activation":
+        raise InvalidField("model.bn_position", "a resnet puts BN before the activation: expected 'before_activation'")
+    if spec.model.dropout > 0:
+        raise InvalidField("model.dropout", "a resnet has no dropout layers: expected 0 (dropout applies to mlp and cnn)")
+
+
 def plan_job(
     spec: JobSpec,
     max_parameters: int,
@@ -45,12 +55,13 @@ def plan_job(
     info = datasets.info(spec.dataset)
     features = num_features(info.input_shape)
     shape = spec.model.input_shape or list(info.input_shape)
-    if spec.model.architecture == "cnn" and len(shape) != 3:
+    if spec.model.architecture in ("cnn", "resnet") and len(shape) != 3:
         raise InvalidField(
             "model.input_shape",
-            f"a cnn needs [C, H, W] with C·H·W = {features} (dataset '{info.name}' has {features} features)"
-            + _cnn_shape_hint(features),
+            f"a {spec.model.architecture} takes images: it needs [C, H, W] with C·H·W = {features} "
+            f"(dataset '{info.name}' has {features} features)" + _cnn_shape_hint(features),
         )
+    _check_resnet(spec)
     if num_features(shape) != features:
         raise InvalidField(
             "model.input_shape",

@@ -1,11 +1,15 @@
-"""Build the network a ModelSpec describes: [Linear|Conv](bias=False) → BN → activation, then a head."""
+"""Build the network a ModelSpec describes: [Linear|Conv](bias=False) → BN → activation [→ dropout], then a head;
+or a residual network (see resnet.py). Then its initial weights, as `model.init` and `model.init_scale` say.
+"""
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from bncore.specs import ModelSpec, num_features
+from bncore.training.resnet import build_resnet, zero_init_residual_
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -19,12 +23,14 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def _block(index: int, layer: nn.Module, bn: nn.Module | None, spec: ModelSpec) -> list[tuple[str, nn.Module]]:
     activation = (f"act{index}", ACTIVATIONS[spec.activation]())
+    # No module at all for rate 0, so that a job without dropout builds (and trains) as before dropout existed.
+    dropout = [(f"drop{index}", nn.Dropout(spec.dropout))] if spec.dropout > 0 else []
     if bn is None:
-        return [(f"{_kind(layer)}{index}", layer), activation]
+        return [(f"{_kind(layer)}{index}", layer), activation, *dropout]
     normalize = (f"bn{index}", bn)
     if spec.bn_position == "before_activation":
-        return [(f"{_kind(layer)}{index}", layer), normalize, activation]
-    return [(f"{_kind(layer)}{index}", layer), activation, normalize]
+        return [(f"{_kind(layer)}{index}", layer), normalize, activation, *dropout]
+    return [(f"{_kind(layer)}{index}", layer), activation, normalize, *dropout]
 
 
 def _kind(layer: nn.Module) -> str:
@@ -41,8 +47,22 @@ def build_network(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequentia
     A layer whose output goes straight into BN has no bias: BN subtracts the mean, and β takes
     the bias's role.
     """
+    network = _layers(spec, input_shape)
+    initialise_(network, spec)
+    return network
+
+
+def _layers(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
     use_bn = spec.normalization == "batchnorm"
     bias = not _feeds_bn(spec)
+    if spec.architecture == "resnet":
+
+        def norm(features: int) -> nn.Module:
+            if use_bn:
+                return nn.BatchNorm2d(features, eps=spec.bn_eps, momentum=spec.bn_momentum)
+            return nn.Identity()
+
+        return build_resnet(input_shape[0], spec.num_classes, spec.depth, spec.width, norm, ACTIVATIONS[spec.activation], bias)
     layers: list[tuple[str, nn.Module]] = []
     if spec.architecture == "mlp":
         if len(input_shape) > 1:
@@ -66,19 +86,35 @@ def build_network(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequentia
         layers.append(("flatten", nn.Flatten()))
         width = channels * height * width_px
     layers.append(("head", nn.Linear(width, spec.num_classes)))
-    network = nn.Sequential(OrderedDict(layers))
-    if spec.activation == "selu" and not use_bn:
-        _lecun_normal_(network)
-    return network
+    return nn.Sequential(OrderedDict(layers))
 
 
-def _lecun_normal_(network: nn.Module) -> None:
-    """Self-normalising networks need weights with variance 1/fan_in (Klambauer et al. 2017)."""
-    for module in network.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+WEIGHT_INITS: dict[str, Callable[[torch.Tensor, ModelSpec], object]] = {
+    "kaiming_normal": lambda weight, spec: nn.init.kaiming_normal_(weight, nonlinearity="relu"),
+    "xavier_normal": lambda weight, spec: nn.init.xavier_normal_(weight),
+    "normal": lambda weight, spec: nn.init.normal_(weight, std=spec.init_std),
+    # Self-normalising networks need weights with variance 1/fan_in (Klambauer et al. 2017).
+    "lecun_normal": lambda weight, spec: nn.init.kaiming_normal_(weight, nonlinearity="linear"),
+}
+
+
+@torch.no_grad()
+def initialise_(network: nn.Module, spec: ModelSpec) -> None:
+    """Initial weights as the spec says; with the defaults, PyTorch's own, untouched (SELU without BN: LeCun's)."""
+    init = spec.init
+    if init == "default" and spec.activation == "selu" and spec.normalization == "none":
+        init = "lecun_normal"
+    weighted = [module for module in network.modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+    if init != "default":
+        for module in weighted:
+            WEIGHT_INITS[init](module.weight, spec)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+    if spec.init_scale != 1.0:
+        for module in weighted:
+            module.weight.mul_(spec.init_scale)
+    if spec.zero_init_residual:
+        zero_init_residual_(network)
 
 
 def parameter_count(spec: ModelSpec, input_shape: tuple[int, ...]) -> int:

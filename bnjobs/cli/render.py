@@ -108,6 +108,8 @@ def job_details(job: JobOut) -> Table:
 
 def architecture(model: ModelSpec) -> str:
     """e.g. `mlp [100, 100, 100] relu batchnorm`."""
+    if model.architecture == "resnet":
+        return f"resnet-{model.depth} width={model.width} {model.activation} {model.normalization}"
     sizes = model.hidden_sizes if model.architecture == "mlp" else model.channels
     return f"{model.architecture} {sizes} {model.activation} {model.normalization}"
 

@@ -93,6 +93,11 @@ function datasetOf(spec) {
   return spec.dataset.name ?? spec.dataset.id;
 }
 
+function networkOf(model) {
+  if (model.architecture === "resnet") return `resnet-${model.depth}, width ${model.width}`;
+  return `${model.architecture} ${JSON.stringify(model.hidden_sizes)}`;
+}
+
 // The answer each list shows now, as JSON: an unchanged answer leaves the rows (and a click on one) be.
 const shownRows = new Map();
 
@@ -233,7 +238,7 @@ function showJob(job) {
   const parts = recalibration
     ? [`BN statistics of ${recalibration.parent_model_id} recomputed over `
       + (recalibration.dataset ? datasetOf(recalibration) : "its training split")]
-    : [`${datasetOf(job.spec)}, ${job.spec.model.architecture} ${JSON.stringify(job.spec.model.hidden_sizes)}`,
+    : [`${datasetOf(job.spec)}, ${networkOf(job.spec.model)}`,
       `${job.spec.training.optimizer} lr ${job.spec.training.learning_rate}, batch ${job.spec.training.batch_size}`];
   if (job.worker) parts.push(`worker ${job.worker}`);
   if (job.error) parts.push(`${job.error.code}: ${job.error.message}`);
@@ -327,7 +332,7 @@ async function selectModel(modelId) {
     );
     if (state.modelId !== modelId) return;
     $("#model-info").textContent = [
-      `${model.dataset}, ${model.spec.model.architecture} ${JSON.stringify(model.spec.model.hidden_sizes)}`,
+      `${model.dataset}, ${networkOf(model.spec.model)}`,
       `${model.parameter_count} parameters`, `val acc ${formatAccuracy(model.final_metrics.val_accuracy)}`,
       ...(model.parent_id ? [`BN statistics recalibrated from ${model.parent_id}`] : []),
     ].join(" · ");

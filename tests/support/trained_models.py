@@ -16,7 +16,21 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "cnn": {"architecture": "cnn", "input_shape": [1, 8, 8], "channels": [8, 16]},
     "after_activation": {"architecture": "mlp", "hidden_sizes": [32, 32], "bn_position": "after_activation"},
     "no_batchnorm": {"architecture": "mlp", "hidden_sizes": [32, 32], "normalization": "none"},
+    "resnet": {"architecture": "resnet", "input_shape": [1, 8, 8], "depth": 8, "width": 8},
 }
+# Every BN layer of the resnet above, in the order the forward pass reaches them: stem, then per block
+# bn1, bn2 and, where the block changes the shape, the shortcut projection's BN.
+RESNET8_BATCHNORMS = [
+    "bn1",
+    "stage1.0.bn1",
+    "stage1.0.bn2",
+    "stage2.0.bn1",
+    "stage2.0.bn2",
+    "stage2.0.shortcut.bn",
+    "stage3.0.bn1",
+    "stage3.0.bn2",
+    "stage3.0.shortcut.bn",
+]
 
 
 def train_digits(model: dict[str, Any], epochs: int = 2) -> TrainedModel:
