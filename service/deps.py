@@ -65,6 +65,13 @@ async def require_json(request: Request) -> None:
         raise UnsupportedMediaType(f"expected Content-Type: application/json, got '{media_type or 'none'}'")
 
 
+async def require_json_if_any(request: Request) -> None:
+    """For routes whose every body field is optional: no body at all is fine, any other body is JSON."""
+    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return
+    await require_json(request)
+
+
 async def get_services(request: Request) -> Services:
     return request.app.state.services
 

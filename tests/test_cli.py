@@ -100,9 +100,14 @@ def test_list_show_and_cancel_jobs(service, client: httpx.Client, digits_model: 
 
     listing = bnjobs(service, "jobs", "ls", "--limit", "100")
     assert listing.returncode == 0, listing.stderr
-    assert row_of(listing.stdout, job_id)[2].endswith("/1000")
+    assert row_of(listing.stdout, job_id)[3].endswith("/1000")
     trained = client.get(f"/v1/jobs/{digits_model['job_id']}").json()
-    assert row_of(listing.stdout, trained["id"])[1:4] == ["succeeded", "3/3", f"{trained['metrics'][-1]['val_accuracy']:.4f}"]
+    assert row_of(listing.stdout, trained["id"])[1:5] == [
+        trained["name"],
+        "succeeded",
+        "3/3",
+        f"{trained['metrics'][-1]['val_accuracy']:.4f}",
+    ]
 
     shown = bnjobs(service, "jobs", "show", trained["id"])
     assert shown.returncode == 0, shown.stderr
@@ -118,7 +123,7 @@ def test_list_show_and_cancel_jobs(service, client: httpx.Client, digits_model: 
 def test_list_and_show_models(service, client: httpx.Client, digits_model: dict) -> None:
     listing = bnjobs(service, "models", "ls", "--limit", "100")
     assert listing.returncode == 0, listing.stderr
-    assert row_of(listing.stdout, digits_model["id"])[1] == "digits"
+    assert row_of(listing.stdout, digits_model["id"])[1:3] == [digits_model["name"], "digits"]
 
     shown = bnjobs(service, "models", "show", digits_model["id"])
     assert shown.returncode == 0, shown.stderr

@@ -18,6 +18,7 @@ class DatasetInfo:
     input_shape: tuple[int, ...]
     num_classes: int
     num_samples: int
+    image_shape: tuple[int, int, int] | None = None  # [C, H, W] when the features are an image's pixels
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ _SOURCES: dict[str, tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = {
     "breast_cancer": ("Breast cancer biopsies: 30 features, benign or malignant (scikit-learn)", _sklearn(sk.load_breast_cancer)),
     "two_moons": ("Two interleaving half circles in 2-D with noise 0.2, 1000 points (generated, seed 0)", _two_moons),
 }
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {"digits": (1, 8, 8)}
 
 
 @cache
@@ -59,6 +61,7 @@ def load_dataset(name: str) -> Dataset:
         input_shape=(features.shape[1],),
         num_classes=int(labels.max()) + 1,
         num_samples=len(labels),
+        image_shape=IMAGE_SHAPES.get(name),
     )
     return Dataset(info=info, features=features, labels=labels)
 

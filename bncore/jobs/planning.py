@@ -2,9 +2,10 @@
 
 import math
 
-from bncore.data.builtin import split_indices
+from bncore.data.builtin import DatasetInfo, split_indices
 from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.errors import InvalidField
+from bncore.naming import default_name
 from bncore.specs import JobSpec, num_features
 from bncore.training.networks import parameter_count
 
@@ -14,6 +15,13 @@ def _cnn_shape_hint(features: int) -> str:
     return f", e.g. [1, {side}, {side}]" if side * side == features else ""
 
 
+def default_input_shape(architecture: str, info: DatasetInfo) -> list[int]:
+    """The dataset's sample shape; a cnn takes its image shape where the dataset knows one."""
+    if architecture == "cnn" and info.image_shape is not None:
+        return list(info.image_shape)
+    return list(info.input_shape)
+
+
 def plan_job(
     spec: JobSpec,
     max_parameters: int,
@@ -21,10 +29,11 @@ def plan_job(
     max_seconds: float = math.inf,
     datasets: DatasetCatalog = BUILT_INS,
 ) -> JobSpec:
-    """The spec with `model.input_shape` filled in from the dataset; InvalidField names what is wrong."""
+    """The spec with `model.input_shape` (for a cnn, the dataset's image shape) and `name` filled in from
+    the dataset; InvalidField names what is wrong."""
     info = datasets.info(spec.dataset)
     features = num_features(info.input_shape)
-    shape = spec.model.input_shape or list(info.input_shape)
+    shape = spec.model.input_shape or default_input_shape(spec.model.architecture, info)
     if spec.model.architecture == "cnn" and len(shape) != 3:
         raise InvalidField(
             "model.input_shape",
@@ -50,6 +59,7 @@ def plan_job(
             f"{max_sample_epochs:,} sample-epochs per job",
         )
     planned = spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape})})
+    planned = planned.model_copy(update={"name": spec.name or default_name(planned.model_dump(mode="json"), info.name)})
     count = parameter_count(planned.model, tuple(shape))
     if count > max_parameters:
         raise InvalidField("model", f"the network has {count:,} parameters; this service allows at most {max_parameters:,}")

@@ -72,6 +72,7 @@ class JobRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     recalibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    name: Mapped[str | None] = mapped_column(String(255))  # NULL before revision 0007: named from the spec
     metrics: Mapped[list["EpochRow"]] = relationship(order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan")
 
     __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),)
@@ -101,6 +102,7 @@ class ModelRow(Base):
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(255), index=True)
     parent_id: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))  # NULL before revision 0007: named from the spec
 
 
 class ExperimentRow(Base):

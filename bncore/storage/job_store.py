@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bncore.errors import Conflict, JobNotFound
+from bncore.naming import default_name
 from bncore.storage.database import Database, EpochRow, JobRow, utcnow
 from bncore.storage.pagination import newest_first
 from bncore.training.epoch_metrics import EpochMetrics
@@ -57,6 +58,7 @@ class JobRecord:
     resumed_from_epoch: int | None
     owner: str | None
     recalibration: dict[str, Any] | None
+    name: str = ""
     metrics: list[EpochMetrics] = field(default_factory=list)
 
     @property
@@ -83,11 +85,17 @@ class JobRecord:
             resumed_from_epoch=row.resumed_from_epoch,
             owner=row.owner,
             recalibration=row.recalibration,
+            name=row.name or default_name(row.spec),
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
                 EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds) for m in row.metrics
             ],
         )
+
+
+def dataset_is(spec: Any, dataset: str) -> ColumnElement[bool]:
+    """The stored spec's `dataset.name` or `dataset.id` is `dataset`."""
+    return or_(spec[("dataset", "name")].as_string() == dataset, spec[("dataset", "id")].as_string() == dataset)
 
 
 class JobStore:
@@ -100,13 +108,14 @@ class JobStore:
         owner: str,
         idempotency_key: str | None = None,
         recalibration: dict[str, Any] | None = None,
+        name: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """The new job, or with an `idempotency_key` seen before, the job it made; True when new.
 
         Conflict when the key was used with another request body. A recalibration job carries the
-        parent model's spec and trains no epochs.
+        parent model's spec and trains no epochs. Without a `name`, one is made from the spec.
         """
-        request = {"spec": spec, "recalibration": recalibration}
+        request = {"spec": spec, "recalibration": recalibration, "name": name}
         request_sha256 = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None and (earlier := self._by_idempotency_key(owner, idempotency_key)):
             if earlier.request_sha256 != request_sha256:
@@ -124,13 +133,14 @@ class JobStore:
             idempotency_key=idempotency_key,
             request_sha256=request_sha256,
             recalibration=recalibration,
+            name=name or default_name(spec),
         )
         try:
             with self.db.session() as session, session.begin():
                 session.add(row)
         except IntegrityError:
             # The same key raced in from another request: answer as if it had come first.
-            return self.create(spec, owner, idempotency_key, recalibration)
+            return self.create(spec, owner, idempotency_key, recalibration, name)
         return self.get(row.id), True
 
     def _by_idempotency_key(self, owner: str, key: str) -> JobRow | None:
@@ -151,9 +161,27 @@ class JobStore:
             rows = session.scalars(select(JobRow).where(JobRow.id.in_(job_ids))).all()
             return {row.id: JobRecord.from_row(row) for row in rows}
 
-    def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[JobRecord], str | None]:
+    def page(
+        self,
+        limit: int,
+        cursor: str | None,
+        owner: str | None = None,
+        *,
+        status: str | None = None,
+        dataset: str | None = None,
+        job_ids: list[str] | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """Newest first; only jobs with `status`, on `dataset` (a built-in's name or an upload's id),
+        or among `job_ids`, for those given."""
+        filters = []
+        if status is not None:
+            filters.append(JobRow.status == status)
+        if dataset is not None:
+            filters.append(dataset_is(JobRow.spec, dataset))
+        if job_ids is not None:
+            filters.append(JobRow.id.in_(job_ids))
         with self.db.session() as session:
-            rows, next_cursor = newest_first(session, JobRow, limit, cursor, owner)
+            rows, next_cursor = newest_first(session, JobRow, limit, cursor, owner, filters)
             return [JobRecord.from_row(row) for row in rows], next_cursor
 
     def _transition(self, job_id: str, allowed: tuple[str, ...], *conditions: Any, **values: Any) -> bool:

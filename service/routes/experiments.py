@@ -43,7 +43,7 @@ def create_experiment(request: ExperimentRequest, response: Response, services: 
     variants = []
     for variant, spec in zip(request.variants, specs, strict=True):
         services.submissions.take(caller.owner)
-        job, _ = services.jobs.create(spec.model_dump(mode="json"), caller.owner)
+        job, _ = services.jobs.create(spec.model_dump(mode="json"), caller.owner, name=f"{request.name}/{variant.name}")
         enqueue_or_fail(services, job.id, spec.resources.device)
         variants.append({"name": variant.name, "job_id": job.id})
     experiment = services.experiments.add(request.name, caller.owner, request.target_accuracy, variants)
