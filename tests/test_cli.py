@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 
 from tests.support.jobs import job_request, long_job, train, wait_for
 from tests.support.processes import ROOT, free_port, stop, wait_ready
+from tests.support.uploads import iris_csv
 
 IRIS_SPEC = """\
 # a small MLP on iris, as a user writes it
@@ -288,3 +289,29 @@ def test_the_bnjobs_console_script_is_declared() -> None:
     from bnjobs.cli import main
 
     assert entry_point.load() is main
+
+
+def test_datasets_are_listed_uploaded_and_removed(service, client: httpx.Client, tmp_path: Path) -> None:
+    uploaded = bnjobs(service, "datasets", "upload", str(iris_csv(tmp_path / "flowers.csv")), "--name", "flowers")
+    assert uploaded.returncode == 0, uploaded.stderr
+    dataset_id = uploaded.stdout.strip()
+    assert client.get(f"/v1/datasets/{dataset_id}").json()["name"] == "flowers"
+
+    listing = bnjobs(service, "datasets", "ls")
+    assert listing.returncode == 0, listing.stderr
+    assert row_of(listing.stdout, "digits")[1:6] == ["-", "builtin", "[64]", "10", "1797"]
+    assert row_of(listing.stdout, "flowers")[1:6] == [dataset_id, "upload", "[4]", "3", "150"]
+
+    removed = bnjobs(service, "datasets", "rm", dataset_id)
+    assert removed.returncode == 0 and removed.stdout.strip() == f"{dataset_id} deleted"
+    assert client.get(f"/v1/datasets/{dataset_id}").status_code == 404
+    again = bnjobs(service, "datasets", "rm", dataset_id)
+    assert again.returncode == 1 and dataset_id in again.stderr
+
+
+def test_jobs_and_models_are_listed_by_the_filters_given(service, client: httpx.Client, digits_model: dict) -> None:
+    on_digits = json.loads(bnjobs(service, "jobs", "ls", "--json", "--dataset", "digits", "--status", "succeeded").stdout)
+    assert digits_model["job_id"] in [job["id"] for job in on_digits]
+    assert {(job["status"], job["spec"]["dataset"]["name"]) for job in on_digits} == {("succeeded", "digits")}
+    of_job = json.loads(bnjobs(service, "models", "ls", "--json", "--job", digits_model["job_id"]).stdout)
+    assert [model["id"] for model in of_job] == [digits_model["id"]]

@@ -1,6 +1,7 @@
 """A new user's first hour with the API: the README's shortest job for a CNN, predictions in either row
 shape, listings that filter (and refuse what they cannot), readable names, docs that load offline."""
 
+import logging
 import re
 import subprocess
 import sys
@@ -11,12 +12,14 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import numpy as np
 import pytest
+from kombu import Connection
 from sklearn.datasets import load_digits
 
 from bnjobs import Client
 from tests.conftest import RunningService
 from tests.support.jobs import job_request, submit, train, wait_for
 from tests.support.processes import ROOT
+from worker.broker import Transport
 
 CNN_JOB = {"model": {"architecture": "cnn", "num_classes": 10, "channels": [4]}, "dataset": {"name": "digits"}}
 
@@ -237,3 +240,15 @@ def test_help_shows_what_each_sdk_call_does() -> None:
         if callable(member) and not name.startswith("_") and not member.__doc__
     ]
     assert undocumented == []
+
+
+def test_the_embedded_broker_starts_without_kombus_hostname_warning(
+    service: RunningService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The folder broker has no host; kombu's "No hostname was supplied" warning said it should."""
+    with caplog.at_level(logging.WARNING, logger="kombu.connection"):
+        assert Connection("filesystem://", transport=Transport).info()["hostname"] is None
+    assert not [record for record in caplog.records if "No hostname" in record.getMessage()]
+    if service.workers:
+        pytest.skip("with Redis the broker URL names its host")
+    assert "No hostname was supplied" not in service.log.read_text()
