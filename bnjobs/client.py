@@ -32,12 +32,13 @@ Response = TypeVar("Response", bound=BaseModel)
 FINISHED = {"succeeded", "failed", "cancelled"}
 PAGE_LIMIT = 100  # the most items the API returns in one page
 DEFAULT_URL = "http://127.0.0.1:8000"
-SHORT_ID = 8  # characters of an id a repr shows, e.g. `job_3b70…`
+SHORT_ID = 4  # characters after the prefix a repr shows, e.g. `job_3b70…`, as the dashboard does
 
 
 def short_id(item_id: str) -> str:
     """`job_3b70…` of `job_3b70c4…`: enough to tell items apart on screen; the full id is on `.id`."""
-    return item_id if len(item_id) <= SHORT_ID else f"{item_id[:SHORT_ID]}…"
+    prefix, _, rest = item_id.rpartition("_")
+    return f"{prefix}_{rest[:SHORT_ID]}…" if prefix and len(rest) > SHORT_ID else item_id
 
 
 def _accuracy(value: float | None) -> str:

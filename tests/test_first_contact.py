@@ -217,9 +217,9 @@ def test_the_sdk_reads_the_clis_settings_and_prints_handles_usefully(
         job = sdk.jobs.get(digits_model["job_id"])
         accuracy = job.info.metrics[-1].val_accuracy
         assert job.status == "succeeded"
-        assert repr(job) == f"<Job {job.id[:8]}… {job.name} succeeded 3/3 epochs val_acc={accuracy:.3f}>"
+        assert repr(job) == f"<Job job_{job.id[4:8]}… {job.name} succeeded 3/3 epochs val_acc={accuracy:.3f}>"
         model = job.model()
-        assert repr(model) == f"<Model {model.id[:8]}… {model.name} digits val_acc={accuracy:.3f}>"
+        assert repr(model) == f"<Model model_{model.id[6:10]}… {model.name} digits val_acc={accuracy:.3f}>"
 
     monkeypatch.setenv("BNJOBS_URL", "http://127.0.0.1:9")
     with Client() as unreachable, pytest.raises(ConnectionError, match=r"^could not reach the service at http://127.0.0.1:9 "):
