@@ -539,6 +539,8 @@ def test_the_first_view_fits_1280_and_1920_pixels_with_every_column_shown(
 
             click(browser, f"#model-rows tr[data-model-id='{digits_model['id']}']")
             wait_until(browser, lambda b: plot_width(b) > 0, 60)
+            wait_until(browser, lambda b: chart_points(b) == {name: 3 for name in SERIES})  # the curves of its job
+            assert browser.find_element(By.ID, "job-title").text == digits_model["job_id"]
             wait_until(browser, lambda b: len(rows(b, "bn-rows")) == 3)
             browser.execute_script("document.getElementById('model-detail').scrollIntoView()")
             screenshot(browser, f"model-{screen}")

@@ -381,6 +381,8 @@ async function selectModel(modelId) {
       [getJson(base), getJson(`${base}/batchnorm`), getJson(`${base}/drift`)],
     );
     if (state.modelId !== modelId) return;
+    // The job that trained it, with its curves, in the job panel: a model's whole story on one screen.
+    if (state.jobId !== model.job_id) selectJob(model.job_id);
     $("#model-name").textContent = model.name;
     $("#model-info").textContent = [
       `${datasetLabel(model.spec.dataset)}, ${model.spec.model.architecture} ${JSON.stringify(model.spec.model.hidden_sizes)}`,
