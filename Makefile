@@ -6,13 +6,18 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 .PHONY: install install-test install-bench run worker test lint bench gpu-check clean
 
 $(VENV)/bin/python:
+	@echo "==> creating a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 
+# The first install downloads PyTorch and friends (a few minutes): say so, rather than sit silent.
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
+	@echo "==> installing the service and its dependencies into $(VENV) (PyTorch among them: a few minutes the first time)"
 	$(PIP) -e .
+	@echo "==> installed"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
+	@echo "==> installing the test tools into $(VENV)"
 	$(PIP) -e '.[test,postgres]'
 	touch $@
 
@@ -26,6 +31,7 @@ install-bench: $(VENV)/.installed-bench
 
 ## Start the API on http://$HOST:$PORT with an embedded Celery worker (SQLite, local artifacts, filesystem broker).
 run: install
+	@echo "==> starting the API with an embedded worker (python -m service); the dashboard is at / once it listens"
 	$(PY) -m service
 
 ## Start one Celery worker process (for Redis/PostgreSQL deployments).

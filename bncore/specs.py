@@ -164,6 +164,14 @@ class ResourcesSpec(StrictModel):
 
 
 class JobSpec(StrictModel):
+    # Not part of what is trained: kept on the job record, never in the stored spec (exclude).
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        exclude=True,
+        description="a readable name for the job and its model; default e.g. `mlp-3x100-bn-digits`",
+    )
     model: ModelSpec
     dataset: DatasetRef
     training: TrainingSpec = Field(default_factory=TrainingSpec)

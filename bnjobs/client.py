@@ -1,5 +1,10 @@
-"""An httpx client typed with the API's own pydantic models."""
+"""An httpx client typed with the API's own pydantic models.
 
+`Client()` connects as the `bnjobs` CLI does: to `BNJOBS_URL` (default http://127.0.0.1:8000) with the
+key in `BNJOBS_API_KEY`, if set. Handles (`Job`, `Model`, `Experiment`) print as one readable line.
+"""
+
+import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,6 +31,26 @@ from service.schemas import (
 Response = TypeVar("Response", bound=BaseModel)
 FINISHED = {"succeeded", "failed", "cancelled"}
 PAGE_LIMIT = 100  # the most items the API returns in one page
+DEFAULT_URL = "http://127.0.0.1:8000"
+SHORT_ID = 4  # characters after the prefix a repr shows, e.g. `job_3b70…`, as the dashboard does
+
+
+def short_id(item_id: str) -> str:
+    """`job_3b70…` of `job_3b70c4…`: enough to tell items apart on screen; the full id is on `.id`."""
+    prefix, _, rest = item_id.rpartition("_")
+    return f"{prefix}_{rest[:SHORT_ID]}…" if prefix and len(rest) > SHORT_ID else item_id
+
+
+def _accuracy(value: float | None) -> str:
+    return "" if value is None else f" val_acc={value:.3f}"
+
+
+class ServiceUnreachable(ConnectionError):
+    """No answer from the service's URL: it is not running there, or the URL is wrong."""
+
+    def __init__(self, url: str, error: httpx.TransportError) -> None:
+        super().__init__(f"could not reach the service at {url} ({type(error).__name__}: {error})")
+        self.url = url
 
 
 class ApiError(Exception):
@@ -37,6 +62,8 @@ class ApiError(Exception):
 
 
 class JobFailed(Exception):
+    """The job ended without a model (failed or cancelled); `job` is the job as it ended."""
+
     def __init__(self, job: JobOut) -> None:
         error = f": {job.error.code}: {job.error.message}" if job.error else ""
         super().__init__(f"job {job.id} {job.status}{error}")
@@ -44,17 +71,33 @@ class JobFailed(Exception):
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60) -> None:
+    """The service's API as Python objects: `client.jobs`, `client.models`, `client.datasets`, `client.experiments`.
+
+    `url` and `api_key` default to the environment variables `BNJOBS_URL` and `BNJOBS_API_KEY`, as the
+    CLI reads them. A request the service refuses raises ApiError; no answer at all, ServiceUnreachable.
+    Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60) -> None:
+        self.url = (url or os.environ.get("BNJOBS_URL") or DEFAULT_URL).rstrip("/")
+        api_key = api_key or os.environ.get("BNJOBS_API_KEY") or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self.jobs = Jobs(self)
         self.models = Models(self)
         self.datasets = Datasets(self)
         self.experiments = Experiments(self)
 
+    def __repr__(self) -> str:
+        return f"<Client {self.url}>"
+
     def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """The service's answer; ApiError with its code, message and fields when it refused."""
-        response = self.http.request(method, path, **kwargs)
+        """The service's answer; ApiError with its code, message and fields when it refused,
+        ServiceUnreachable when nothing answered."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise ServiceUnreachable(self.url, error) from None
         if response.is_error:
             try:
                 error = response.json()["error"]
@@ -64,15 +107,22 @@ class Client:
         return response
 
     def request(self, method: str, path: str, answer: type[Response], **kwargs: Any) -> Response:
+        """The answer parsed as `answer`, one of the API's own response models."""
         return answer.model_validate_json(self.send(method, path, **kwargs).content)
 
     def paged(
-        self, path: str, answer: type[JobPage] | type[ModelPage] | type[ExperimentPage], limit: int | None
+        self,
+        path: str,
+        answer: type[JobPage] | type[ModelPage] | type[ExperimentPage],
+        limit: int | None,
+        filters: Mapping[str, str | None] | None = None,
     ) -> Iterator[Any]:
-        """The items of a newest-first listing, following its cursors; at most `limit` of them (None: all)."""
+        """The items of a newest-first listing, following its cursors; at most `limit` of them (None: all),
+        only those matching the `filters` given (query parameters; None: not filtered)."""
         cursor, left = None, limit
+        given = {name: value for name, value in (filters or {}).items() if value is not None}
         while left is None or left > 0:
-            params: dict[str, Any] = {"limit": PAGE_LIMIT if left is None else min(left, PAGE_LIMIT)}
+            params: dict[str, Any] = {"limit": PAGE_LIMIT if left is None else min(left, PAGE_LIMIT), **given}
             if cursor is not None:
                 params["cursor"] = cursor
             page = self.request("GET", path, answer, params=params)
@@ -84,6 +134,7 @@ class Client:
             cursor = page.next_cursor
 
     def close(self) -> None:
+        """Close the connections (as leaving a `with Client() as client:` block does)."""
         self.http.close()
 
     def __enter__(self) -> "Client":
@@ -94,6 +145,8 @@ class Client:
 
 
 class Jobs:
+    """Training jobs: `client.jobs.create(...)`, `.get(id)`, `.list()`."""
+
     def __init__(self, client: Client) -> None:
         self.client = client
 
@@ -104,9 +157,15 @@ class Jobs:
         training: dict[str, Any] | None = None,
         resources: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        name: str | None = None,
     ) -> "Job":
+        """Queue a training job; only `model.architecture`, `model.num_classes` and `dataset` are required.
+
+        e.g. `create(model={"architecture": "cnn", "num_classes": 10}, dataset={"name": "digits"})`; the
+        input shape comes from the dataset, and `name` defaults to one like `cnn-16-32-bn-digits`.
+        """
         body: dict[str, Any] = {"model": model, "dataset": dataset}
-        body |= {k: v for k, v in (("training", training), ("resources", resources)) if v is not None}
+        body |= {k: v for k, v in (("training", training), ("resources", resources), ("name", name)) if v is not None}
         return self.submit(body, idempotency_key)
 
     def submit(self, spec: Mapping[str, Any], idempotency_key: str | None = None) -> "Job":
@@ -115,15 +174,25 @@ class Jobs:
         return Job(self.client, self.client.request("POST", "/v1/jobs", JobOut, json=dict(spec), headers=headers))
 
     def get(self, job_id: str) -> "Job":
+        """The job as it is now."""
         return Job(self.client, self.client.request("GET", f"/v1/jobs/{job_id}", JobOut))
 
-    def list(self, limit: int | None = 20) -> list[JobOut]:
-        """The caller's jobs, newest first; `limit=None` for all of them."""
-        return list(self.client.paged("/v1/jobs", JobPage, limit))
+    def list(
+        self,
+        limit: int | None = 20,
+        status: str | None = None,
+        dataset: str | None = None,
+        experiment: str | None = None,
+    ) -> list[JobOut]:
+        """The caller's jobs, newest first; `limit=None` for all of them. Filters: `status` (e.g. "failed"),
+        `dataset` (a built-in's name or an upload's id), `experiment` (its id: its variants' jobs)."""
+        filters = {"status": status, "dataset": dataset, "experiment": experiment}
+        return list(self.client.paged("/v1/jobs", JobPage, limit, filters))
 
 
 class Job:
-    """A job handle; `info` is the job as last read."""
+    """A job handle: `status`, `name` and `info` (the whole job) as last read; `refresh()` reads it again,
+    `wait()` follows it to the end, `model()` is what it trained."""
 
     def __init__(self, client: Client, info: JobOut) -> None:
         self.client, self.info = client, info
@@ -132,11 +201,28 @@ class Job:
     def id(self) -> str:
         return self.info.id
 
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def status(self) -> str:
+        """queued, running, succeeded, failed or cancelled, as last read (`refresh()` to read it again)."""
+        return self.info.status
+
+    def __repr__(self) -> str:
+        info = self.info
+        accuracy = _accuracy(info.metrics[-1].val_accuracy if info.metrics else None)
+        progress = f"{info.progress.epoch}/{info.progress.epochs} epochs"
+        return f"<Job {short_id(info.id)} {info.name} {info.status} {progress}{accuracy}>"
+
     def refresh(self) -> JobOut:
+        """Read the job again."""
         self.info = self.client.request("GET", f"/v1/jobs/{self.id}", JobOut)
         return self.info
 
     def cancel(self) -> JobOut:
+        """Cancel it if queued, or ask it to stop if running (it becomes `cancelled` within a second)."""
         self.info = self.client.request("POST", f"/v1/jobs/{self.id}/cancel", JobOut)
         return self.info
 
@@ -173,15 +259,19 @@ class Job:
 
 
 class Models:
+    """Trained models: `client.models.get(id)`, `.list()`, `.delete(id)`."""
+
     def __init__(self, client: Client) -> None:
         self.client = client
 
     def get(self, model_id: str) -> "Model":
+        """A handle on the model, to predict with and read its BN layers."""
         return Model(self.client, self.client.request("GET", f"/v1/models/{model_id}", ModelOut))
 
-    def list(self, limit: int | None = 20) -> list[ModelOut]:
-        """The models the caller may read, newest first; `limit=None` for all of them."""
-        return list(self.client.paged("/v1/models", ModelPage, limit))
+    def list(self, limit: int | None = 20, dataset: str | None = None, job: str | None = None) -> list[ModelOut]:
+        """The models the caller may read, newest first; `limit=None` for all of them. Filters: `dataset`
+        (a built-in's name or an upload's id), `job` (the id of the job that trained it)."""
+        return list(self.client.paged("/v1/models", ModelPage, limit, {"dataset": dataset, "job": job}))
 
     def delete(self, model_id: str) -> None:
         """Delete a model and its weights; it stops answering predictions."""
@@ -189,6 +279,8 @@ class Models:
 
 
 class Model:
+    """A trained model: `predict(x)` with raw inputs, `batchnorm()` for its BN layers; `info` is its record."""
+
     def __init__(self, client: Client, info: ModelOut) -> None:
         self.client, self.info = client, info
 
@@ -196,15 +288,25 @@ class Model:
     def id(self) -> str:
         return self.info.id
 
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def __repr__(self) -> str:
+        info = self.info
+        return f"<Model {short_id(info.id)} {info.name} {info.dataset}{_accuracy(info.final_metrics.val_accuracy)}>"
+
     def _predict(self, inputs: np.ndarray) -> PredictOut:
         body = {"inputs": np.asarray(inputs, dtype=np.float64).tolist()}
         return self.client.request("POST", f"/v1/models/{self.id}/predict", PredictOut, json=body)
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """The most probable class of each row (raw feature values, shaped (N, *input_shape))."""
+        """The most probable class of each row of raw feature values, shaped (N, *input_shape); an image
+        model also takes flat rows (N, C·H·W)."""
         return np.asarray(self._predict(inputs).predictions)
 
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        """Each row's class probabilities, shaped (N, num_classes)."""
         return np.asarray(self._predict(inputs).probabilities)
 
     def predict_all(self, inputs: np.ndarray) -> PredictOut:
@@ -212,14 +314,18 @@ class Model:
         return self._predict(inputs)
 
     def batchnorm(self) -> BatchNormOut:
+        """Every BN layer's γ, β and frozen running statistics."""
         return self.client.request("GET", f"/v1/models/{self.id}/batchnorm", BatchNormOut)
 
 
 class Datasets:
+    """Built-in and uploaded datasets: `client.datasets.list()`, `.upload(path)`, `.get(id)`, `.delete(id)`."""
+
     def __init__(self, client: Client) -> None:
         self.client = client
 
     def list(self) -> list[DatasetOut]:
+        """The built-in datasets, then the caller's uploads."""
         return self.client.request("GET", "/v1/datasets", DatasetList).items
 
     def upload(
@@ -237,6 +343,7 @@ class Datasets:
             return self.client.request("POST", "/v1/datasets", DatasetOut, files={"file": (path.name, file)}, data=data)
 
     def get(self, dataset_id: str) -> DatasetOut:
+        """An upload's record."""
         return self.client.request("GET", f"/v1/datasets/{dataset_id}", DatasetOut)
 
     def delete(self, dataset_id: str) -> None:
@@ -245,6 +352,8 @@ class Datasets:
 
 
 class Experiments:
+    """Variants of one job run side by side: `client.experiments.create(...)`, `.get(id)`, `.list()`."""
+
     def __init__(self, client: Client) -> None:
         self.client = client
 
@@ -270,6 +379,7 @@ class Experiments:
         return Experiment(self.client, info)
 
     def get(self, experiment_id: str) -> "Experiment":
+        """The experiment with its results table so far."""
         return Experiment(self.client, self.client.request("GET", f"/v1/experiments/{experiment_id}", ExperimentOut))
 
     def list(self, limit: int | None = 20) -> list[ExperimentOut]:
@@ -287,7 +397,20 @@ class Experiment:
     def id(self) -> str:
         return self.info.id
 
+    @property
+    def status(self) -> str:
+        """running or finished, as last read."""
+        return self.info.status
+
+    def __repr__(self) -> str:
+        info = self.info
+        scored = [v for v in info.variants if v.best_val_accuracy is not None]
+        best = max(scored, key=lambda v: v.best_val_accuracy or 0.0, default=None)
+        leader = f" best={best.name}{_accuracy(best.best_val_accuracy)}" if best else ""
+        return f"<Experiment {short_id(info.id)} {info.name!r} {info.status} {len(info.variants)} variants{leader}>"
+
     def refresh(self) -> ExperimentOut:
+        """Read the results table again."""
         self.info = self.client.request("GET", f"/v1/experiments/{self.id}", ExperimentOut)
         return self.info
 

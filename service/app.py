@@ -19,12 +19,14 @@ from bncore.storage.wiring import build_stores
 from bncore.training.devices import limit_cpu_threads
 from service.auth import is_loopback, load_api_keys
 from service.deps import Services, printable_path_parameters
+from service.docs_pages import install_docs
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit, SubmissionRateLimit
 from service.observability.metrics import ServiceMetrics
 from service.observability.middleware import RequestObserver
 from service.openapi import install_openapi
 from service.predict_fast_path import PredictFastPath
+from service.query_parameters import refuse_unknown_query_parameters
 from service.routes import dashboard, datasets, experiments, health, jobs, metrics, models, serving
 from worker.app import TRAIN_TASK, broker_reachable, create_celery, enqueue_training, worker_queues
 from worker.broker import waiting_job_ids
@@ -99,7 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Train Batch Normalization networks as jobs; serve them with frozen test-time statistics.",
         lifespan=lifespan,
-        dependencies=[Depends(printable_path_parameters)],
+        docs_url=None,  # install_docs: served from the package's own copy of Swagger UI and ReDoc
+        redoc_url=None,
+        dependencies=[Depends(printable_path_parameters), Depends(refuse_unknown_query_parameters)],
     )
     app.state.metrics = service_metrics
     app.add_middleware(PredictFastPath, metrics=service_metrics)
@@ -115,4 +119,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     install_openapi(app)
+    install_docs(app)
     return app

@@ -45,6 +45,13 @@ async def printable_path_parameters(request: Request) -> None:
             raise InvalidField(name, f"{problem}; no {name} holds one")
 
 
+async def require_json_if_any(request: Request) -> None:
+    """For routes whose every body field is optional: no body at all is fine, any other body is JSON."""
+    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return
+    await require_json(request)
+
+
 async def get_services(request: Request) -> Services:
     return request.app.state.services
 

@@ -28,15 +28,29 @@ def add_examples(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def declare_unknown_query_parameters(document: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may answer 422: service.query_parameters refuses query parameters it does not take."""
+    refused = {
+        "description": "Unknown query parameter, or invalid request",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"].setdefault("422", refused)
+    return document
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_examples(
-                get_openapi(
-                    title=app.title,
-                    version=app.version,
-                    description=app.description,
-                    routes=app.routes,
+            app.openapi_schema = declare_unknown_query_parameters(
+                add_examples(
+                    get_openapi(
+                        title=app.title,
+                        version=app.version,
+                        description=app.description,
+                        routes=app.routes,
+                    )
                 )
             )
         return app.openapi_schema

@@ -21,6 +21,10 @@ PARAMETERS: dict[str, Any] = {
     "cursor": "MjAyNi0xMS0yNVQxNDozNzo1NS43MjMwNTd8am9iXzA1YWNlYzk5",
     "format": "onnx",
     "idempotency-key": "7f1c2e9a-retry-safe-submission",
+    "status": "failed",
+    "dataset": "digits",
+    "experiment": EXPERIMENT_ID,
+    "job": JOB_ID,
 }
 
 JOB_REQUEST = {
@@ -85,6 +89,7 @@ METRICS = [
 FINAL_METRICS = {name: value for name, value in METRICS[-1].items() if name != "seconds"}
 QUEUED_JOB = {
     "id": JOB_ID,
+    "name": "mlp-4-bn-iris",
     "status": "queued",
     "created_at": "2026-11-25T14:37:55.723057Z",
     "started_at": None,
@@ -123,11 +128,13 @@ CANCELLED_JOB = SUCCEEDED_JOB | {
 }
 RECALIBRATION_JOB = QUEUED_JOB | {
     "id": "job_4ddc5ea781044b0e88ff61e726cf8fbd",
+    "name": "mlp-4-bn-iris-recalibrated",
     "progress": {"epoch": 0, "epochs": 0},
     "recalibration": {"dataset": None, "max_samples": 100, "parent_model_id": MODEL_ID},
 }
 MODEL = {
     "id": MODEL_ID,
+    "name": "mlp-4-bn-iris",
     "job_id": JOB_ID,
     "created_at": "2026-11-25T14:38:10.102929Z",
     "spec": SPEC,

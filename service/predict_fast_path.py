@@ -89,6 +89,8 @@ def _servable(services: Services, scope: Scope, model_id: str) -> ServedModel | 
     """The cached model, if the caller may predict with it and sends JSON of declared length."""
     if media_type_of(_header(scope, b"content-type")) != "application/json" or not _header(scope, b"content-length"):
         return None
+    if scope.get("query_string"):
+        return None  # the route refuses query parameters it does not take
     try:
         caller = principal_of(_header(scope, b"authorization"), services.api_keys)
         # Not counted as a hit yet: a request handed on to the route is looked up, and counted, there.

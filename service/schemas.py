@@ -108,6 +108,7 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 class JobOut(BaseModel):
     id: str
+    name: str = Field(description="the name given at submission, or one made from the spec, e.g. `mlp-3x100-bn-digits`")
     status: JobStatus
     created_at: datetime
     started_at: datetime | None
@@ -131,6 +132,7 @@ class JobOut(BaseModel):
     def from_record(cls, job: JobRecord) -> JobOut:
         return cls(
             id=job.id,
+            name=job.name,
             status=job.status,
             created_at=job.created_at,
             started_at=job.started_at,  # type: ignore[arg-type]
@@ -198,6 +200,7 @@ class ServingOut(BaseModel):
 
 class ModelOut(BaseModel):
     id: str
+    name: str = Field(description="its job's name")
     job_id: str
     created_at: datetime
     spec: JobSpec
@@ -219,6 +222,7 @@ class ModelOut(BaseModel):
         folded = folded_layer_names(model.spec.model, fold_batchnorm)
         return cls(
             id=model.id,
+            name=model.name,
             job_id=model.job_id,
             created_at=model.created_at,
             spec=model.spec,

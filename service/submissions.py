@@ -37,9 +37,9 @@ def check_a_worker_can_take(spec: JobSpec, known_queues: list[str] | None) -> No
 def queue_job(services: Services, caller: Principal, planned: JobSpec, idempotency_key: str | None = None) -> JobRecord:
     """Count the job against the caller's rate, store it queued and enqueue it (unless the key names an earlier one)."""
     spec = planned.model_dump(mode="json")
-    if idempotency_key is None or services.jobs.earlier(caller.owner, idempotency_key, spec) is None:
+    if idempotency_key is None or services.jobs.earlier(caller.owner, idempotency_key, spec, name=planned.name) is None:
         services.submissions.take(caller.owner)  # a retry answered with the job it made costs no submission
-    job, created = services.jobs.create(spec, caller.owner, idempotency_key)
+    job, created = services.jobs.create(spec, caller.owner, idempotency_key, name=planned.name)
     if created:
         enqueue_or_fail(services, job.id, planned.resources.device)
     return job

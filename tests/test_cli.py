@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 
 from tests.support.jobs import job_request, long_job, train, wait_for
 from tests.support.processes import ROOT, free_port, stop, wait_ready
+from tests.support.uploads import iris_csv
 
 IRIS_SPEC = """\
 # a small MLP on iris, as a user writes it
@@ -100,9 +101,14 @@ def test_list_show_and_cancel_jobs(service, client: httpx.Client, digits_model: 
 
     listing = bnjobs(service, "jobs", "ls", "--limit", "100")
     assert listing.returncode == 0, listing.stderr
-    assert row_of(listing.stdout, job_id)[2].endswith("/1000")
+    assert row_of(listing.stdout, job_id)[3].endswith("/1000")
     trained = client.get(f"/v1/jobs/{digits_model['job_id']}").json()
-    assert row_of(listing.stdout, trained["id"])[1:4] == ["succeeded", "3/3", f"{trained['metrics'][-1]['val_accuracy']:.4f}"]
+    assert row_of(listing.stdout, trained["id"])[1:5] == [
+        trained["name"],
+        "succeeded",
+        "3/3",
+        f"{trained['metrics'][-1]['val_accuracy']:.4f}",
+    ]
 
     shown = bnjobs(service, "jobs", "show", trained["id"])
     assert shown.returncode == 0, shown.stderr
@@ -118,7 +124,7 @@ def test_list_show_and_cancel_jobs(service, client: httpx.Client, digits_model: 
 def test_list_and_show_models(service, client: httpx.Client, digits_model: dict) -> None:
     listing = bnjobs(service, "models", "ls", "--limit", "100")
     assert listing.returncode == 0, listing.stderr
-    assert row_of(listing.stdout, digits_model["id"])[1] == "digits"
+    assert row_of(listing.stdout, digits_model["id"])[1:3] == [digits_model["name"], "digits"]
 
     shown = bnjobs(service, "models", "show", digits_model["id"])
     assert shown.returncode == 0, shown.stderr
@@ -318,3 +324,29 @@ def test_a_resnet_spec_file_trains_and_its_shortcut_bn_layers_are_listed(service
     shown = bnjobs(service, "models", "show", job["model_id"])
     assert shown.returncode == 0, shown.stderr
     assert "resnet-8 width=8" in shown.stdout
+
+
+def test_datasets_are_listed_uploaded_and_removed(service, client: httpx.Client, tmp_path: Path) -> None:
+    uploaded = bnjobs(service, "datasets", "upload", str(iris_csv(tmp_path / "flowers.csv")), "--name", "flowers")
+    assert uploaded.returncode == 0, uploaded.stderr
+    dataset_id = uploaded.stdout.strip()
+    assert client.get(f"/v1/datasets/{dataset_id}").json()["name"] == "flowers"
+
+    listing = bnjobs(service, "datasets", "ls")
+    assert listing.returncode == 0, listing.stderr
+    assert row_of(listing.stdout, "digits")[1:6] == ["-", "builtin", "[64]", "10", "1797"]
+    assert row_of(listing.stdout, "flowers")[1:6] == [dataset_id, "upload", "[4]", "3", "150"]
+
+    removed = bnjobs(service, "datasets", "rm", dataset_id)
+    assert removed.returncode == 0 and removed.stdout.strip() == f"{dataset_id} deleted"
+    assert client.get(f"/v1/datasets/{dataset_id}").status_code == 404
+    again = bnjobs(service, "datasets", "rm", dataset_id)
+    assert again.returncode == 1 and dataset_id in again.stderr
+
+
+def test_jobs_and_models_are_listed_by_the_filters_given(service, client: httpx.Client, digits_model: dict) -> None:
+    on_digits = json.loads(bnjobs(service, "jobs", "ls", "--json", "--dataset", "digits", "--status", "succeeded").stdout)
+    assert digits_model["job_id"] in [job["id"] for job in on_digits]
+    assert {(job["status"], job["spec"]["dataset"]["name"]) for job in on_digits} == {("succeeded", "digits")}
+    of_job = json.loads(bnjobs(service, "models", "ls", "--json", "--job", digits_model["job_id"]).stdout)
+    assert [model["id"] for model in of_job] == [digits_model["id"]]

@@ -43,6 +43,18 @@ def wait_until(browser: WebDriver, condition: Callable[[WebDriver], Any], timeou
     )
 
 
+def open_dashboard(browser: WebDriver, url: str) -> None:
+    """The page, once its script has filled every list and shown the latest job: nothing changes by itself after."""
+    browser.get(f"{url}/")
+    wait_until(browser, lambda b: b.execute_script("return document.body.dataset.loaded") == "true")
+
+
+def short(item_id: str) -> str:
+    """`job_3b70…` of `job_3b70c4…`: the prefix and four characters."""
+    prefix, rest = item_id.rsplit("_", 1)
+    return f"{prefix}_{rest[:4]}…"
+
+
 def click(browser: WebDriver, selector: str) -> None:
     wait_until(browser, lambda b: b.find_element(By.CSS_SELECTOR, selector).click() or True)
 
@@ -89,7 +101,7 @@ def plot_width(browser: WebDriver, image: str = "bn-plot") -> int:
 def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_shown_and_recalibrated(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
-    browser.get(f"{service.url}/")
+    open_dashboard(browser, service.url)
     form = browser.find_element(By.ID, "job-form")
     fill(form, "dataset.name", "iris")
     assert form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"  # from the dataset
@@ -100,12 +112,18 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
         "training.batch_size": "16",
         "training.learning_rate": "0.05",
         "training.optimizer": "adam",
+        "name": "tanh on iris",
     }.items():
         fill(form, name, value)
+    shown_before = browser.find_element(By.ID, "job-title").text  # the latest job, shown on opening
     browser.find_element(By.ID, "job-submit").click()
 
-    job_id = wait_until(browser, lambda b: b.find_element(By.ID, "job-title").text)
+    job_id = wait_until(
+        browser,
+        lambda b: b.find_element(By.ID, "job-title").text not in ("", shown_before) and b.find_element(By.ID, "job-title").text,
+    )
     job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["name"] == "tanh on iris"
     assert job["spec"]["dataset"]["name"] == "iris"
     assert job["spec"]["model"] | {"hidden_sizes": [16, 8], "activation": "tanh", "num_classes": 3} == job["spec"]["model"]
     assert (
@@ -114,6 +132,7 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
     )
 
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
+    assert browser.find_element(By.ID, "job-name").text == "tanh on iris"
     assert chart_points(browser) == {name: 3 for name in SERIES}
     epochs = client.get(f"/v1/jobs/{job_id}").json()["metrics"]
     seconds = [epoch["seconds"] for epoch in epochs]
@@ -127,6 +146,9 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
         return [row["jobId"] for row in listed] if done else None
 
     assert wait_until(browser, listed_once_succeeded)[0] == job_id  # newest first
+    row = next(row for row in rows(browser, "job-rows") if row["jobId"] == job_id)["text"].split("\t")
+    accuracy = client.get(f"/v1/jobs/{job_id}").json()["metrics"][-1]["val_accuracy"]
+    assert row == [short(job_id), "tanh on iris", "succeeded", "3/3", f"{accuracy:.3f}", "iris", row[6]]
 
     model_id = client.get(f"/v1/jobs/{job_id}").json()["model_id"]
     served = client.post(f"/v1/models/{model_id}/predict", json={"inputs": load_iris().data[:5].tolist()})
@@ -166,7 +188,7 @@ def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(
     service: RunningService, client: httpx.Client, browser: WebDriver, tmp_path: Path
 ) -> None:
     dataset_id = uploaded(client, iris_csv(tmp_path / "iris.csv"), name="my iris")["id"]
-    browser.get(f"{service.url}/")
+    open_dashboard(browser, service.url)
     wait_until(browser, lambda b: dataset_id in dataset_choices(b))  # the script adds the uploads to the built-ins
     choices = dataset_choices(browser)
     assert choices[dataset_id] == f"my iris (upload {dataset_id})" and choices["digits"] == "digits"
@@ -174,20 +196,25 @@ def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(
     fill(form, "dataset.name", dataset_id)
     assert form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"
     fill(form, "training.epochs", "1")
+    shown_before = browser.find_element(By.ID, "job-title").text
     browser.find_element(By.ID, "job-submit").click()
 
-    job_id = wait_until(browser, lambda b: b.find_element(By.ID, "job-title").text)
+    job_id = wait_until(
+        browser,
+        lambda b: b.find_element(By.ID, "job-title").text not in ("", shown_before) and b.find_element(By.ID, "job-title").text,
+    )
     assert client.get(f"/v1/jobs/{job_id}").json()["spec"]["dataset"] == {"id": dataset_id}
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
-    assert browser.find_element(By.ID, "job-info").text.startswith(f"{dataset_id}, mlp")
+    assert browser.find_element(By.ID, "job-info").text.startswith("my iris, mlp")  # the upload's name, not its id
     listed = wait_until(
         browser,
         lambda b: next(
             (row["text"] for row in rows(b, "job-rows") if row["jobId"] == job_id and "succeeded" in row["text"]), None
         ),
     )
-    assert listed.split()[:3] == [job_id, "succeeded", dataset_id]
-    assert f"<td>{dataset_id}</td>" in httpx.get(f"{service.url}/").text  # in the page's own markup too
+    cells = listed.split("\t")
+    assert [cells[0], cells[2], cells[5]] == [short(job_id), "succeeded", "my iris"]
+    assert f'<td title="{dataset_id}">my iris</td>' in httpx.get(f"{service.url}/").text  # in the page's own markup too
 
 
 def test_a_file_uploaded_from_the_page_is_stored_and_picked_for_the_next_job(
@@ -196,7 +223,7 @@ def test_a_file_uploaded_from_the_page_is_stored_and_picked_for_the_next_job(
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("1,2,0\n1,1\n")
     refused = upload(client, ragged).json()["error"]["fields"][0]
-    browser.get(f"{service.url}/")
+    open_dashboard(browser, service.url)
     form = browser.find_element(By.ID, "upload-form")
     form.find_element(By.NAME, "file").send_keys(str(ragged))
     browser.find_element(By.ID, "upload-submit").click()
@@ -228,17 +255,18 @@ def test_an_experiment_shows_its_table_and_curves_and_leads_to_its_jobs(
     table = client.get(f"/v1/experiments/{created['id']}").json()
 
     browser.get(f"{service.url}/")
-    listed = wait_until(
-        browser, lambda b: next((row["text"] for row in rows(b, "experiment-rows") if row["experimentId"] == created["id"]), None)
-    )
+    # In the page's markup: listed before the script has fetched anything.
+    listed = next(row["text"] for row in rows(browser, "experiment-rows") if row["experimentId"] == created["id"])
     best = max(table["variants"], key=lambda v: v["best_val_accuracy"])
-    assert listed.split("\t")[1:6] == ["relu or sigmoid", "finished", "2", best["name"], f"{best['best_val_accuracy']:.3f}"]
+    assert listed.split("\t") == ["relu or sigmoid", "finished", "2", f"{best['name']} {best['best_val_accuracy']:.3f}"]
+    wait_until(browser, lambda b: b.execute_script("return document.body.dataset.loaded") == "true")
+    assert next(row["text"] for row in rows(browser, "experiment-rows") if row["experimentId"] == created["id"]) == listed
     click(browser, f"#experiment-rows tr[data-experiment-id='{created['id']}']")
     wait_until(browser, lambda b: b.find_element(By.ID, "experiment-status").text == "finished")
     assert [row["text"].split("\t") for row in rows(browser, "variant-rows")] == [
         [
             v["name"],
-            v["job_id"],
+            short(v["job_id"]),
             "succeeded",
             f"{v['final_val_accuracy']:.3f}",
             f"{v['best_val_accuracy']:.3f}",
@@ -259,7 +287,7 @@ def test_an_experiment_still_going_is_cancelled_from_the_page(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
     created = post_experiment(client, "too long", job_request(training={"epochs": 1000}), [{"name": "only"}]).json()
-    browser.get(f"{service.url}/")
+    open_dashboard(browser, service.url)
     click(browser, f"#experiment-rows tr[data-experiment-id='{created['id']}']")
     wait_until(browser, lambda b: b.find_element(By.ID, "experiment-cancel").is_displayed())
     browser.find_element(By.ID, "experiment-cancel").click()
@@ -273,7 +301,7 @@ def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
     newest_before = client.get("/v1/jobs?limit=1").json()["items"]
-    browser.get(f"{service.url}/")
+    open_dashboard(browser, service.url)
     form = browser.find_element(By.ID, "job-form")
     fill(form, "dataset.name", "digits")
     fill(form, "model.hidden_sizes", "64, wide")
@@ -407,7 +435,7 @@ def test_a_resnet_job_is_described_in_the_form_and_a_bad_depth_shown_next_to_it(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
     newest_before = client.get("/v1/jobs?limit=1").json()["items"]
-    browser.get(f"{service.url}/")
+    open_dashboard(browser, service.url)
     form = browser.find_element(By.ID, "job-form")
     fill(form, "model.architecture", "resnet")
     fill(form, "dataset.name", "digits")
@@ -428,3 +456,141 @@ def test_a_resnet_job_is_described_in_the_form_and_a_bad_depth_shown_next_to_it(
     assert job["spec"]["model"] | {"depth": 8, "width": 8, "input_shape": [1, 8, 8]} == job["spec"]["model"]
     assert job["spec"]["model"]["architecture"] == "resnet"
     assert wait_for(client, job["id"])["status"] == "succeeded"
+
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "dashboard"
+SCREENS = {"1280x800": (1280, 800), "1920x1080": (1920, 1080)}
+# Columns whose every cell must be shown whole (names may be cut with …, whole on hover).
+WHOLE = {
+    "job-rows": [0, 2, 3, 4, 6],
+    "model-rows": [0, 3, 4, 5],
+    "experiment-rows": [1, 2, 3],
+    "variant-rows": [1, 2, 3, 4],
+    "bn-rows": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+}
+
+
+def view(browser: WebDriver, width: int, height: int) -> None:
+    """A viewport of exactly width × height CSS pixels, as a screen of that size shows the page."""
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    )
+
+
+def layout_faults(browser: WebDriver) -> list[str]:
+    """What does not fit: a table (or the page) that scrolls sideways, a header or a cell of WHOLE cut short."""
+    return browser.execute_script(
+        """
+        const faults = [];
+        const page = document.documentElement;
+        if (page.scrollWidth > page.clientWidth) faults.push(`page ${page.scrollWidth} > ${page.clientWidth}`);
+        for (const table of document.querySelectorAll("table")) {
+          const box = table.parentElement;
+          if (!box.offsetParent) continue;  // a hidden panel
+          const where = table.closest("section").id;
+          if (box.scrollWidth > box.clientWidth) faults.push(`${where}: scrolls ${box.scrollWidth} > ${box.clientWidth}`);
+          for (const th of table.querySelectorAll("th")) {
+            if (th.scrollWidth > th.clientWidth) faults.push(`${where}: header '${th.textContent}' cut`);
+          }
+        }
+        for (const [tbody, columns] of Object.entries(arguments[0])) {
+          for (const row of document.querySelectorAll(`#${tbody} tr`)) {
+            if (!row.offsetParent) continue;
+            for (const index of columns) {
+              const td = row.cells[index];
+              if (td && td.scrollWidth > td.clientWidth) faults.push(`${tbody}: '${td.textContent}' cut`);
+            }
+          }
+        }
+        return faults;
+        """,
+        WHOLE,
+    )
+
+
+def in_first_view(browser: WebDriver, section: str) -> bool:
+    return browser.execute_script(
+        "const box = document.getElementById(arguments[0]).getBoundingClientRect();"
+        "return !document.getElementById(arguments[0]).hidden && box.top < window.innerHeight && box.height > 0",
+        section,
+    )
+
+
+def screenshot(browser: WebDriver, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    assert browser.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def test_the_first_view_fits_1280_and_1920_pixels_with_every_column_shown(
+    service: RunningService, client: httpx.Client, browser: WebDriver, digits_model: dict, tmp_path: Path
+) -> None:
+    """What a user sees on opening the page: what runs and how it goes, and which model is best."""
+    uploaded(client, iris_csv(tmp_path / "iris.csv"), name="garden irises")
+    experiment = client.post(
+        "/v1/experiments",
+        json={
+            "name": "batch sizes",
+            "base": IRIS_JOB,
+            "variants": [{"name": "b16"}, {"name": "b32", "overrides": {"training": {"batch_size": 32}}}],
+        },
+    ).json()
+    for variant in experiment["variants"]:
+        wait_for(client, variant["job_id"])
+    running = submit(client, job_request(training={"epochs": 1000}) | {"name": "a long one, to watch"})
+    wait_for(client, running["id"], until={"running"})
+    try:
+        for screen, (width, height) in SCREENS.items():
+            view(browser, width, height)
+            open_dashboard(browser, service.url)
+            assert browser.find_element(By.ID, "job-title").text == running["id"]  # the running job, shown at once
+            wait_until(browser, lambda b: min(chart_points(b).values()) >= 2, TRAINING_TIMEOUT)  # its curves, live
+            for section in ("jobs", "job-detail", "models", "experiments"):
+                assert in_first_view(browser, section), f"{section} below the first view at {screen}"
+            screenshot(browser, f"first-view-{screen}")
+            assert layout_faults(browser) == [], screen
+            best = next(row for row in rows(browser, "model-rows") if "★" in row["text"])
+            assert best["text"].split("\t")[4].endswith("★")
+
+            click(browser, f"#model-rows tr[data-model-id='{digits_model['id']}']")
+            wait_until(browser, lambda b: plot_width(b) > 0, 60)
+            wait_until(browser, lambda b: chart_points(b) == {name: 3 for name in SERIES})  # the curves of its job
+            assert browser.find_element(By.ID, "job-title").text == digits_model["job_id"]
+            wait_until(browser, lambda b: len(rows(b, "bn-rows")) == 3)
+            browser.execute_script("document.getElementById('model-detail').scrollIntoView()")
+            screenshot(browser, f"model-{screen}")
+            assert layout_faults(browser) == [], screen
+            plot_beside_table = browser.execute_script(
+                "const plot = document.getElementById('bn-plot').getBoundingClientRect();"
+                "const table = document.querySelector('#model-detail table').getBoundingClientRect();"
+                "return plot.left >= table.right && plot.top < table.bottom"
+            )
+            assert plot_beside_table, f"the BN plot is not beside the model's details at {screen}"
+
+            click(browser, f"#experiment-rows tr[data-experiment-id='{experiment['id']}']")
+            wait_until(browser, lambda b: plot_width(b, "experiment-plot") > 0, 60)
+            browser.execute_script("document.getElementById('experiment-detail').scrollIntoView()")
+            screenshot(browser, f"experiment-{screen}")
+            assert layout_faults(browser) == [], screen
+    finally:
+        client.post(f"/v1/jobs/{running['id']}/cancel")
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_the_api_docs_render_from_the_service_alone(service: RunningService, browser: WebDriver) -> None:
+    """Swagger UI and ReDoc load their scripts and styles from the service: no CDN, so they work offline."""
+    own = service.url
+    for page, title in (("/docs", ".swagger-ui .info .title"), ("/redoc", "h1")):
+        browser.get(f"{own}{page}")
+        heading = wait_until(browser, lambda b, title=title: b.find_elements(By.CSS_SELECTOR, title))
+        assert heading[0].text.startswith("BatchNorm job service"), page
+        wanted = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+        assert any(url.startswith(f"{own}/docs-assets/") for url in wanted), wanted
+        # ReDoc's sidebar asks for its maker's logo from a CDN: the page's policy refuses it (and it hides itself).
+        refused = " ".join(
+            entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]
+        )
+        outside = [url for url in wanted if not url.startswith(own)]
+        assert all(url in refused for url in outside), (outside, refused)

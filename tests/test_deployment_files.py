@@ -305,3 +305,14 @@ def test_build_context_leaves_out_local_state_but_keeps_what_pip_install_needs()
         assert ignored(path), path
     for path in ("pyproject.toml", "README.md", "bncore/settings.py", "service/__main__.py", "worker/__main__.py"):
         assert not ignored(path), path
+
+
+def test_the_first_make_run_says_what_it_installs_before_the_long_wait(tmp_path: Path) -> None:
+    planned = subprocess.run(
+        ["make", "-n", "run", f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert planned.returncode == 0, planned.stderr
+    lines = planned.stdout.splitlines()
+    install = next(index for index, line in enumerate(lines) if "pip install" in line)
+    assert any("installing the service and its dependencies" in line for line in lines[:install])
+    assert any("starting the API" in line for line in lines[install:])

@@ -32,6 +32,12 @@ class Channel(filesystem.Channel):
 class Transport(filesystem.Transport):
     Channel = Channel
 
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        """None: a folder has no host. kombu's virtual transports claim `localhost`, and then warn
+        "No hostname was supplied" for every `filesystem://` URL."""
+        return {}
+
 
 def waiting_job_ids(queue_folder: Path, task: str) -> set[str]:
     """The job ids of the `task` messages still in the folder, not yet taken by a worker."""

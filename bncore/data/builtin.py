@@ -18,6 +18,7 @@ class DatasetInfo:
     input_shape: tuple[int, ...]
     num_classes: int
     num_samples: int
+    image_shape: tuple[int, int, int] | None = None  # [C, H, W] when the features are an image's pixels
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ _SOURCES: dict[str, tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = {
         generate_shapes32,
     ),
 }
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {"digits": (1, 8, 8)}
 
 
 @cache
@@ -93,6 +95,7 @@ def load_dataset(name: str) -> Dataset:
         input_shape=tuple(samples.shape[1:]),
         num_classes=int(labels.max()) + 1,
         num_samples=len(labels),
+        image_shape=IMAGE_SHAPES.get(name),
     )
     return Dataset(info=info, features=features, labels=labels)
 

@@ -2,9 +2,10 @@
 
 import math
 
-from bncore.data.builtin import split_indices
+from bncore.data.builtin import DatasetInfo, split_indices
 from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.errors import InvalidField
+from bncore.naming import default_name
 from bncore.specs import JobSpec, num_features
 from bncore.training.networks import parameter_count
 
@@ -44,6 +45,16 @@ def _check_resnet(spec: JobSpec) -> None:
         raise InvalidField("model.dropout", "a resnet has no dropout layers: expected 0 (dropout applies to mlp and cnn)")
 
 
+IMAGE_ARCHITECTURES = ("cnn", "resnet")
+
+
+def default_input_shape(architecture: str, info: DatasetInfo) -> list[int]:
+    """The dataset's sample shape; a cnn or resnet takes its image shape where the dataset knows one."""
+    if architecture in IMAGE_ARCHITECTURES and info.image_shape is not None:
+        return list(info.image_shape)
+    return list(info.input_shape)
+
+
 def plan_job(
     spec: JobSpec,
     max_parameters: int,
@@ -51,11 +62,12 @@ def plan_job(
     max_seconds: float = math.inf,
     datasets: DatasetCatalog = BUILT_INS,
 ) -> JobSpec:
-    """The spec with `model.input_shape` filled in from the dataset; InvalidField names what is wrong."""
+    """The spec with `model.input_shape` (for a cnn, the dataset's image shape) and `name` filled in from
+    the dataset; InvalidField names what is wrong."""
     info = datasets.info(spec.dataset)
     features = num_features(info.input_shape)
-    shape = spec.model.input_shape or list(info.input_shape)
-    if spec.model.architecture in ("cnn", "resnet") and len(shape) != 3:
+    shape = spec.model.input_shape or default_input_shape(spec.model.architecture, info)
+    if spec.model.architecture in IMAGE_ARCHITECTURES and len(shape) != 3:
         raise InvalidField(
             "model.input_shape",
             f"a {spec.model.architecture} takes images: it needs [C, H, W] with C·H·W = {features} "
@@ -82,6 +94,7 @@ def plan_job(
         )
     _check_recipe(spec, shape)
     planned = spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape})})
+    planned = planned.model_copy(update={"name": spec.name or default_name(planned.model_dump(mode="json"), info.name)})
     count = parameter_count(planned.model, tuple(shape))
     if count > max_parameters:
         raise InvalidField("model", f"the network has {count:,} parameters; this service allows at most {max_parameters:,}")

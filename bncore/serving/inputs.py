@@ -1,6 +1,7 @@
 """Raw prediction inputs checked and turned into the tensor a served model takes."""
 
 import functools
+import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -26,7 +27,7 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
     except OverflowError:
         raise InvalidField("inputs", "a number too large for a 64-bit float") from None
     if array.shape[1:] != input_shape:
-        raise InvalidField("inputs", f"expected shape {_shape(input_shape)}, got {list(array.shape)}")
+        array = _flat_rows_reshaped(array, input_shape)
     if not np.abs(array).max() <= FLOAT32_MAX:  # also true of NaN
         _refuse_out_of_range(array)
     return torch.from_numpy(array.astype(np.float32))
@@ -66,7 +67,15 @@ def _json_kind(value: Any) -> str:
 
 
 def _shape(input_shape: tuple[int, ...]) -> str:
-    return f"[N, {', '.join(map(str, input_shape))}]"
+    shaped = f"[N, {', '.join(map(str, input_shape))}]"
+    return shaped if len(input_shape) == 1 else f"{shaped} or flat [N, {math.prod(input_shape)}]"
+
+
+def _flat_rows_reshaped(array: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """An image model also takes each sample as one flat row of its C·H·W values, in C, H, W order."""
+    if array.ndim == 2 and array.shape[1] == math.prod(input_shape):
+        return array.reshape(len(array), *input_shape)
+    raise InvalidField("inputs", f"expected shape {_shape(input_shape)}, got {list(array.shape)}")
 
 
 def _refuse_out_of_range(array: np.ndarray) -> None:

@@ -74,6 +74,7 @@ class JobRow(Base):
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     recalibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     best_epoch: Mapped[int | None] = mapped_column(Integer)  # set under early stopping
+    name: Mapped[str | None] = mapped_column(String(255))  # NULL before revision 0007: named from the spec
     metrics: Mapped[list["EpochRow"]] = relationship(order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan")
 
     __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),)
@@ -104,6 +105,7 @@ class ModelRow(Base):
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(255), index=True)
     parent_id: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))  # NULL before revision 0007: named from the spec
 
 
 class ExperimentRow(Base):

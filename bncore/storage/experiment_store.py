@@ -67,7 +67,7 @@ class ExperimentStore:
         """
         if idempotency_key is not None and (earlier := self.earlier(owner, idempotency_key, request_sha256)):
             return earlier, False
-        jobs = [new_job_row(spec, owner) for _, spec in variants]
+        jobs = [new_job_row(spec, owner, name=f"{name}/{variant}") for variant, spec in variants]
         row = ExperimentRow(
             id=f"exp_{uuid.uuid4().hex}",
             name=name,

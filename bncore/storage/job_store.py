@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bncore.errors import Conflict, JobNotFound
+from bncore.naming import default_name
 from bncore.storage.database import Database, EpochRow, JobRow, utcnow
 from bncore.storage.pagination import newest_first
 from bncore.training.epoch_metrics import EpochMetrics
@@ -57,6 +58,7 @@ class JobRecord:
     resumed_from_epoch: int | None
     owner: str | None
     recalibration: dict[str, Any] | None
+    name: str = ""
     metrics: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int | None = None  # under early stopping, the epoch whose weights the model holds
 
@@ -84,6 +86,7 @@ class JobRecord:
             resumed_from_epoch=row.resumed_from_epoch,
             owner=row.owner,
             recalibration=row.recalibration,
+            name=row.name or default_name(row.spec),
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
                 EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds, m.learning_rate)
@@ -99,9 +102,13 @@ def request_sha256(request: dict[str, Any]) -> str:
 
 
 def new_job_row(
-    spec: dict[str, Any], owner: str, idempotency_key: str | None = None, recalibration: dict[str, Any] | None = None
+    spec: dict[str, Any],
+    owner: str,
+    idempotency_key: str | None = None,
+    recalibration: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> JobRow:
-    """A queued job, not yet added to any session."""
+    """A queued job, not yet added to any session; without a `name`, one made from the spec."""
     return JobRow(
         id=f"job_{uuid.uuid4().hex}",
         status=QUEUED,
@@ -112,9 +119,15 @@ def new_job_row(
         attempts=0,
         owner=owner,
         idempotency_key=idempotency_key,
-        request_sha256=request_sha256({"spec": spec, "recalibration": recalibration}),
+        request_sha256=request_sha256({"spec": spec, "recalibration": recalibration, "name": name}),
         recalibration=recalibration,
+        name=name or default_name(spec),
     )
+
+
+def dataset_is(spec: Any, dataset: str) -> ColumnElement[bool]:
+    """The stored spec's `dataset.name` or `dataset.id` is `dataset`."""
+    return or_(spec[("dataset", "name")].as_string() == dataset, spec[("dataset", "id")].as_string() == dataset)
 
 
 class JobStore:
@@ -127,31 +140,37 @@ class JobStore:
         owner: str,
         idempotency_key: str | None = None,
         recalibration: dict[str, Any] | None = None,
+        name: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """The new job, or with an `idempotency_key` seen before, the job it made; True when new.
 
         Conflict when the key was used with another request body. A recalibration job carries the
-        parent model's spec and trains no epochs.
+        parent model's spec and trains no epochs. Without a `name`, one is made from the spec.
         """
-        if idempotency_key is not None and (earlier := self.earlier(owner, idempotency_key, spec, recalibration)):
+        if idempotency_key is not None and (earlier := self.earlier(owner, idempotency_key, spec, recalibration, name)):
             return earlier, False
-        row = new_job_row(spec, owner, idempotency_key, recalibration)
+        row = new_job_row(spec, owner, idempotency_key, recalibration, name)
         try:
             with self.db.session() as session, session.begin():
                 session.add(row)
         except IntegrityError:
             # The same key raced in from another request: answer as if it had come first.
-            return self.create(spec, owner, idempotency_key, recalibration)
+            return self.create(spec, owner, idempotency_key, recalibration, name)
         return self.get(row.id), True
 
     def earlier(
-        self, owner: str, idempotency_key: str, spec: dict[str, Any], recalibration: dict[str, Any] | None = None
+        self,
+        owner: str,
+        idempotency_key: str,
+        spec: dict[str, Any],
+        recalibration: dict[str, Any] | None = None,
+        name: str | None = None,
     ) -> JobRecord | None:
         """The job a request with this key made before; Conflict when that request had another body."""
         earlier = self._by_idempotency_key(owner, idempotency_key)
         if earlier is None:
             return None
-        if earlier.request_sha256 != request_sha256({"spec": spec, "recalibration": recalibration}):
+        if earlier.request_sha256 != request_sha256({"spec": spec, "recalibration": recalibration, "name": name}):
             raise Conflict(f"Idempotency-Key '{idempotency_key}' was used for a different request")
         return JobRecord.from_row(earlier)
 
@@ -173,9 +192,27 @@ class JobStore:
             rows = session.scalars(select(JobRow).where(JobRow.id.in_(job_ids))).all()
             return {row.id: JobRecord.from_row(row) for row in rows}
 
-    def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[JobRecord], str | None]:
+    def page(
+        self,
+        limit: int,
+        cursor: str | None,
+        owner: str | None = None,
+        *,
+        status: str | None = None,
+        dataset: str | None = None,
+        job_ids: list[str] | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """Newest first; only jobs with `status`, on `dataset` (a built-in's name or an upload's id),
+        or among `job_ids`, for those given."""
+        filters = []
+        if status is not None:
+            filters.append(JobRow.status == status)
+        if dataset is not None:
+            filters.append(dataset_is(JobRow.spec, dataset))
+        if job_ids is not None:
+            filters.append(JobRow.id.in_(job_ids))
         with self.db.session() as session:
-            rows, next_cursor = newest_first(session, JobRow, limit, cursor, owner)
+            rows, next_cursor = newest_first(session, JobRow, limit, cursor, owner, filters)
             return [JobRecord.from_row(row) for row in rows], next_cursor
 
     def _transition(self, job_id: str, allowed: tuple[str, ...], *conditions: Any, **values: Any) -> bool:

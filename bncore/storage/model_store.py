@@ -5,9 +5,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from bncore.errors import ModelNotFound
+from bncore.naming import default_name
 from bncore.specs import JobSpec
-from bncore.storage.database import Database, ModelRow, utcnow
+from bncore.storage.database import Database, JobRow, ModelRow, utcnow
+from bncore.storage.job_store import dataset_is
 from bncore.storage.pagination import newest_first
 
 
@@ -22,6 +26,7 @@ class ModelRecord:
     artifact_sha256: str
     owner: str | None
     parent_id: str | None
+    name: str = ""
 
     @classmethod
     def from_row(cls, row: ModelRow) -> "ModelRecord":
@@ -35,6 +40,7 @@ class ModelRecord:
             artifact_sha256=row.artifact_sha256,
             owner=row.owner,
             parent_id=row.parent_id,
+            name=row.name or default_name(row.spec),
         )
 
 
@@ -57,6 +63,7 @@ class ModelStore:
         owner: str | None,
         parent_id: str | None = None,
     ) -> ModelRecord:
+        """The model takes its job's name."""
         row = ModelRow(
             id=model_id,
             job_id=job_id,
@@ -69,6 +76,7 @@ class ModelStore:
             parent_id=parent_id,
         )
         with self.db.session() as session, session.begin():
+            row.name = session.scalar(select(JobRow.name).where(JobRow.id == job_id))
             session.add(row)
         return ModelRecord.from_row(row)
 
@@ -80,9 +88,24 @@ class ModelStore:
                 raise ModelNotFound(model_id)
             return ModelRecord.from_row(row)
 
-    def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[ModelRecord], str | None]:
+    def page(
+        self,
+        limit: int,
+        cursor: str | None,
+        owner: str | None = None,
+        *,
+        dataset: str | None = None,
+        job_id: str | None = None,
+    ) -> tuple[list[ModelRecord], str | None]:
+        """Newest first; only models trained on `dataset` (a built-in's name or an upload's id), or by
+        the job `job_id`, for those given."""
+        filters = []
+        if dataset is not None:
+            filters.append(dataset_is(ModelRow.spec, dataset))
+        if job_id is not None:
+            filters.append(ModelRow.job_id == job_id)
         with self.db.session() as session:
-            rows, next_cursor = newest_first(session, ModelRow, limit, cursor, owner)
+            rows, next_cursor = newest_first(session, ModelRow, limit, cursor, owner, filters)
             return [ModelRecord.from_row(row) for row in rows], next_cursor
 
     def delete(self, model_id: str, owner: str | None = None) -> None:

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from bncore.storage.database import decode_cursor, encode_cursor
@@ -12,10 +12,16 @@ Row = TypeVar("Row", bound=Any)
 
 
 def newest_first(
-    session: Session, table: type[Row], limit: int, cursor: str | None, owner: str | None = None
+    session: Session,
+    table: type[Row],
+    limit: int,
+    cursor: str | None,
+    owner: str | None = None,
+    filters: Sequence[ColumnElement[bool]] = (),
 ) -> tuple[Sequence[Row], str | None]:
-    """At most `limit` rows of `table` after `cursor` (only `owner`'s, if given), and the next page's cursor."""
-    query = select(table).order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
+    """At most `limit` rows of `table` after `cursor` (only `owner`'s, if given, and those matching every
+    one of `filters`), and the next page's cursor."""
+    query = select(table).where(*filters).order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
     if owner is not None:
         query = query.where(table.owner == owner)
     if cursor is not None:

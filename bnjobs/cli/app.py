@@ -1,19 +1,17 @@
 """The `bnjobs` commands: each reads its input, makes a few SDK calls and prints a table (or `--json`)."""
 
-import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import httpx
 import typer
 
 from bnjobs.cli import render
 from bnjobs.cli.files import UnreadableFile, read_request, read_rows
 from bnjobs.cli.watch import watch_experiment, watch_job
-from bnjobs.client import ApiError, Client, Experiment, Job
+from bnjobs.client import DEFAULT_URL, ApiError, Client, Experiment, Job, ServiceUnreachable
 from service.schemas import JobOut, PredictOut
 
 app = typer.Typer(
@@ -26,7 +24,11 @@ app = typer.Typer(
 jobs_app = typer.Typer(help="Training jobs: list, show, cancel.", no_args_is_help=True)
 models_app = typer.Typer(help="Trained models: list, show, delete.", no_args_is_help=True)
 experiments_app = typer.Typer(help="Experiments started with `bnjobs experiment`: list, show, cancel.", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="Datasets: list the built-in ones and uploads, upload a CSV or NPZ, delete an upload.", no_args_is_help=True
+)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(experiments_app, name="experiments")
 
@@ -49,7 +51,7 @@ class Connection:
 @app.callback()
 def connect(
     ctx: typer.Context,
-    url: Annotated[str, typer.Option(envvar="BNJOBS_URL", help="the service's base URL")] = "http://127.0.0.1:8000",
+    url: Annotated[str, typer.Option(envvar="BNJOBS_URL", help="the service's base URL")] = DEFAULT_URL,
     api_key: Annotated[str | None, typer.Option(envvar="BNJOBS_API_KEY", help="sent as a Bearer token")] = None,
 ) -> None:
     ctx.obj = Connection(url, api_key)
@@ -128,9 +130,12 @@ def list_jobs(
     ctx: typer.Context,
     limit: Limit = 20,
     as_json: JsonFlag = False,
+    status: Annotated[str | None, typer.Option(help="only jobs in this state, e.g. failed")] = None,
+    dataset: Annotated[str | None, typer.Option(help="only jobs on this dataset (a name or an upload's id)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="only this experiment's jobs")] = None,
 ) -> None:
     """Jobs, newest first."""
-    jobs = sdk(ctx).jobs.list(limit)
+    jobs = sdk(ctx).jobs.list(limit, status=status, dataset=dataset, experiment=experiment)
     render.show(jobs, as_json, lambda: render.jobs_table(jobs))
 
 
@@ -162,9 +167,11 @@ def list_models(
     ctx: typer.Context,
     limit: Limit = 20,
     as_json: JsonFlag = False,
+    dataset: Annotated[str | None, typer.Option(help="only models of this dataset (a name or an upload's id)")] = None,
+    job: Annotated[str | None, typer.Option(help="only the model this job trained")] = None,
 ) -> None:
     """Trained models, newest first."""
-    models = sdk(ctx).models.list(limit)
+    models = sdk(ctx).models.list(limit, dataset=dataset, job=job)
     render.show(models, as_json, lambda: render.models_table(models))
 
 
@@ -192,7 +199,7 @@ def predict(
             exists=True,
             dir_okay=False,
             readable=True,
-            help="raw features: a .npy array, or a CSV of one sample per row",
+            help="raw features: a .npy array (flat or shaped rows), or a CSV of one sample per row",
         ),
     ],
     proba: Annotated[bool, typer.Option("--proba", help="print each row's class probabilities")] = False,
@@ -201,10 +208,7 @@ def predict(
 ) -> None:
     """The most probable class of each row, one per line."""
     model = sdk(ctx).models.get(model_id)
-    rows = read_rows(inputs)
-    shape = tuple(model.info.input_shape)
-    if rows.shape[1:] != shape and rows[0].size == math.prod(shape):
-        rows = rows.reshape(len(rows), *shape)  # flat rows of a CSV for an image model
+    rows = read_rows(inputs)  # flat or shaped: the service takes either for an image model, as from curl
     answers = [model.predict_all(rows[start : start + batch_size]) for start in range(0, len(rows), batch_size)]
     answer = PredictOut(
         model_id=model.id,
@@ -218,6 +222,37 @@ def predict(
         print("\n".join(",".join(f"{p:.8g}" for p in row) for row in answer.probabilities))
     else:
         print("\n".join(map(str, answer.predictions)))
+
+
+@datasets_app.command("ls")
+def list_datasets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """The built-in datasets, then your uploads."""
+    datasets = sdk(ctx).datasets.list()
+    render.show(datasets, as_json, lambda: render.datasets_table(datasets))
+
+
+@datasets_app.command("upload")
+def upload_dataset(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a .csv or .npz file")],
+    name: Annotated[str | None, typer.Option(help="default: the file's name")] = None,
+    label_column: Annotated[str | None, typer.Option(help="CSV: the label column's header or index; default: the last")] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Upload a dataset and print its id; train on it with `dataset: {id: <id>}`."""
+    dataset = sdk(ctx).datasets.upload(file, label_column, name, description)
+    if as_json:
+        render.print_json(dataset)
+    else:
+        print(dataset.id)
+
+
+@datasets_app.command("rm")
+def delete_dataset(ctx: typer.Context, dataset_id: str) -> None:
+    """Delete an upload; the models trained on it keep serving."""
+    sdk(ctx).datasets.delete(dataset_id)
+    print(f"{dataset_id} deleted")
 
 
 @app.command()
@@ -283,8 +318,7 @@ def main() -> None:
     except ApiError as error:
         fields = "".join(f"\n  {field['field']}: {field['message']}" for field in error.fields)
         stop(f"{error.status} {error.code}: {error.message}{fields}")
-    except httpx.TransportError as error:
-        url = error.request.url
-        stop(f"could not reach the service at {url.scheme}://{url.netloc.decode()} ({type(error).__name__}: {error})")
+    except ServiceUnreachable as error:
+        stop(str(error))
     except (UnreadableFile, Failed) as error:
         stop(str(error))

@@ -13,7 +13,7 @@ from rich.console import Console, RenderableType
 from rich.table import Column, Table
 
 from bncore.specs import ModelSpec
-from service.schemas import BatchNormLayerOut, EpochMetricsOut, ExperimentOut, JobOut, ModelOut
+from service.schemas import BatchNormLayerOut, DatasetOut, EpochMetricsOut, ExperimentOut, JobOut, ModelOut
 
 
 def console(stderr: bool = False) -> Console:
@@ -67,11 +67,11 @@ def metrics_table(metrics: list[EpochMetricsOut]) -> Table:
 
 
 def jobs_table(jobs: list[JobOut]) -> Table:
-    table = Table("id", "status", *numeric("epoch", "val acc"), "created")
+    table = Table("id", "name", "status", *numeric("epoch", "val acc"), "created")
     for job in jobs:
         accuracy = job.metrics[-1].val_accuracy if job.metrics else None
         progress = f"{job.progress.epoch}/{job.progress.epochs}"
-        table.add_row(job.id, job.status, progress, number(accuracy), when(job.created_at))
+        table.add_row(job.id, job.name, job.status, progress, number(accuracy), when(job.created_at))
     return table
 
 
@@ -87,9 +87,10 @@ def job_details(job: JobOut) -> Table:
     return details(
         {
             "id": job.id,
+            "name": job.name,
             "status": job.status,
             "progress": f"epoch {job.progress.epoch}/{job.progress.epochs}",
-            "dataset": spec.dataset.name,
+            "dataset": spec.dataset.name or spec.dataset.id,
             "model": architecture(spec.model),
             "training": f"{spec.training.optimizer} lr={spec.training.learning_rate} batch={spec.training.batch_size} "
             f"seed={spec.training.seed} schedule={spec.training.schedule.kind}",
@@ -115,10 +116,11 @@ def architecture(model: ModelSpec) -> str:
 
 
 def models_table(models: list[ModelOut]) -> Table:
-    table = Table("id", "dataset", "model", *numeric("parameters", "val acc"), "created")
+    table = Table("id", "name", "dataset", "model", *numeric("parameters", "val acc"), "created")
     for model in models:
         table.add_row(
             model.id,
+            model.name,
             model.dataset,
             architecture(model.spec.model),
             f"{model.parameter_count:,}",
@@ -133,6 +135,7 @@ def model_details(model: ModelOut) -> Table:
     return details(
         {
             "id": model.id,
+            "name": model.name,
             "job": model.job_id,
             "created": when(model.created_at),
             "dataset": model.dataset,
@@ -146,6 +149,22 @@ def model_details(model: ModelOut) -> Table:
             "sha256": model.artifact_sha256,
         }
     )
+
+
+def datasets_table(datasets: list[DatasetOut]) -> Table:
+    """Built-ins are named by `name` in a job, uploads by `id`."""
+    table = Table("name", "id", "source", "input shape", *numeric("classes", "samples"), "created")
+    for dataset in datasets:
+        table.add_row(
+            dataset.name,
+            dataset.id or "-",
+            dataset.source,
+            str(dataset.input_shape),
+            str(dataset.num_classes),
+            str(dataset.num_samples),
+            when(dataset.created_at),
+        )
+    return table
 
 
 def layer_summary(layer: BatchNormLayerOut) -> dict[str, Any]:

@@ -5,15 +5,16 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
+from bncore.errors import NotFound
 from bncore.specs import JobSpec
 from bncore.storage.job_store import FINISHED, JobStore
 from bncore.training.plots import training_curves_png
 from service.auth import Trainer
 from service.deps import JobsDep, PageCursor, PageLimit, ServicesDep, require_json
-from service.schemas import JOB_EXAMPLES, PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage, error_responses
+from service.schemas import JOB_EXAMPLES, PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage, JobStatus, error_responses
 from service.submissions import plan_submission, queue_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 403, 422))
@@ -34,7 +35,9 @@ def submit_job(
     caller: Trainer,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JobOut:
-    """Queue a training job. Only `model.architecture`, `model.num_classes` and `dataset` are required.
+    """Queue a training job. Only `model.architecture`, `model.num_classes` and `dataset` are required:
+    `model.input_shape` defaults to the dataset's (for a cnn, its image shape, e.g. [1, 8, 8] for digits)
+    and `name` to one made from the spec, e.g. `mlp-3x100-bn-digits`.
 
     With an `Idempotency-Key` header, sending the same body again returns the job the first
     request made instead of starting another.
@@ -48,11 +51,23 @@ def submit_job(
 def list_jobs(
     jobs: JobsDep,
     caller: Trainer,
+    services: ServicesDep,
     limit: PageLimit = 20,
     cursor: PageCursor = None,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,
+    dataset: Annotated[
+        str | None, Query(max_length=100, description="only jobs on this dataset: a built-in's name or an upload's id")
+    ] = None,
+    experiment: Annotated[str | None, Query(max_length=64, description="only the variant jobs of this experiment")] = None,
 ) -> JobPage:
-    """Jobs, newest first."""
-    page, next_cursor = jobs.page(limit, cursor, caller.owner_filter)
+    """Jobs, newest first, filtered by `status`, `dataset` and `experiment` where given."""
+    job_ids = None
+    if experiment is not None:
+        try:
+            job_ids = [v["job_id"] for v in services.experiments.get(experiment, caller.owner_filter).variants]
+        except NotFound:
+            job_ids = []
+    page, next_cursor = jobs.page(limit, cursor, caller.owner_filter, status=status, dataset=dataset, job_ids=job_ids)
     return JobPage(items=[JobOut.from_record(job) for job in page], next_cursor=next_cursor)
 
 

@@ -4,7 +4,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import torch
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from bncore.bn.layers import batchnorm_layers
@@ -24,6 +24,7 @@ from service.deps import (
     ServicesDep,
     SettingsDep,
     require_json,
+    require_json_if_any,
 )
 from service.observability.metrics import PREDICT_ROUTE
 from service.schemas import (
@@ -79,9 +80,13 @@ def list_models(
     caller: Reader,
     limit: PageLimit = 20,
     cursor: PageCursor = None,
+    dataset: Annotated[
+        str | None, Query(max_length=100, description="only models of this dataset: a built-in's name or an upload's id")
+    ] = None,
+    job: Annotated[str | None, Query(max_length=64, description="only the model this job trained")] = None,
 ) -> ModelPage:
-    """Models, newest first."""
-    page, next_cursor = models.page(limit, cursor, caller.owner_filter)
+    """Models, newest first, filtered by `dataset` and `job` where given."""
+    page, next_cursor = models.page(limit, cursor, caller.owner_filter, dataset=dataset, job_id=job)
     items = [ModelOut.from_record(model, settings.fold_batchnorm) for model in page]
     return ModelPage(items=items, next_cursor=next_cursor)
 
@@ -165,20 +170,29 @@ def download_artifact(
     "/{model_id}/recalibrate",
     status_code=202,
     response_model=JobOut,
-    dependencies=[Depends(require_json)],
+    dependencies=[Depends(require_json_if_any)],
     responses={**SERVED, **error_responses(413, 415)},
 )
 def recalibrate_model(
-    model_id: str, body: RecalibrationRequest, response: Response, services: ServicesDep, caller: Trainer
+    model_id: str,
+    response: Response,
+    services: ServicesDep,
+    caller: Trainer,
+    body: Annotated[RecalibrationRequest | None, Body()] = None,
 ) -> JobOut:
     """Start a job that recomputes every BN layer's statistics over data, layer by layer (population
     statistics); the result is a new model whose `parent_id` is this one. Omit `dataset` for the model's
-    own training split; another dataset with the same features adapts the model to it (AdaBN)."""
+    own training split; another dataset with the same features adapts the model to it (AdaBN). Every
+    field is optional: no body at all is the same as `{}`."""
+    body = body or RecalibrationRequest()
     parent = services.models.get(model_id, caller.owner_filter)
     check_recalibration(parent.spec, body, services.datasets.visible_to(caller.owner_filter))
     recalibration = Recalibration(parent_model_id=model_id, **body.model_dump())
     job, _ = services.jobs.create(
-        parent.spec.model_dump(mode="json"), caller.owner, recalibration=recalibration.model_dump(mode="json")
+        parent.spec.model_dump(mode="json"),
+        caller.owner,
+        recalibration=recalibration.model_dump(mode="json"),
+        name=f"{parent.name}-recalibrated",
     )
     enqueue_or_fail(services, job.id, parent.spec.resources.device)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

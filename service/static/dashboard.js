@@ -15,6 +15,7 @@ const $ = (selector) => document.querySelector(selector);
 const state = {
   jobId: null, job: null, metrics: [], stream: null,
   modelId: null, experimentId: null, experimentShown: null, timers: [], session: 0,
+  datasetNames: new Map(),  // an upload's id -> its name: uploads are shown by name, the id on hover
 };
 
 class ApiError extends Error {
@@ -98,6 +99,17 @@ function networkOf(model) {
   return `${model.architecture} ${JSON.stringify(model.hidden_sizes)}`;
 }
 
+/** What people read for a dataset: a built-in's name, an upload's name (its id while unknown). */
+function datasetLabel(ref) {
+  return ref.name ?? state.datasetNames.get(ref.id) ?? ref.id;
+}
+
+/** `job_3b70…`: enough to tell rows apart; the whole id is on hover and in the detail panel. */
+function shortId(id) {
+  const cut = id.lastIndexOf("_") + 5;
+  return cut > 4 && id.length > cut ? `${id.slice(0, cut)}…` : id;
+}
+
 // The answer each list shows now, as JSON: an unchanged answer leaves the rows (and a click on one) be.
 const shownRows = new Map();
 
@@ -133,27 +145,55 @@ function itemRow(key, id, shownId, cells) {
 
 const statusCell = (status) => cell(status, `status status-${status}`);
 
-function cell(text, className) {
+function cell(text, className, title) {
   const td = document.createElement("td");
   td.textContent = text;
   if (className) td.className = className;
+  if (title) td.title = title;
   return td;
 }
 
-const formatTime = (iso) => iso.replace("T", " ").slice(0, 19);
+const idCell = (id) => cell(shortId(id), "id", id);
+const textCell = (text) => cell(text, "", text);
+const numberCell = (text) => cell(text, "number");
+
+/** A bar of epochs done, and `epoch/epochs`. */
+function progressCell(job) {
+  const td = cell("", "progress");
+  const bar = document.createElement("span");
+  bar.className = "bar";
+  bar.dataset.status = job.status;
+  const done = document.createElement("span");
+  const fraction = job.progress.epochs ? job.progress.epoch / job.progress.epochs : 0;
+  done.style.width = `${Math.round(fraction * 1000) / 10}%`;
+  bar.append(done);
+  td.append(bar, `${job.progress.epoch}/${job.progress.epochs}`);
+  return td;
+}
+
+// Month, day, hours and minutes (UTC, as the API answers); the whole time is on hover.
+const formatTime = (iso) => iso.slice(5, 16).replace("T", " ");
+const timeCell = (iso) => cell(formatTime(iso), "", iso);
 const formatAccuracy = (value) => (value === undefined || value === null ? "" : value.toFixed(3));
 
 function jobRow(job) {
   const last = job.metrics[job.metrics.length - 1];
   return itemRow("jobId", job.id, state.jobId, [
-    cell(job.id, "id"), statusCell(job.status), cell(datasetOf(job.spec)),
-    cell(`${job.spec.model.architecture} ${job.spec.model.normalization}`),
-    cell(`${job.progress.epoch}/${job.progress.epochs}`), cell(formatAccuracy(last && last.val_accuracy)),
-    cell(formatTime(job.created_at)),
+    idCell(job.id), textCell(job.name), statusCell(job.status), progressCell(job),
+    numberCell(formatAccuracy(last && last.val_accuracy)), cell(datasetLabel(job.spec.dataset), "", datasetOf(job.spec)),
+    timeCell(job.created_at),
   ]);
 }
 
 const refreshJobs = () => refreshList("/v1/jobs?limit=20", "#job-rows", "#jobs-error", jobRow);
+
+/** On opening the page, the newest running job (else the newest job) is the one whose curves are shown. */
+async function showLatestJob() {
+  const page = await refreshJobs();
+  if (!page || state.jobId || !page.items.length) return;
+  const running = page.items.find((job) => job.status === "running");
+  selectJob((running ?? page.items[0]).id);
+}
 
 function selectJob(jobId) {
   if (state.stream) state.stream.abort();
@@ -163,6 +203,7 @@ function selectJob(jobId) {
   for (const row of document.querySelectorAll("#job-rows tr")) row.classList.toggle("selected", row.dataset.jobId === jobId);
   $("#job-detail").hidden = false;
   $("#job-title").textContent = jobId;
+  $("#job-name").textContent = "";
   $("#job-status").textContent = "…";
   $("#job-info").textContent = "";
   $("#job-model").hidden = true;
@@ -232,13 +273,14 @@ function onJobEvent(jobId, kind, data) {
 }
 
 function showJob(job) {
+  if (job.name) $("#job-name").textContent = job.name;
   $("#job-status").textContent = job.status;
   $("#job-status").className = `status-${job.status}`;
   const recalibration = job.recalibration;
   const parts = recalibration
     ? [`BN statistics of ${recalibration.parent_model_id} recomputed over `
-      + (recalibration.dataset ? datasetOf(recalibration) : "its training split")]
-    : [`${datasetOf(job.spec)}, ${networkOf(job.spec.model)}`,
+      + (recalibration.dataset ? datasetLabel(recalibration.dataset) : "its training split")]
+    : [`${datasetLabel(job.spec.dataset)}, ${networkOf(job.spec.model)}`,
       `${job.spec.training.optimizer} lr ${job.spec.training.learning_rate}, batch ${job.spec.training.batch_size}`];
   if (job.worker) parts.push(`worker ${job.worker}`);
   if (job.error) parts.push(`${job.error.code}: ${job.error.message}`);
@@ -265,7 +307,7 @@ function drawChart() {
   const chart = $("#job-chart");
   const epochs = Math.max(state.job ? state.job.progress.epochs : 1, state.metrics.length, 1);
   const metrics = [...state.metrics].sort((a, b) => a.epoch - b.epoch);
-  const panelWidth = 360, height = 260, margin = { left: 44, right: 12, top: 22, bottom: 30 };
+  const panelWidth = 240, height = 220, margin = { left: 40, right: 10, top: 22, bottom: 30 };
   const nodes = [];
   CHART_PANELS.forEach((panel, index) => {
     const x0 = index * panelWidth + margin.left, x1 = (index + 1) * panelWidth - margin.right;
@@ -290,8 +332,8 @@ function drawChart() {
       // A single epoch is a point, not a line: a dot shows it.
       for (const m of metrics) nodes.push(svg("circle", { cx: x(m.epoch), cy: y(m[name]), r: 2.5, class: kind }));
     }
-    nodes.push(svg("text", { x: x1 - 90, y: 14, class: "train" }, "— train"));
-    nodes.push(svg("text", { x: x1 - 40, y: 14, class: "val" }, "— val"));
+    nodes.push(svg("text", { x: x1 - 84, y: 14, class: "train" }, "— train"));
+    nodes.push(svg("text", { x: x1 - 32, y: 14, class: "val" }, "— val"));
   });
   chart.replaceChildren(...nodes);
   const last = metrics[metrics.length - 1];
@@ -304,12 +346,25 @@ function drawChart() {
 
 // --- Models -------------------------------------------------------------------------------------
 
-function modelRow(model) {
-  return itemRow("modelId", model.id, state.modelId, [
-    cell(model.id, "id"), cell(model.dataset), cell(`${model.spec.model.architecture} ${model.spec.model.normalization}`),
-    cell(String(model.parameter_count)), cell(formatAccuracy(model.final_metrics.val_accuracy)),
-    cell(formatTime(model.created_at)),
+/** The ids of the models with the highest validation accuracy of each dataset among `models`. */
+function bestModels(models) {
+  const best = new Map();
+  for (const model of models) {
+    const leader = best.get(model.dataset);
+    if (!leader || model.final_metrics.val_accuracy > leader.final_metrics.val_accuracy) best.set(model.dataset, model);
+  }
+  return new Set([...best.values()].map((model) => model.id));
+}
+
+function modelRow(model, _index, models) {
+  const best = bestModels(models).has(model.id);
+  const row = itemRow("modelId", model.id, state.modelId, [
+    idCell(model.id), textCell(model.name), cell(datasetLabel(model.spec.dataset), "", model.dataset),
+    numberCell(model.parameter_count.toLocaleString("en-US")),
+    numberCell(formatAccuracy(model.final_metrics.val_accuracy) + (best ? " ★" : "")), timeCell(model.created_at),
   ]);
+  row.classList.toggle("best", best);
+  return row;
 }
 
 const refreshModels = () => refreshList("/v1/models?limit=20", "#model-rows", "#models-error", modelRow);
@@ -319,6 +374,7 @@ async function selectModel(modelId) {
   for (const row of document.querySelectorAll("#model-rows tr")) row.classList.toggle("selected", row.dataset.modelId === modelId);
   $("#model-detail").hidden = false;
   $("#model-title").textContent = modelId;
+  $("#model-name").textContent = "";
   $("#model-error").textContent = "";
   $("#bn-rows").replaceChildren();
   $("#model-info").textContent = "";
@@ -331,8 +387,11 @@ async function selectModel(modelId) {
       [getJson(base), getJson(`${base}/batchnorm`), getJson(`${base}/drift`)],
     );
     if (state.modelId !== modelId) return;
+    // The job that trained it, with its curves, in the job panel: a model's whole story on one screen.
+    if (state.jobId !== model.job_id) selectJob(model.job_id);
+    $("#model-name").textContent = model.name;
     $("#model-info").textContent = [
-      `${model.dataset}, ${networkOf(model.spec.model)}`,
+      `${datasetLabel(model.spec.dataset)}, ${networkOf(model.spec.model)}`,
       `${model.parameter_count} parameters`, `val acc ${formatAccuracy(model.final_metrics.val_accuracy)}`,
       ...(model.parent_id ? [`BN statistics recalibrated from ${model.parent_id}`] : []),
     ].join(" · ");
@@ -341,9 +400,10 @@ async function selectModel(modelId) {
     $("#bn-rows").replaceChildren(...batchnorm.layers.map((layer) => {
       const seen = served.get(layer.name);
       const row = document.createElement("tr");
-      row.append(cell(layer.name), cell(String(layer.num_features)), cell(mean(layer.gamma)), cell(mean(layer.beta)),
-        cell(mean(layer.running_mean)), cell(mean(layer.running_var)), cell(seen ? String(seen.samples) : ""),
-        cell(formatRatio(seen?.mean_shift)), cell(formatRatio(seen?.variance_ratio)),
+      row.append(cell(layer.name), numberCell(String(layer.num_features)), numberCell(mean(layer.gamma)),
+        numberCell(mean(layer.beta)), numberCell(mean(layer.running_mean)), numberCell(mean(layer.running_var)),
+        numberCell(seen ? String(seen.samples) : ""), numberCell(formatRatio(seen?.mean_shift)),
+        numberCell(formatRatio(seen?.variance_ratio)),
         cell(seen?.drifted ? "yes" : "no", seen?.drifted ? "drifted" : ""));
       return row;
     }));
@@ -393,9 +453,9 @@ function bestVariant(experiment) {
 function experimentRow(experiment) {
   const best = bestVariant(experiment);
   return itemRow("experimentId", experiment.id, state.experimentId, [
-    cell(experiment.id, "id"), cell(experiment.name), statusCell(experiment.status),
-    cell(String(experiment.variants.length)), cell(best ? best.name : ""), cell(formatAccuracy(best?.best_val_accuracy)),
-    cell(formatTime(experiment.created_at)),
+    cell(experiment.name, "", `${experiment.name} (${experiment.id}, ${experiment.created_at})`), statusCell(experiment.status),
+    numberCell(String(experiment.variants.length)),
+    cell(best ? `${best.name} ${formatAccuracy(best.best_val_accuracy)}` : "", "", best ? best.name : ""),
   ]);
 }
 
@@ -413,6 +473,7 @@ async function selectExperiment(experimentId) {
   }
   $("#experiment-detail").hidden = false;
   $("#experiment-title").textContent = experimentId;
+  $("#experiment-name").textContent = "";
   $("#experiment-status").textContent = "…";
   $("#experiment-cancel").hidden = true;
   $("#experiment-error").textContent = "";
@@ -431,12 +492,14 @@ async function showExperiment(experiment) {
   const table = JSON.stringify(experiment);
   if (table === state.experimentShown) return;
   state.experimentShown = table;
+  $("#experiment-name").textContent = experiment.name;
   $("#experiment-status").textContent = experiment.status;
+  $("#experiment-status").className = `status-${experiment.status}`;
   $("#experiment-cancel").hidden = experiment.status === "finished";
   $("#variant-rows").replaceChildren(...experiment.variants.map((v) => itemRow("jobId", v.job_id, state.jobId, [
-    cell(v.name), cell(v.job_id, "id"), statusCell(v.status),
-    cell(formatAccuracy(v.final_val_accuracy)), cell(formatAccuracy(v.best_val_accuracy)),
-    cell(v.epochs_to_target ?? ""), cell(v.diverged ? "yes" : "no"),
+    textCell(v.name), idCell(v.job_id), statusCell(v.status),
+    numberCell(formatAccuracy(v.final_val_accuracy)), numberCell(formatAccuracy(v.best_val_accuracy)),
+    numberCell(v.epochs_to_target ?? ""), cell(v.diverged ? "yes" : "no"),
   ])));
   try {
     await showPlot($("#experiment-plot"), `/v1/experiments/${encodeURIComponent(experiment.id)}/plot.png`,
@@ -575,6 +638,7 @@ async function refreshDatasets() {
     const answer = await getCurrentJson("/v1/datasets");
     if (!answer) return;
     const { items } = answer;
+    state.datasetNames = new Map(items.filter((dataset) => dataset.id).map((dataset) => [dataset.id, dataset.name]));
     const options = items.map(datasetOption);
     const shown = [...select.options].map((option) => option.value);
     if (shown.join("\n") === options.map((option) => option.value).join("\n")) return;  // as rendered: leave the form be
@@ -597,17 +661,32 @@ function stop() {
   state.jobId = state.modelId = state.experimentId = null;
 }
 
-function start() {
+async function start() {
   stop();
+  const session = state.session;
+  document.body.dataset.loaded = "false";
   if (!openAccess) {
     $("#key-forget").hidden = false;
     $("#key-message").textContent = "using the key of this tab";
   }
-  refreshDatasets();
-  refreshJobs();
-  refreshModels();
-  refreshExperiments();
   state.timers = [setInterval(refreshJobs, JOBS_REFRESH_MS), setInterval(refreshExperiments, EXPERIMENTS_REFRESH_MS)];
+  // Names of uploads first, so that the lists show them; then every list at once.
+  await refreshDatasets();
+  await Promise.all([showLatestJob(), refreshModels(), refreshExperiments()]);
+  if (session === state.session) document.body.dataset.loaded = "true";  // the tests wait for this
+}
+
+/** A click on an id in a detail panel's title copies it. */
+function setupCopy() {
+  document.addEventListener("click", async (event) => {
+    const id = event.target.closest(".copyable");
+    if (!id || !id.textContent) return;
+    try {
+      await navigator.clipboard.writeText(id.textContent);
+      id.classList.add("copied");
+      setTimeout(() => id.classList.remove("copied"), 1500);
+    } catch (_) { /* no clipboard here (not a secure context): the id can still be selected */ }
+  });
 }
 
 function setup() {
@@ -650,6 +729,7 @@ function setup() {
   });
   setupJobForm();
   setupUploadForm();
+  setupCopy();
   if (openAccess || sessionStorage.getItem(KEY_ITEM)) {
     start();
   } else {

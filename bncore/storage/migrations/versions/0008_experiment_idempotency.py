@@ -1,14 +1,14 @@
 """Idempotency keys for experiments, as jobs have them.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"  # 0006 and 0007 are made on other branches at the same time: chain them at the merge
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,25 @@
+"""Readable default names for jobs and models, e.g. `mlp-3x100-bn-digits`."""
+
+from typing import Any
+
+MAX_NAME_LENGTH = 100
+
+
+def _sizes(sizes: list[int]) -> str:
+    """`3x100` for equal widths, `64-32` otherwise, `linear` for none."""
+    if not sizes:
+        return "linear"
+    if len(set(sizes)) == 1 and len(sizes) > 1:
+        return f"{len(sizes)}x{sizes[0]}"
+    return "-".join(map(str, sizes))
+
+
+def default_name(spec: dict[str, Any], dataset_label: str | None = None) -> str:
+    """Architecture, widths, `bn` or `nobn`, and the dataset (its name; an upload's id when no label is given)."""
+    model = spec.get("model", {})
+    architecture = str(model.get("architecture", "model"))
+    sizes = model.get("hidden_sizes" if architecture == "mlp" else "channels") or []
+    normalization = "bn" if model.get("normalization", "batchnorm") == "batchnorm" else "nobn"
+    dataset = spec.get("dataset", {})
+    label = dataset_label or dataset.get("name") or dataset.get("id") or "data"
+    return f"{architecture}-{_sizes(list(sizes))}-{normalization}-{label}"[:MAX_NAME_LENGTH]
