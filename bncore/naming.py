@@ -15,11 +15,17 @@ def _sizes(sizes: list[int]) -> str:
 
 
 def default_name(spec: dict[str, Any], dataset_label: str | None = None) -> str:
-    """Architecture, widths, `bn` or `nobn`, and the dataset (its name; an upload's id when no label is given)."""
+    """Architecture, widths (a resnet's depth × width), `bn` or `nobn`, and the dataset.
+
+    The dataset is named by its name, or an upload by its id when no label is given.
+    """
     model = spec.get("model", {})
     architecture = str(model.get("architecture", "model"))
-    sizes = model.get("hidden_sizes" if architecture == "mlp" else "channels") or []
+    if architecture == "resnet":
+        shape = f"{model.get('depth', 20)}x{model.get('width', 16)}"  # depth × base width: resnet-20x16
+    else:
+        shape = _sizes(list(model.get("hidden_sizes" if architecture == "mlp" else "channels") or []))
     normalization = "bn" if model.get("normalization", "batchnorm") == "batchnorm" else "nobn"
     dataset = spec.get("dataset", {})
     label = dataset_label or dataset.get("name") or dataset.get("id") or "data"
-    return f"{architecture}-{_sizes(list(sizes))}-{normalization}-{label}"[:MAX_NAME_LENGTH]
+    return f"{architecture}-{shape}-{normalization}-{label}"[:MAX_NAME_LENGTH]

@@ -28,7 +28,11 @@ BAD_JOBS = [
     ({"model": {"dropout_rate": 0.5}}, "model.dropout_rate", "Extra inputs are not permitted"),
     ({"model": {"architecture": "resnet", "input_shape": [1, 8, 8], "depth": 21}}, "model.depth", "6n+2"),
     ({"model": {"architecture": "resnet", "input_shape": [1, 8, 8], "depth": 4}}, "model.depth", "greater than or equal to 8"),
-    ({"model": {"architecture": "resnet"}}, "model.input_shape", "a resnet takes images"),
+    (
+        {"model": {"architecture": "resnet", "num_classes": 3}, "dataset": {"name": "iris"}},
+        "model.input_shape",
+        "a resnet takes images",
+    ),
     ({"model": {"architecture": "resnet", "input_shape": [64]}}, "model.input_shape", "e.g. [1, 8, 8]"),
     ({"model": {"dropout": 1.0}}, "model.dropout", "less than 1"),
     ({"model": {"dropout": -0.1}}, "model.dropout", "greater than or equal to 0"),

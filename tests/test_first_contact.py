@@ -1,6 +1,7 @@
 """A new user's first hour with the API: the README's shortest job for a CNN, predictions in either row
 shape, listings that filter (and refuse what they cannot), readable names, docs that load offline."""
 
+import json
 import logging
 import re
 import subprocess
@@ -47,9 +48,22 @@ def test_a_name_given_at_submission_names_the_job_and_its_model(client: httpx.Cl
     default = submit(client, job_request(model={"hidden_sizes": [64, 32], "normalization": "none"}, training={"epochs": 1}))
     assert default["name"] == "mlp-64-32-nobn-digits"
     assert submit(client, job_request(training={"epochs": 1}))["name"] == "mlp-3x100-bn-digits"
+    resnet = submit(client, job_request(model={"architecture": "resnet", "depth": 8}, training={"epochs": 1}))
+    assert resnet["name"] == "resnet-8x16-bn-digits" and resnet["spec"]["model"]["input_shape"] == [1, 8, 8]
     too_long = client.post("/v1/jobs", json=job_request() | {"name": "x" * 101})
     assert too_long.status_code == 422
     assert too_long.json()["error"]["fields"][0]["field"] == "name"
+
+
+def test_the_api_page_shows_the_full_request_the_service_stores_for_the_minimal_one(client: httpx.Client) -> None:
+    """docs/api.md's 'full request, with the defaults': exactly the spec and name a minimal job gets."""
+    page = (ROOT / "docs" / "api.md").read_text()
+    after = page.index("the full request, with the defaults")
+    shown = json.loads(page[page.index("```json\n", after) + 8 : page.index("```\n", page.index("```json\n", after) + 8)])
+    minimal = {"model": {"architecture": "mlp", "num_classes": 10}, "dataset": {"name": "digits"}, "training": {"epochs": 10}}
+    job = submit(client, minimal)
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert {"name": job["name"], **job["spec"]} == shown
 
 
 def predict(client: httpx.Client, model_id: str, rows: np.ndarray) -> httpx.Response:
