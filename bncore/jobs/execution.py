@@ -77,7 +77,7 @@ def train_model(
     input_shape = tuple(spec.model.input_shape or dataset.info.input_shape)
     data = prepare_data(dataset, input_shape, spec.training.validation_fraction, spec.training.seed).to(device)
     torch.manual_seed(spec.training.seed)
-    network = build_network(spec.model, input_shape).to(device)
+    network = build_network(spec.model, input_shape, for_training=True).to(device)
     result = train(network, data, spec.training, **callbacks)
     network.eval()
     return TrainedModel(spec, network.cpu(), data.input_mean.cpu(), data.input_std.cpu()), result
