@@ -42,6 +42,7 @@ from bncore.training.sharding import BatchShard
 DATA, RESUME, RESULT = "data.safetensors", "resume.safetensors", "result.safetensors"
 STOP_POLL_SECONDS = 0.2  # how often a rank looks for the caller's stop request
 PUMP_SECONDS = 0.1
+GANG_FOLDER_PREFIX = "bnjobs-gang-"  # + the run id: a gang's work folder, where each rank leaves `rank-N.pid`
 
 
 class GangFailed(Exception):
@@ -95,7 +96,10 @@ def train_data_parallel(
     `on_epoch` gets each epoch's metrics, with a checkpoint when one was due; `interrupt` is called
     while they train and stops the gang by raising. A failed gang raises GangFailed, or TrainingDiverged.
     """
-    with tempfile.TemporaryDirectory(prefix="bnjobs-gang-") as folder, get_context("spawn").Manager() as manager:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"{GANG_FOLDER_PREFIX}{gang.run_id}-") as folder,
+        get_context("spawn").Manager() as manager,
+    ):
         workdir = Path(folder)
         _save(workdir / DATA, _data_tensors(data), {})
         if resume is not None:
@@ -183,10 +187,11 @@ def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: A
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+    workdir = Path(folder)
+    (workdir / f"rank-{rank}.pid").write_text(str(os.getpid()))  # which process is which, for an operator
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         spec = JobSpec.model_validate_json(spec_json)
-        workdir = Path(folder)
         tensors, _ = _load(workdir / DATA)
         data = PreparedData(**tensors).to(device)
         input_shape = tuple(spec.model.input_shape or data.x_train.shape[1:])
