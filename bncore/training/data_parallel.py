@@ -96,6 +96,11 @@ def train_data_parallel(
     `on_epoch` gets each epoch's metrics, with a checkpoint when one was due; `interrupt` is called
     while they train and stops the gang by raising. A failed gang raises GangFailed, or TrainingDiverged.
     """
+    if torch.cuda.is_available() and gang.processes > torch.cuda.device_count():
+        raise GangFailed(
+            f"the job asks for {gang.processes} processes, one per GPU, and this worker has {torch.cuda.device_count()}",
+            lost=False,
+        )
     with (
         tempfile.TemporaryDirectory(prefix=f"{GANG_FOLDER_PREFIX}{gang.run_id}-") as folder,
         get_context("spawn").Manager() as manager,
