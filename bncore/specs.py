@@ -57,6 +57,18 @@ class ModelSpec(StrictModel):
     )
     bn_momentum: float = Field(0.1, gt=0, le=1, description="PyTorch's convention: running = (1-m)·running + m·batch")
     bn_eps: float = Field(1e-5, gt=0, le=1)
+    bn_sync: Literal["global", "local"] | None = Field(
+        None,
+        description="a data-parallel job's BN: `global` normalises with the statistics of the global batch, "
+        "`local` with each process's share; default: `global` when the job runs on more than one process",
+    )
+    virtual_batch_size: int | None = Field(
+        None,
+        ge=2,
+        le=65_536,
+        description="ghost BN (Hoffer et al. 2017): BN statistics over sub-batches of this size while training; "
+        "at inference it is plain BN",
+    )
 
     @field_validator("depth")
     @classmethod
@@ -161,6 +173,15 @@ class ResourcesSpec(StrictModel):
     device: Literal["gpu", "cpu", "any"] = Field(
         "any", description="which workers may take the job; `any` goes to the first free worker"
     )
+    processes: int = Field(
+        1, ge=1, le=64, description="data-parallel processes per worker (one per GPU on CUDA); each takes a share of the batch"
+    )
+    workers: int = Field(1, ge=1, le=64, description="workers the job spans; only 1 is supported yet")
+
+    @property
+    def world_size(self) -> int:
+        """Processes over all workers: what the global batch is shared by."""
+        return self.processes * self.workers
 
 
 class JobSpec(StrictModel):

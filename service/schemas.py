@@ -120,6 +120,7 @@ class JobOut(BaseModel):
     device: str | None = Field(description="where the job trains, e.g. `cpu` or `cuda:0`")
     worker: str | None = Field(description="the Celery worker that took the job")
     attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")
+    world_size: int = Field(1, description="processes that train the job together (processes × workers); 1: no data parallelism")
     resumed_from_epoch: int | None = Field(description="the checkpoint the last attempt went on from, if any")
     best_epoch: int | None = Field(
         None, description="under `training.early_stopping`: the epoch whose weights the model holds; null otherwise"
@@ -144,6 +145,7 @@ class JobOut(BaseModel):
             device=job.device,
             worker=job.worker,
             attempts=job.attempts,
+            world_size=job.world_size,
             resumed_from_epoch=job.resumed_from_epoch,
             best_epoch=job.best_epoch,
             cancel_requested=job.cancel_requested,

@@ -45,6 +45,14 @@ BAD_JOBS = [
     ({"model": {"init": "orthogonal"}}, "model.init", "'default', 'kaiming_normal', 'xavier_normal' or 'normal'"),
     ({"model": {"init_scale": 0}}, "model.init_scale", "greater than 0"),
     ({"dataset": {"name": "mnist"}}, "dataset.name", "unknown dataset 'mnist'"),
+    ({"resources": {"processes": 3}, "training": {"batch_size": 64}}, "training.batch_size", "a multiple of 3"),
+    ({"resources": {"processes": 4}, "training": {"batch_size": 4}}, "training.batch_size", "BN needs at least 2"),
+    ({"resources": {"processes": 0}}, "resources.processes", "greater than or equal to 1"),
+    ({"resources": {"workers": 2}}, "resources.workers", "not supported yet"),
+    ({"model": {"bn_sync": "sometimes"}}, "model.bn_sync", "'global' or 'local'"),
+    ({"model": {"virtual_batch_size": 8}, "resources": {"processes": 2}}, "model.virtual_batch_size", "one process"),
+    ({"model": {"virtual_batch_size": 128}, "training": {"batch_size": 64}}, "model.virtual_batch_size", "at most"),
+    ({"model": {"virtual_batch_size": 8, "normalization": "none"}}, "model.virtual_batch_size", "need BN layers"),
 ]
 
 

@@ -13,7 +13,7 @@ from functools import partial
 
 import torch
 
-from bncore.data.builtin import prepare_data
+from bncore.data.builtin import PreparedData, prepare_data
 from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.errors import ArtifactUnavailable, DatasetUnavailable
 from bncore.jobs.background import EpochRecorder, heartbeat
@@ -25,6 +25,7 @@ from bncore.storage.job_store import JobStore, Lease, LeaseLost
 from bncore.storage.model_store import new_model_id
 from bncore.storage.wiring import Stores
 from bncore.training.checkpoints import Checkpoint
+from bncore.training.data_parallel import Gang, GangFailed, train_data_parallel
 from bncore.training.devices import training_device
 from bncore.training.epoch_metrics import EpochMetrics
 from bncore.training.loop import TrainingDiverged, TrainingInterrupted, TrainingResult, train
@@ -69,18 +70,35 @@ class _Claimed:
     interrupt: Callable[[], None]  # called between steps: raises when the job must stop
 
 
+def _prepared(spec: JobSpec, datasets: DatasetCatalog) -> tuple[PreparedData, tuple[int, ...]]:
+    dataset = datasets.load(spec.dataset)
+    input_shape = tuple(spec.model.input_shape or dataset.info.input_shape)
+    return prepare_data(dataset, input_shape, spec.training.validation_fraction, spec.training.seed), input_shape
+
+
 def train_model(
     spec: JobSpec, device: torch.device, datasets: DatasetCatalog = BUILT_INS, **callbacks: Callable
 ) -> tuple[TrainedModel, TrainingResult]:
     """Seeded end to end: the same spec on the same device gives the same weights."""
-    dataset = datasets.load(spec.dataset)
-    input_shape = tuple(spec.model.input_shape or dataset.info.input_shape)
-    data = prepare_data(dataset, input_shape, spec.training.validation_fraction, spec.training.seed).to(device)
+    data, input_shape = _prepared(spec, datasets)
+    data = data.to(device)
     torch.manual_seed(spec.training.seed)
-    network = build_network(spec.model, input_shape).to(device)
+    network = build_network(spec.model, input_shape, for_training=True).to(device)
     result = train(network, data, spec.training, **callbacks)
     network.eval()
     return TrainedModel(spec, network.cpu(), data.input_mean.cpu(), data.input_std.cpu()), result
+
+
+def train_model_data_parallel(
+    spec: JobSpec, gang: Gang, datasets: DatasetCatalog = BUILT_INS, **callbacks: Callable
+) -> tuple[TrainedModel, TrainingResult]:
+    """`train_model` on a gang of processes; with `model.bn_sync` `global`, the model one process would train."""
+    data, input_shape = _prepared(spec, datasets)
+    state, result = train_data_parallel(spec, data, gang, **callbacks)
+    network = build_network(spec.model, input_shape)
+    network.load_state_dict(state)
+    network.eval()
+    return TrainedModel(spec, network, data.input_mean, data.input_std), result
 
 
 def _interrupt(lease: Lease, jobs: JobStore, limits: RunLimits, lost: threading.Event) -> Callable[[], None]:
@@ -146,6 +164,14 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits) -> None
         # Another worker has the job now (and goes on from the checkpoint, if any): leave both alone.
         log.warning("job %s was queued again while this worker ran it; stopping", job_id)
         return
+    except GangFailed as error:
+        if error.lost:
+            # As if this worker had been lost: no more heartbeats, so recovery queues the job again and the
+            # next attempt goes on from the checkpoint.
+            log.warning("job %s lost a process of its gang: %s; leaving it to recovery", job_id, error)
+            return
+        log.error("job %s failed in its gang: %s", job_id, error)
+        jobs.fail(job_id, "internal_error", str(error), lease)
     except JobCancelled:
         jobs.mark_cancelled(lease)
     except JobTimedOut:
@@ -173,6 +199,9 @@ def _resume_point(lease: Lease, stores: Stores) -> Checkpoint | None:
 def _train(spec: JobSpec, device: torch.device, checkpoint: Checkpoint | None, limits: RunLimits, job: _Claimed) -> None:
     """Train, checkpointing at most every `checkpoint_seconds`, each epoch's metrics written by the recorder."""
     lease, stores = job.lease, job.stores
+    if spec.resources.processes > 1:
+        _train_data_parallel(spec, checkpoint, limits, job)
+        return
     with EpochRecorder(partial(stores.jobs.record_epochs, lease), job.lost, limits.metrics_seconds) as recorder:
         last_checkpoint = time.monotonic()
 
@@ -188,6 +217,24 @@ def _train(spec: JobSpec, device: torch.device, checkpoint: Checkpoint | None, l
 
         trained, result = train_model(
             spec, device, stores.datasets, on_epoch=after_epoch, interrupt=job.interrupt, resume=checkpoint
+        )
+        recorder.flush()
+        _store_model(lease, job.owner, trained, result.kept.quality(), stores, best_epoch=result.best_epoch)
+
+
+def _train_data_parallel(spec: JobSpec, checkpoint: Checkpoint | None, limits: RunLimits, job: _Claimed) -> None:
+    """Train on `resources.processes` processes; rank 0 decides when to checkpoint, this process saves and records."""
+    lease, stores = job.lease, job.stores
+    gang = Gang(spec.resources.processes, lease.job_id, limits.checkpoint_seconds)
+    with EpochRecorder(partial(stores.jobs.record_epochs, lease), job.lost, limits.metrics_seconds) as recorder:
+
+        def after_epoch(metrics: EpochMetrics, saved: Checkpoint | None) -> None:
+            if saved is not None:
+                stores.checkpoints.save(lease.job_id, saved.tensors, saved.metadata)
+            recorder.record(metrics)
+
+        trained, result = train_model_data_parallel(
+            spec, gang, stores.datasets, on_epoch=after_epoch, interrupt=job.interrupt, resume=checkpoint
         )
         recorder.flush()
         _store_model(lease, job.owner, trained, result.kept.quality(), stores, best_epoch=result.best_epoch)

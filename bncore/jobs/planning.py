@@ -35,6 +35,36 @@ def _check_recipe(spec: JobSpec, shape: list[int]) -> None:
         )
 
 
+def _check_parallelism(spec: JobSpec) -> None:
+    """Each process takes an equal share of the global batch; ghost BN is a one-process option."""
+    resources, batch_size, model = spec.resources, spec.training.batch_size, spec.model
+    if resources.workers > 1:
+        raise InvalidField(
+            "resources.workers", "a job spanning several workers is not supported yet: expected 1 (use resources.processes)"
+        )
+    world_size = resources.world_size
+    if batch_size % world_size != 0:
+        raise InvalidField(
+            "training.batch_size",
+            f"the global batch of {batch_size} does not divide among {world_size} processes: expected a multiple of {world_size}",
+        )
+    if model.normalization == "batchnorm" and batch_size // world_size < 2:
+        raise InvalidField(
+            "training.batch_size",
+            f"each of {world_size} processes would hold {batch_size // world_size} sample(s) of a batch; BN needs at least 2: "
+            f"expected at least {2 * world_size}",
+        )
+    if model.virtual_batch_size is not None:
+        if model.normalization != "batchnorm":
+            raise InvalidField("model.virtual_batch_size", "ghost batches need BN layers: expected normalization 'batchnorm'")
+        if world_size > 1:
+            raise InvalidField("model.virtual_batch_size", "ghost BN runs on one process: expected resources.processes 1")
+        if model.virtual_batch_size > batch_size:
+            raise InvalidField(
+                "model.virtual_batch_size", f"a virtual batch is a part of the batch: at most training.batch_size ({batch_size})"
+            )
+
+
 def _check_resnet(spec: JobSpec) -> None:
     """What a residual network cannot do: its blocks fix where BN sits, and they have no dropout."""
     if spec.model.architecture != "resnet":
@@ -74,6 +104,7 @@ def plan_job(
             f"(dataset '{info.name}' has {features} features)" + _cnn_shape_hint(features),
         )
     _check_resnet(spec)
+    _check_parallelism(spec)
     if num_features(shape) != features:
         raise InvalidField(
             "model.input_shape",
@@ -93,7 +124,8 @@ def plan_job(
             f"{max_sample_epochs:,} sample-epochs per job",
         )
     _check_recipe(spec, shape)
-    planned = spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape})})
+    bn_sync = spec.model.bn_sync or ("global" if spec.resources.world_size > 1 else None)
+    planned = spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape, "bn_sync": bn_sync})})
     planned = planned.model_copy(update={"name": spec.name or default_name(planned.model_dump(mode="json"), info.name)})
     count = parameter_count(planned.model, tuple(shape))
     if count > max_parameters:

@@ -67,6 +67,12 @@ class JobRecord:
         """Epochs finished, read off the metrics so the two can never disagree."""
         return self.metrics[-1].epoch if self.metrics else 0
 
+    @property
+    def world_size(self) -> int:
+        """Processes that train the job together, from its spec (older specs have no `processes`: 1)."""
+        resources = self.spec.get("resources", {})
+        return int(resources.get("processes", 1)) * int(resources.get("workers", 1))
+
     @classmethod
     def from_row(cls, row: JobRow) -> "JobRecord":
         return cls(

@@ -18,6 +18,7 @@ from bncore.training.checkpoints import Checkpoint
 from bncore.training.early_stopping import BestEpoch
 from bncore.training.epoch_metrics import EpochMetrics
 from bncore.training.schedules import current_learning_rate, make_scheduler
+from bncore.training.sharding import BatchShard
 
 EVAL_BATCH = 4096
 
@@ -35,6 +36,7 @@ class TrainingDiverged(Exception):
         super().__init__(f"the loss became {loss} in {where}; lower the learning rate or use batchnorm")
         self.epoch = epoch
         self.step = step
+        self.loss = loss
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,13 @@ def train_epoch(
     memory_format: torch.memory_format = torch.contiguous_format,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    shard: BatchShard | None = None,
 ) -> tuple[float, float]:
     """One pass over the training split in `order`; mean loss and accuracy of its batches.
 
-    `scheduler` steps after every optimizer step; `augment` transforms each batch of inputs.
+    `scheduler` steps after every optimizer step; `augment` transforms each batch of inputs. With a
+    `shard`, this process trains on its share of each batch, augmented as the whole batch would be, with
+    its loss scaled so that the gradients DistributedDataParallel averages are those of the batch's mean.
     """
     device = data.x_train.device
     network.train()
@@ -125,20 +130,30 @@ def train_epoch(
     # Losses and predictions stay on the device, reduced once at the end: reading them every step would
     # sync a GPU each step, and running sums cost every step four more small kernels.
     losses: list[torch.Tensor] = []
-    predictions: list[torch.Tensor] = []
+    correct: list[torch.Tensor] = []
+    seen = 0
+    world_size = shard.world_size if shard is not None else 1
     for step, start in enumerate(range(0, len(order), spec.batch_size), start=1):
         batch = order[start : start + spec.batch_size]
-        # BN needs more than one value per feature in training: a trailing batch of 1 is dropped.
-        if len(batch) < 2:
+        # BN needs more than one value per feature in training: a trailing batch of 1 is dropped, and in a
+        # data-parallel job one that cannot give every process 2.
+        if len(batch) < 2 * world_size:
             break
         interrupt()
-        inputs, targets = data.x_train[batch], data.y_train[batch]
+        own = shard.share(len(batch)) if shard is not None else slice(None)
         if augment is not None:
-            inputs = augment(inputs)
+            inputs, targets = augment(data.x_train[batch])[own], data.y_train[batch][own]
+        else:
+            inputs, targets = data.x_train[batch[own]], data.y_train[batch[own]]
         inputs = inputs.contiguous(memory_format=memory_format)
         with autocast():
             logits = network(inputs)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=spec.label_smoothing)
+            if shard is None:
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=spec.label_smoothing)
+            else:
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=spec.label_smoothing, reduction="sum") * (
+                    world_size / len(batch)
+                )
         # A sync every few steps, not every step, to stop a diverging run at once.
         if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss):
             raise TrainingDiverged(epoch, step, loss.item())
@@ -149,13 +164,13 @@ def train_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        losses.append(loss.detach())
-        predictions.append(logits.detach().argmax(dim=1))
-    sizes = [len(batch_predictions) for batch_predictions in predictions]
-    seen = sum(sizes)
-    loss_sum = (torch.stack(losses) * torch.tensor(sizes, device=device)).sum()
-    correct = (torch.cat(predictions) == data.y_train[order[:seen]]).sum()
-    return (loss_sum / seen).item(), (correct / seen).item()
+        losses.append(loss.detach() * (len(batch) / world_size))  # this process's part of the batch's loss sum
+        correct.append((logits.detach().argmax(dim=1) == targets).sum())
+        seen += len(batch)
+    sums = torch.stack([torch.stack(losses).sum(), torch.stack(correct).sum().to(losses[0].dtype)])
+    if shard is not None:
+        sums = shard.sum(sums)
+    return (sums[0] / seen).item(), (sums[1] / seen).item()
 
 
 def train(
@@ -165,12 +180,15 @@ def train(
     on_epoch: Callable[[EpochMetrics, Callable[[], Checkpoint]], None] = lambda metrics, checkpoint: None,
     interrupt: Callable[[], None] = lambda: None,
     resume: Checkpoint | None = None,
+    shard: BatchShard | None = None,
 ) -> TrainingResult:
     """Train in place on `data` (already on the network's device); one EpochMetrics per epoch.
 
     After each epoch `on_epoch` gets its metrics and a function that captures a checkpoint, so that a
     caller who checkpoints now and then pays for it only then; `resume` goes on from one. Under early
-    stopping the network ends with the best epoch's weights.
+    stopping the network ends with the best epoch's weights. With a `shard` (one process of a data-parallel
+    job, in a process group) the steps train through DistributedDataParallel; evaluation, checkpoints and
+    early stopping see the plain network, the same on every process.
     """
     device = data.x_train.device
     optimizer = make_optimizer(network, spec)
@@ -188,6 +206,7 @@ def train(
         channels_last(network, spec.mixed_precision and on_cuda) as memory_format,
         batchnorm_in_fp32(network, spec.mixed_precision),
     ):
+        stepped = shard.wrap(network) if shard is not None else network
         for epoch in range(len(history) + 1, spec.epochs + 1):
             if best is not None and best.should_stop(epoch - 1):
                 break
@@ -195,7 +214,7 @@ def train(
             learning_rate = current_learning_rate(optimizer)
             order = torch.randperm(len(data.x_train), generator=shuffle).to(device, non_blocking=True)
             train_loss, train_accuracy = train_epoch(
-                network, optimizer, data, spec, order, epoch, interrupt, memory_format, scheduler, augmenter
+                stepped, optimizer, data, spec, order, epoch, interrupt, memory_format, scheduler, augmenter, shard
             )
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
             seconds = time.perf_counter() - started  # honest on CUDA too: evaluate's .item() waited for the device

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bncore.bn.ghost_batchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from bncore.specs import ModelSpec, num_features
 from bncore.training.resnet import build_resnet, zero_init_residual_
 
@@ -41,25 +42,34 @@ def _feeds_bn(spec: ModelSpec) -> bool:
     return spec.normalization == "batchnorm" and spec.bn_position == "before_activation"
 
 
-def build_network(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
+def build_network(spec: ModelSpec, input_shape: tuple[int, ...], for_training: bool = False) -> nn.Sequential:
     """A fresh network; the caller seeds torch first for reproducible weights.
 
     A layer whose output goes straight into BN has no bias: BN subtracts the mean, and β takes
-    the bias's role.
+    the bias's role. `for_training` with `model.virtual_batch_size`: ghost BN layers, whose state dict
+    is BN's, so the network served (plain BN) loads the trained one's weights unchanged.
     """
-    network = _layers(spec, input_shape)
+    network = _layers(spec, input_shape, for_training)
     initialise_(network, spec)
     return network
 
 
-def _layers(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
+def _batchnorm(spec: ModelSpec, features: int, image: bool, ghost: bool) -> nn.Module:
+    if ghost and spec.virtual_batch_size is not None:
+        ghost_type = GhostBatchNorm2d if image else GhostBatchNorm1d
+        return ghost_type(features, spec.virtual_batch_size, eps=spec.bn_eps, momentum=spec.bn_momentum)
+    plain_type = nn.BatchNorm2d if image else nn.BatchNorm1d
+    return plain_type(features, eps=spec.bn_eps, momentum=spec.bn_momentum)
+
+
+def _layers(spec: ModelSpec, input_shape: tuple[int, ...], ghost: bool) -> nn.Sequential:
     use_bn = spec.normalization == "batchnorm"
     bias = not _feeds_bn(spec)
     if spec.architecture == "resnet":
 
         def norm(features: int) -> nn.Module:
             if use_bn:
-                return nn.BatchNorm2d(features, eps=spec.bn_eps, momentum=spec.bn_momentum)
+                return _batchnorm(spec, features, True, ghost)
             return nn.Identity()
 
         return build_resnet(input_shape[0], spec.num_classes, spec.depth, spec.width, norm, ACTIVATIONS[spec.activation], bias)
@@ -69,14 +79,14 @@ def _layers(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
             layers.append(("flatten", nn.Flatten()))
         width = num_features(input_shape)
         for i, hidden in enumerate(spec.hidden_sizes, start=1):
-            bn = nn.BatchNorm1d(hidden, eps=spec.bn_eps, momentum=spec.bn_momentum) if use_bn else None
+            bn = _batchnorm(spec, hidden, False, ghost) if use_bn else None
             layers += _block(i, nn.Linear(width, hidden, bias=bias), bn, spec)
             width = hidden
     else:
         channels, height, width_px = input_shape
         for i, out_channels in enumerate(spec.channels, start=1):
             conv = nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2, bias=bias)
-            bn = nn.BatchNorm2d(out_channels, eps=spec.bn_eps, momentum=spec.bn_momentum) if use_bn else None
+            bn = _batchnorm(spec, out_channels, True, ghost) if use_bn else None
             layers += _block(i, conv, bn, spec)
             # Halve the image while at least 2x2 remains for the head to see.
             if min(height, width_px) >= 4:

@@ -99,6 +99,7 @@ def job_details(job: JobOut) -> Table:
             "finished": when(job.finished_at),
             "device": job.device,
             "worker": job.worker,
+            "world size": job.world_size,
             "attempts": job.attempts,
             "model id": job.model_id,
             "best epoch": job.best_epoch,

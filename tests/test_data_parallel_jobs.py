@@ -1,0 +1,155 @@
+"""A job on two processes with BN over the global batch trains the model one process would; `local` BN does not."""
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from bncore.data.builtin import PreparedData, prepare_data
+from bncore.data.catalog import BUILT_INS
+from bncore.specs import DatasetRef, JobSpec
+from bncore.training.data_parallel import GANG_FOLDER_PREFIX, Gang, train_data_parallel
+from bncore.training.loop import train
+from bncore.training.networks import build_network
+from tests.support.jobs import job_request, submit, wait_for, wait_for_epochs
+from tests.support.jobs import train as train_job
+
+# iris: 120 training samples, batches of 16 → 7 full batches and a trailing 8, split 4 + 4.
+SPEC = {
+    "model": {"architecture": "mlp", "num_classes": 3, "input_shape": [4], "hidden_sizes": [16, 16]},
+    "dataset": {"name": "iris"},
+    "training": {"epochs": 6, "batch_size": 16, "learning_rate": 0.05, "seed": 3},
+}
+
+
+def _spec(bn_sync: str | None, processes: int) -> JobSpec:
+    spec = JobSpec.model_validate(SPEC)
+    model = spec.model.model_copy(update={"bn_sync": bn_sync})
+    return spec.model_copy(update={"model": model, "resources": spec.resources.model_copy(update={"processes": processes})})
+
+
+def _data(spec: JobSpec) -> PreparedData:
+    dataset = BUILT_INS.load(DatasetRef(name="iris"))
+    return prepare_data(dataset, (4,), spec.training.validation_fraction, spec.training.seed)
+
+
+def _one_process(spec: JobSpec) -> tuple[dict[str, torch.Tensor], list]:
+    torch.manual_seed(spec.training.seed)
+    network = build_network(spec.model, (4,), for_training=True)
+    result = train(network, _data(spec), spec.training)
+    return network.state_dict(), result.history
+
+
+def _predictions(spec: JobSpec, state: dict[str, torch.Tensor], x: torch.Tensor) -> np.ndarray:
+    network = build_network(spec.model, (4,))
+    network.load_state_dict(state)
+    network.eval()
+    with torch.no_grad():
+        return torch.softmax(network(x), dim=1).numpy()
+
+
+@pytest.fixture(scope="module")
+def one_process() -> tuple[dict[str, torch.Tensor], list]:
+    return _one_process(_spec(None, 1))
+
+
+def test_two_processes_with_global_bn_train_the_model_one_process_trains(one_process: tuple) -> None:
+    spec = _spec("global", 2)
+    single_state, single_history = one_process
+    state, result = train_data_parallel(spec, _data(spec), Gang(processes=2, run_id="test-global", checkpoint_seconds=0))
+
+    assert len(result.history) == 6
+    assert set(state) == set(single_state)
+    for name, value in single_state.items():  # weights, γ, β and the running statistics of every BN layer
+        np.testing.assert_allclose(state[name].numpy(), value.numpy(), atol=1e-5, err_msg=name)
+    x_val = _data(spec).x_val
+    np.testing.assert_allclose(_predictions(spec, state, x_val), _predictions(spec, single_state, x_val), atol=1e-5)
+    # The epochs' training loss is the global batches' too, summed over both processes.
+    for ours, theirs in zip(result.history, single_history, strict=True):
+        assert ours.train_loss == pytest.approx(theirs.train_loss, abs=1e-5)
+        assert ours.val_loss == pytest.approx(theirs.val_loss, abs=1e-5)
+
+
+def test_two_processes_with_local_bn_train_a_measurably_different_model(one_process: tuple) -> None:
+    spec = _spec("local", 2)
+    single_state, _ = one_process
+    state, _ = train_data_parallel(spec, _data(spec), Gang(processes=2, run_id="test-local", checkpoint_seconds=0))
+
+    running_mean_gap = (state["bn1.running_mean"] - single_state["bn1.running_mean"]).abs().max().item()
+    weight_gap = (state["fc2.weight"] - single_state["fc2.weight"]).abs().max().item()
+    assert weight_gap > 1e-3, weight_gap
+    assert running_mean_gap > 1e-4, running_mean_gap
+
+
+DIGIT_ZERO = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0]
+DIGIT_ZERO += [0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]
+SMALL_DIGITS = {"model": {"hidden_sizes": [32, 32]}, "training": {"epochs": 3, "seed": 0, "batch_size": 64}}
+
+
+def test_a_job_on_two_processes_succeeds_through_the_api_and_serves(client: httpx.Client) -> None:
+    job = train_job(client, job_request(**SMALL_DIGITS, resources={"processes": 2}))
+
+    assert job["world_size"] == 2
+    assert job["spec"]["model"]["bn_sync"] == "global"  # the default with more than one process
+    assert [m["epoch"] for m in job["metrics"]] == [1, 2, 3]
+    response = client.post(f"/v1/models/{job['model_id']}/predict", json={"inputs": [DIGIT_ZERO]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == [0]
+
+
+def test_a_ghost_bn_job_trains_and_serves_folded_like_any_bn_model(client: httpx.Client) -> None:
+    ghost = {"hidden_sizes": [32, 32], "virtual_batch_size": 16}
+    job = train_job(client, job_request(training=SMALL_DIGITS["training"], model=ghost))
+
+    assert job["world_size"] == 1
+    model = client.get(f"/v1/models/{job['model_id']}")
+    assert model.status_code == 200, model.text
+    assert model.json()["serving"]["folded_layers"] == ["bn1", "bn2"]
+    response = client.post(f"/v1/models/{job['model_id']}/predict", json={"inputs": [DIGIT_ZERO]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == [0]
+    onnx = client.get(f"/v1/models/{job['model_id']}/artifact", params={"format": "onnx"})
+    assert onnx.status_code == 200, onnx.text[:200]
+
+
+def test_ghost_bn_trains_differently_from_bn_on_the_whole_batch(one_process: tuple) -> None:
+    spec = JobSpec.model_validate({**SPEC, "model": {**SPEC["model"], "virtual_batch_size": 4}})
+    ghost_state, _ = _one_process(spec)
+    single_state, _ = one_process
+
+    assert set(ghost_state) == set(single_state)  # BN's state dict: what serving, folding and ONNX read
+    assert (ghost_state["fc2.weight"] - single_state["fc2.weight"]).abs().max().item() > 1e-3
+    # One running-statistics update per virtual batch: 30 per epoch of 120 samples, not 8.
+    assert ghost_state["bn1.num_batches_tracked"].item() == 6 * 30
+
+
+def _rank_process(job_id: str, rank: int) -> int:
+    """The pid of the gang's process `rank`, as it left it in the gang's work folder."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for pid_file in Path(tempfile.gettempdir()).glob(f"{GANG_FOLDER_PREFIX}{job_id}-*/rank-{rank}.pid"):
+            return int(pid_file.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"no process of rank {rank} for job {job_id}")
+
+
+def test_killing_one_process_of_a_gang_fails_the_attempt_and_the_job_resumes_from_its_checkpoint(
+    client: httpx.Client,
+) -> None:
+    body = job_request(model={"hidden_sizes": [256, 256]}, training={"epochs": 12, "seed": 1}, resources={"processes": 2})
+    job = submit(client, body)
+    running = wait_for_epochs(client, job["id"], 3)
+    os.kill(_rank_process(job["id"], rank=1), signal.SIGKILL)
+    killed_at = len(running["metrics"])
+
+    finished = wait_for(client, job["id"], timeout=240)
+    assert finished["status"] == "succeeded", finished["error"]
+    assert finished["attempts"] == 2
+    assert finished["resumed_from_epoch"] is not None and finished["resumed_from_epoch"] >= killed_at
+    assert [m["epoch"] for m in finished["metrics"]] == list(range(1, 13))
