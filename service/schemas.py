@@ -100,7 +100,23 @@ class EpochMetricsOut(FinalMetricsOut):
 
     @classmethod
     def from_metrics(cls, metrics: EpochMetrics) -> EpochMetricsOut:
-        return cls(**metrics.__dict__)
+        return cls(**{name: value for name, value in metrics.__dict__.items() if name != "activations"})
+
+
+class ActivationLayerOut(BaseModel):
+    name: str = Field(description="the activation module, e.g. `act1`")
+    steps: list[int] = Field(description="the optimisation steps measured at; 0: before the first")
+    p15: list[float] = Field(description="15th percentile of the inputs to the non-linearity, one per step")
+    p50: list[float]
+    p85: list[float]
+    mean: list[float]
+    std: list[float]
+
+
+class ActivationsOut(BaseModel):
+    layers: list[ActivationLayerOut] = Field(
+        description="one per tracked layer; empty for a job without `training.track_activations` or before its first probe"
+    )
 
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]

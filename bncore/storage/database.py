@@ -91,6 +91,7 @@ class EpochRow(Base):
     val_accuracy: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))  # 0: recorded before epochs were timed
     learning_rate: Mapped[float | None] = mapped_column(Float)  # null: recorded before schedules existed
+    activations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # null: no activation tracking
 
 
 class ModelRow(Base):

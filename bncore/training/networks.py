@@ -45,7 +45,7 @@ def build_network(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequentia
     """A fresh network; the caller seeds torch first for reproducible weights.
 
     A layer whose output goes straight into BN has no bias: BN subtracts the mean, and β takes
-    the bias's role.
+    the bias's role. `model.bias_before_bn` keeps it, to show that it is redundant.
     """
     network = _layers(spec, input_shape)
     initialise_(network, spec)
@@ -54,7 +54,7 @@ def build_network(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequentia
 
 def _layers(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
     use_bn = spec.normalization == "batchnorm"
-    bias = not _feeds_bn(spec)
+    bias = not _feeds_bn(spec) or spec.bias_before_bn
     if spec.architecture == "resnet":
 
         def norm(features: int) -> nn.Module:
