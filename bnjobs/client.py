@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from service.schemas import (
+    ActivationsOut,
     BatchNormOut,
     DatasetList,
     DatasetOut,
@@ -246,6 +247,11 @@ class Job:
         if self.info.metrics:
             latest = self.info.metrics[-1]
             bar.set_postfix(loss=f"{latest.train_loss:.4f}", val_acc=f"{latest.val_accuracy:.4f}")
+
+    def activations(self) -> ActivationsOut:
+        """Under `training.track_activations`: per tracked layer, the 15th, 50th and 85th percentiles, mean and std
+        of the inputs to its non-linearity at each measured step (`layers` is empty without tracking)."""
+        return self.client.request("GET", f"/v1/jobs/{self.id}/activations", ActivationsOut)
 
     def model(self) -> "Model":
         """The model the job trained; JobFailed if it ended without one, ValueError while it runs."""

@@ -17,8 +17,11 @@ from bncore.training.epoch_metrics import EpochMetrics
 from bncore.training.loop import train
 from bncore.training.networks import build_network
 from bncore.training.schedules import steps_per_epoch
+from bnjobs.client import Client
+from tests.conftest import RunningService
 from tests.support.jobs import job_request, submit
 from tests.support.jobs import train as train_job
+from tests.test_cli import bnjobs, row_of
 
 STATISTICS = ("p15", "p50", "p85", "mean", "std")
 
@@ -114,7 +117,7 @@ def test_a_resumed_run_keeps_the_series_exact() -> None:
     assert [r["step"] for m in whole for r in m.activations][:3] == [0, 7, 14]
 
 
-def test_a_job_serves_its_activation_percentiles(client: httpx.Client) -> None:
+def test_a_job_serves_its_activation_percentiles(client: httpx.Client, service: RunningService) -> None:
     body = job_request(
         model={"activation": "sigmoid", "hidden_sizes": [32, 32, 32]},
         training={"epochs": 2, "track_activations": {"layers": ["act1", "act3"], "every_steps": 5}},
@@ -135,6 +138,14 @@ def test_a_job_serves_its_activation_percentiles(client: httpx.Client) -> None:
     plot = client.get(f"/v1/jobs/{job['id']}/activations.png")
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
     assert plot.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+    with Client(service.url) as sdk:
+        assert sdk.jobs.get(job["id"]).activations().model_dump() == response.json()
+    shown = bnjobs(service, "jobs", "activations", job["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert row_of(shown.stdout, "act3")[1] == "0"
+    as_json = bnjobs(service, "jobs", "activations", job["id"], "--json")
+    assert json.loads(as_json.stdout) == response.json()
 
 
 def test_an_unknown_layer_is_refused_by_name(client: httpx.Client) -> None:

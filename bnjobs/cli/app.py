@@ -152,6 +152,16 @@ def show_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None
         out.print(render.metrics_table(info.metrics))
 
 
+@jobs_app.command("activations")
+def job_activations(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
+    """The percentiles of the inputs to each tracked non-linearity over training (training.track_activations)."""
+    activations = sdk(ctx).jobs.get(job_id).activations()
+    if not as_json and not activations.layers:
+        print(f"{job_id} has no activations (submit it with training.track_activations)", file=sys.stderr)
+        return
+    render.show(activations, as_json, lambda: render.activations_table(activations))
+
+
 @jobs_app.command("cancel")
 def cancel_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
     """Cancel a queued job, or ask a running one to stop (within a second)."""

@@ -13,7 +13,7 @@ from rich.console import Console, RenderableType
 from rich.table import Column, Table
 
 from bncore.specs import ModelSpec
-from service.schemas import BatchNormLayerOut, DatasetOut, EpochMetricsOut, ExperimentOut, JobOut, ModelOut
+from service.schemas import ActivationsOut, BatchNormLayerOut, DatasetOut, EpochMetricsOut, ExperimentOut, JobOut, ModelOut
 
 
 def console(stderr: bool = False) -> Console:
@@ -63,6 +63,16 @@ def metrics_table(metrics: list[EpochMetricsOut]) -> Table:
     for m in metrics:
         figures = map(number, (m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy))
         table.add_row(str(m.epoch), *figures, number(m.seconds, 3), rate(m.learning_rate))
+    return table
+
+
+def activations_table(activations: ActivationsOut) -> Table:
+    """One row per tracked layer and measured step: the percentiles, mean and std of the non-linearity's inputs."""
+    table = Table("layer", *numeric("step", "p15", "p50", "p85", "mean", "std"), title="inputs to each non-linearity")
+    for layer in activations.layers:
+        for index, step in enumerate(layer.steps):
+            values = (layer.p15, layer.p50, layer.p85, layer.mean, layer.std)
+            table.add_row(layer.name, str(step), *(number(series[index]) for series in values))
     return table
 
 
