@@ -27,6 +27,8 @@ from service.schemas import (
     ModelOut,
     ModelPage,
     PredictOut,
+    PresetList,
+    PresetOut,
 )
 
 Response = TypeVar("Response", bound=BaseModel)
@@ -383,6 +385,19 @@ class Experiments:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         info = self.client.request("POST", "/v1/experiments", ExperimentOut, json=dict(request), headers=headers)
         return Experiment(self.client, info)
+
+    def preset(self, name: str, epochs: int | None = None, dataset: str | None = None) -> "Experiment":
+        """Reproduce one of BN's claims (see `presets()`); `info.claim` says whether it held once it ended."""
+        body: dict[str, Any] = {"preset": name}
+        if epochs is not None:
+            body["epochs"] = epochs
+        if dataset is not None:
+            body["dataset"] = {"name": dataset}
+        return self.submit(body)
+
+    def presets(self) -> list[PresetOut]:
+        """Every preset: its experiment request and the claim it judges."""
+        return self.client.request("GET", "/v1/experiments/presets", PresetList).presets
 
     def get(self, experiment_id: str) -> "Experiment":
         """The experiment with its results table so far."""

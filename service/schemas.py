@@ -397,6 +397,12 @@ class VariantOut(BaseModel):
     diverged: bool
 
 
+class ClaimOut(BaseModel):
+    statement: str = Field(description="the claim the preset reproduces, as this service tests it")
+    held: bool
+    evidence: dict[str, Any] = Field(description="the numbers the verdict rests on; their names depend on the claim")
+
+
 class ExperimentOut(BaseModel):
     id: str
     name: str
@@ -404,6 +410,20 @@ class ExperimentOut(BaseModel):
     target_accuracy: float | None
     status: Literal["queued", "running", "finished"]
     variants: list[VariantOut]
+    preset: str | None = Field(None, description="the preset it reproduces, if started from one")
+    claim: ClaimOut | None = Field(None, description="a preset's verdict, once every variant's job ended; null before")
+
+
+class PresetOut(BaseModel):
+    name: str
+    description: str
+    paper: str = Field(description="what the paper (or the seed) says")
+    request: dict[str, Any] = Field(description="the experiment it runs, a POST /v1/experiments body")
+    claim: dict[str, Any] = Field(description="`statement`, the evaluator `kind` that judges it and its `params`")
+
+
+class PresetList(BaseModel):
+    presets: list[PresetOut]
 
 
 class ExperimentPage(BaseModel):

@@ -52,9 +52,17 @@ def build_network(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequentia
     return network
 
 
+def _with_redundant_bias(layer: nn.Linear | nn.Conv2d, spec: ModelSpec) -> nn.Module:
+    """Under `model.bias_before_bn`, a bias for a layer feeding BN, starting at 0 and drawing no random
+    number: the network then computes what the one without it does, from the same seed."""
+    if spec.bias_before_bn and _feeds_bn(spec):
+        layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0]))
+    return layer
+
+
 def _layers(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
     use_bn = spec.normalization == "batchnorm"
-    bias = not _feeds_bn(spec) or spec.bias_before_bn
+    bias = not _feeds_bn(spec)
     if spec.architecture == "resnet":
 
         def norm(features: int) -> nn.Module:
@@ -70,12 +78,14 @@ def _layers(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
         width = num_features(input_shape)
         for i, hidden in enumerate(spec.hidden_sizes, start=1):
             bn = nn.BatchNorm1d(hidden, eps=spec.bn_eps, momentum=spec.bn_momentum) if use_bn else None
-            layers += _block(i, nn.Linear(width, hidden, bias=bias), bn, spec)
+            layers += _block(i, _with_redundant_bias(nn.Linear(width, hidden, bias=bias), spec), bn, spec)
             width = hidden
     else:
         channels, height, width_px = input_shape
         for i, out_channels in enumerate(spec.channels, start=1):
-            conv = nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2, bias=bias)
+            conv = _with_redundant_bias(
+                nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2, bias=bias), spec
+            )
             bn = nn.BatchNorm2d(out_channels, eps=spec.bn_eps, momentum=spec.bn_momentum) if use_bn else None
             layers += _block(i, conv, bn, spec)
             # Halve the image while at least 2x2 remains for the head to see.

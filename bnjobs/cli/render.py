@@ -13,7 +13,16 @@ from rich.console import Console, RenderableType
 from rich.table import Column, Table
 
 from bncore.specs import ModelSpec
-from service.schemas import ActivationsOut, BatchNormLayerOut, DatasetOut, EpochMetricsOut, ExperimentOut, JobOut, ModelOut
+from service.schemas import (
+    ActivationsOut,
+    BatchNormLayerOut,
+    DatasetOut,
+    EpochMetricsOut,
+    ExperimentOut,
+    JobOut,
+    ModelOut,
+    PresetOut,
+)
 
 
 def console(stderr: bool = False) -> Console:
@@ -232,6 +241,8 @@ def experiment_table(experiment: ExperimentOut) -> Table:
         *numeric("final val acc", "best val acc", "epochs to target"),
         "diverged",
         title=f"{experiment.name} ({experiment.status}{target})",
+        caption=claim_caption(experiment),
+        caption_justify="left",
     )
     for v in experiment.variants:
         table.add_row(
@@ -243,6 +254,22 @@ def experiment_table(experiment: ExperimentOut) -> Table:
             "-" if v.epochs_to_target is None else str(v.epochs_to_target),
             "yes" if v.diverged else "no",
         )
+    return table
+
+
+def claim_caption(experiment: ExperimentOut) -> str | None:
+    """A preset's verdict under its table: the statement, HELD or NOT HELD, and the evidence."""
+    claim = experiment.claim
+    if claim is None:
+        return f"claim: judged once every variant ended (preset {experiment.preset})" if experiment.preset else None
+    evidence = "\n".join(f"  {key}: {json.dumps(value)}" for key, value in claim.evidence.items())
+    return f"claim {'HELD' if claim.held else 'NOT HELD'}: {claim.statement}\n{evidence}"
+
+
+def presets_table(presets: list[PresetOut]) -> Table:
+    table = Table("preset", *numeric("variants"), "claim", title="presets: bnjobs experiment --preset NAME --watch")
+    for preset in presets:
+        table.add_row(preset.name, str(len(preset.request["variants"])), preset.claim["statement"])
     return table
 
 
