@@ -50,6 +50,16 @@ def _check_resnet(spec: JobSpec) -> None:
         raise InvalidField("model.bias_before_bn", "a resnet's convolutions have no bias: expected false (mlp and cnn only)")
 
 
+def _check_bias_before_bn(spec: JobSpec) -> None:
+    model = spec.model
+    if model.bias_before_bn and (model.normalization != "batchnorm" or model.bn_position != "before_activation"):
+        raise InvalidField(
+            "model.bias_before_bn",
+            "keeps the bias of layers feeding BN: it needs normalization 'batchnorm' with bn_position 'before_activation' "
+            "(without them every layer has its bias already)",
+        )
+
+
 def _check_tracked_layers(spec: JobSpec) -> None:
     """Every layer `training.track_activations` names is a non-linearity of the network built."""
     tracking = spec.training.track_activations
@@ -96,6 +106,7 @@ def plan_job(
             f"(dataset '{info.name}' has {features} features)" + _cnn_shape_hint(features),
         )
     _check_resnet(spec)
+    _check_bias_before_bn(spec)
     if num_features(shape) != features:
         raise InvalidField(
             "model.input_shape",
