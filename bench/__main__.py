@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench import dispatch, efficiency, folding, http_load, latency, memory, resnet, throughput, training
+from bench import activations, dispatch, efficiency, folding, http_load, latency, memory, resnet, throughput, training
 from bench.jobs import MLP_64_100_100_100_10, SMALL_MODEL, job_body, train
 from bench.processes import free_port, python_module, redis_server, rss_bytes, service
 from bench.report import Row, table
@@ -39,10 +39,12 @@ class Scale:
     matmul_size: int
     resnet_samples: int  # synthetic 3×32×32 images for row 8
     resnet_epochs: int
+    activation_epochs: int  # row 10, run `activation_rounds` times with and without tracking
+    activation_rounds: int
 
 
-FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1)
-QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1)
+FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 3)
+QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1, 1, 1)
 SERVICE_SETTINGS = {"MODEL_CACHE_SIZE": "64"}  # room for the cached models of row 6; everything else default
 STARTED = time.monotonic()
 
@@ -129,10 +131,12 @@ def main() -> None:
             rows += resnet.predict_rows(scale.forward_seconds)
         progress("row 7: matmul peak and a wide MLP epoch")
         rows.append(efficiency.measure(scale.efficiency_batches, scale.matmul_size))
+        progress("row 10: training with and without activation tracking")
+        rows.append(activations.measure(scale.activation_epochs, scale.activation_rounds))
         progress("starting the service")
         rows += service_rows(folder, scale)
         rows += redis_rows(folder, scale)
-    rows.sort(key=lambda row: row.name[:2])
+    rows.sort(key=lambda row: int(row.name.split(".")[0]))
     print(table(rows))
     print(
         f"\n{'quick' if args.quick else 'full'} run in {time.monotonic() - STARTED:.0f} s on "

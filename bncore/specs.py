@@ -69,6 +69,11 @@ class ModelSpec(StrictModel):
         description="ghost BN (Hoffer et al. 2017): BN statistics over sub-batches of this size while training; "
         "at inference it is plain BN",
     )
+    bias_before_bn: bool = Field(
+        False,
+        description="mlp and cnn: keep the bias of each layer feeding BN; BN's mean subtraction cancels it, so its "
+        "gradient is zero (the `bias-is-redundant` preset shows it)",
+    )
 
     @field_validator("depth")
     @classmethod
@@ -136,6 +141,22 @@ class EarlyStoppingSpec(StrictModel):
     patience: int = Field(ge=1, le=1000, description="stop after this many epochs without a lower validation loss")
 
 
+class TrackActivationsSpec(StrictModel):
+    """The paper's Figure 1(b, c): percentiles of the inputs to each tracked non-linearity while training."""
+
+    layers: list[Annotated[str, Field(min_length=1, max_length=200)]] | Literal["all"] = Field(
+        "all", description='activation modules by name, e.g. ["act1", "act3"], or "all" of them'
+    )
+    every_steps: int = Field(50, ge=1, le=1_000_000, description="measure after every this many optimisation steps")
+
+    @field_validator("layers")
+    @classmethod
+    def _some_layers(cls, layers: list[str] | str) -> list[str] | str:
+        if isinstance(layers, list) and not layers:
+            raise ValueError('name at least one layer, or "all"')
+        return layers
+
+
 class TrainingSpec(StrictModel):
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=2, le=65_536, description="at least 2: BN needs more than one value per feature")
@@ -155,6 +176,11 @@ class TrainingSpec(StrictModel):
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradients' total L2 norm to this")
     early_stopping: EarlyStoppingSpec | None = Field(
         None, description="on validation loss; the model kept is the best epoch's, named by the job's `best_epoch`"
+    )
+    track_activations: TrackActivationsSpec | None = Field(
+        None,
+        description="record the 15th, 50th and 85th percentiles (and mean and std) of the inputs to each tracked "
+        "non-linearity on a fixed probe batch, see GET /v1/jobs/{id}/activations",
     )
 
 

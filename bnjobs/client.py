@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from service.schemas import (
+    ActivationsOut,
     BatchNormOut,
     DatasetList,
     DatasetOut,
@@ -26,6 +27,8 @@ from service.schemas import (
     ModelOut,
     ModelPage,
     PredictOut,
+    PresetList,
+    PresetOut,
 )
 
 Response = TypeVar("Response", bound=BaseModel)
@@ -247,6 +250,11 @@ class Job:
             latest = self.info.metrics[-1]
             bar.set_postfix(loss=f"{latest.train_loss:.4f}", val_acc=f"{latest.val_accuracy:.4f}")
 
+    def activations(self) -> ActivationsOut:
+        """Under `training.track_activations`: per tracked layer, the 15th, 50th and 85th percentiles, mean and std
+        of the inputs to its non-linearity at each measured step (`layers` is empty without tracking)."""
+        return self.client.request("GET", f"/v1/jobs/{self.id}/activations", ActivationsOut)
+
     def model(self) -> "Model":
         """The model the job trained; JobFailed if it ended without one, ValueError while it runs."""
         if self.info.model_id is None:
@@ -377,6 +385,19 @@ class Experiments:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         info = self.client.request("POST", "/v1/experiments", ExperimentOut, json=dict(request), headers=headers)
         return Experiment(self.client, info)
+
+    def preset(self, name: str, epochs: int | None = None, dataset: str | None = None) -> "Experiment":
+        """Reproduce one of BN's claims (see `presets()`); `info.claim` says whether it held once it ended."""
+        body: dict[str, Any] = {"preset": name}
+        if epochs is not None:
+            body["epochs"] = epochs
+        if dataset is not None:
+            body["dataset"] = {"name": dataset}
+        return self.submit(body)
+
+    def presets(self) -> list[PresetOut]:
+        """Every preset: its experiment request and the claim it judges."""
+        return self.client.request("GET", "/v1/experiments/presets", PresetList).presets
 
     def get(self, experiment_id: str) -> "Experiment":
         """The experiment with its results table so far."""

@@ -7,6 +7,8 @@ examples and that each one validates against the schema it illustrates.
 import json
 from typing import Any
 
+from bncore.jobs.presets import presets
+
 JOB_ID = "job_05acec991d6c48529fd394049e15fcb0"
 MODEL_ID = "model_cffbd732a92a44ce91ed66c62ceba964"
 EXPERIMENT_ID = "exp_daaeb090d0bb4175be35bc0655779658"
@@ -245,6 +247,26 @@ UPLOADED_DATASET = {
     "created_at": "2026-11-25T15:02:41.118204Z",
 }
 
+ACTIVATIONS = {
+    "layers": [
+        {
+            "name": "act3",
+            "steps": [0, 50, 100],
+            "p15": [-1.04, -1.12, -1.15],
+            "p50": [0.01, -0.02, -0.03],
+            "p85": [1.03, 1.08, 1.1],
+            "mean": [0.0, -0.02, -0.03],
+            "std": [1.0, 1.06, 1.09],
+        }
+    ]
+}
+
+
+def _presets() -> dict[str, Any]:
+    """The first real preset file, so that the example is what the service lists."""
+    return {"presets": [preset.__dict__ for preset in list(presets().values())[:1]]}
+
+
 REQUESTS: dict[tuple[str, str], Any] = {
     ("POST", "/v1/datasets"): {"file": IRIS_CSV, "label_column": "species", "name": "my iris"},
     ("POST", "/v1/models/{model_id}/predict"): {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
@@ -287,6 +309,8 @@ RESPONSES: dict[tuple[str, str], Any] = {
         ],
     },
     ("GET", "/v1/experiments"): {"items": [EXPERIMENT], "next_cursor": None},
+    ("GET", "/v1/experiments/presets"): _presets(),
+    ("GET", "/v1/jobs/{job_id}/activations"): ACTIVATIONS,
     ("GET", "/v1/experiments/{experiment_id}"): EXPERIMENT,
     ("POST", "/v1/experiments/{experiment_id}/cancel"): EXPERIMENT
     | {

@@ -100,7 +100,23 @@ class EpochMetricsOut(FinalMetricsOut):
 
     @classmethod
     def from_metrics(cls, metrics: EpochMetrics) -> EpochMetricsOut:
-        return cls(**metrics.__dict__)
+        return cls(**{name: value for name, value in metrics.__dict__.items() if name != "activations"})
+
+
+class ActivationLayerOut(BaseModel):
+    name: str = Field(description="the activation module, e.g. `act1`")
+    steps: list[int] = Field(description="the optimisation steps measured at; 0: before the first")
+    p15: list[float] = Field(description="15th percentile of the inputs to the non-linearity, one per step")
+    p50: list[float]
+    p85: list[float]
+    mean: list[float]
+    std: list[float]
+
+
+class ActivationsOut(BaseModel):
+    layers: list[ActivationLayerOut] = Field(
+        description="one per tracked layer; empty for a job without `training.track_activations` or before its first probe"
+    )
 
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -383,6 +399,12 @@ class VariantOut(BaseModel):
     diverged: bool
 
 
+class ClaimOut(BaseModel):
+    statement: str = Field(description="the claim the preset reproduces, as this service tests it")
+    held: bool
+    evidence: dict[str, Any] = Field(description="the numbers the verdict rests on; their names depend on the claim")
+
+
 class ExperimentOut(BaseModel):
     id: str
     name: str
@@ -390,6 +412,20 @@ class ExperimentOut(BaseModel):
     target_accuracy: float | None
     status: Literal["queued", "running", "finished"]
     variants: list[VariantOut]
+    preset: str | None = Field(None, description="the preset it reproduces, if started from one")
+    claim: ClaimOut | None = Field(None, description="a preset's verdict, once every variant's job ended; null before")
+
+
+class PresetOut(BaseModel):
+    name: str
+    description: str
+    paper: str = Field(description="what the paper (or the seed) says")
+    request: dict[str, Any] = Field(description="the experiment it runs, a POST /v1/experiments body")
+    claim: dict[str, Any] = Field(description="`statement`, the evaluator `kind` that judges it and its `params`")
+
+
+class PresetList(BaseModel):
+    presets: list[PresetOut]
 
 
 class ExperimentPage(BaseModel):

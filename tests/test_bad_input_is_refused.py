@@ -37,6 +37,9 @@ BAD_JOBS = [
     ({"model": {"dropout": 1.0}}, "model.dropout", "less than 1"),
     ({"model": {"dropout": -0.1}}, "model.dropout", "greater than or equal to 0"),
     ({"model": {"architecture": "resnet", "input_shape": [1, 8, 8], "dropout": 0.2}}, "model.dropout", "no dropout"),
+    ({"model": {"architecture": "resnet", "input_shape": [1, 8, 8], "bias_before_bn": True}}, "model.bias_before_bn", "no bias"),
+    ({"model": {"normalization": "none", "bias_before_bn": True}}, "model.bias_before_bn", "needs normalization"),
+    ({"training": {"track_activations": {"layers": []}}}, "training.track_activations.layers", "at least one layer"),
     (
         {"model": {"architecture": "resnet", "input_shape": [1, 8, 8], "bn_position": "after_activation"}},
         "model.bn_position",

@@ -327,15 +327,15 @@ def test_a_resnet_spec_file_trains_and_its_shortcut_bn_layers_are_listed(service
 
 
 def test_datasets_are_listed_uploaded_and_removed(service, client: httpx.Client, tmp_path: Path) -> None:
-    uploaded = bnjobs(service, "datasets", "upload", str(iris_csv(tmp_path / "flowers.csv")), "--name", "flowers")
+    uploaded = bnjobs(service, "datasets", "upload", str(iris_csv(tmp_path / "flowers.csv")), "--name", "cli-flowers")
     assert uploaded.returncode == 0, uploaded.stderr
     dataset_id = uploaded.stdout.strip()
-    assert client.get(f"/v1/datasets/{dataset_id}").json()["name"] == "flowers"
+    assert client.get(f"/v1/datasets/{dataset_id}").json()["name"] == "cli-flowers"
 
     listing = bnjobs(service, "datasets", "ls")
     assert listing.returncode == 0, listing.stderr
     assert row_of(listing.stdout, "digits")[1:6] == ["-", "builtin", "[64]", "10", "1797"]
-    assert row_of(listing.stdout, "flowers")[1:6] == [dataset_id, "upload", "[4]", "3", "150"]
+    assert row_of(listing.stdout, "cli-flowers")[1:6] == [dataset_id, "upload", "[4]", "3", "150"]
 
     removed = bnjobs(service, "datasets", "rm", dataset_id)
     assert removed.returncode == 0 and removed.stdout.strip() == f"{dataset_id} deleted"

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bncore.errors import Conflict, InvalidField
 from bncore.free_text import OneLine
-from bncore.specs import JobSpec
+from bncore.specs import DatasetRef, JobSpec
 from bncore.storage.experiment_store import Experiment
 from bncore.storage.job_store import FINISHED, JobRecord, JobStore
 
@@ -44,6 +44,48 @@ class ExperimentRequest(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError("variant names must be distinct")
         return variants
+
+
+class ExperimentBody(BaseModel):
+    """POST /v1/experiments: either `name`, `base` and `variants` (and `target_accuracy`), or a `preset`
+    (optionally shortened with `epochs` or moved to another `dataset`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: OneLine | None = Field(None, min_length=1, max_length=255)
+    base: dict[str, Any] | None = Field(None, description="a job request, as for POST /v1/jobs")
+    variants: list[Variant] | None = Field(None, min_length=1, max_length=16)
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="for `epochs_to_target`")
+    preset: OneLine | None = Field(
+        None, min_length=1, max_length=64, description="a reproduction from GET /v1/experiments/presets, e.g. `faster-training`"
+    )
+    epochs: int | None = Field(None, ge=1, le=1000, description="with `preset`: train every variant this many epochs")
+    dataset: DatasetRef | None = Field(None, description="with `preset`: train on this dataset instead of the preset's")
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct_names(cls, variants: list[Variant] | None) -> list[Variant] | None:
+        return ExperimentRequest._distinct_names(variants) if variants is not None else None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ExperimentBody":
+        custom = {"name": self.name, "base": self.base, "variants": self.variants, "target_accuracy": self.target_accuracy}
+        if self.preset is not None:
+            given = [field for field, value in custom.items() if value is not None]
+            if given:
+                raise ValueError(f"a preset brings its own experiment: give `preset` without {', '.join(given)}")
+            return self
+        for field in ("epochs", "dataset"):
+            if getattr(self, field) is not None:
+                raise ValueError(f"`{field}` goes with `preset`; without one, set it in `base`")
+        missing = [field for field in ("name", "base", "variants") if custom[field] is None]
+        if missing:
+            raise ValueError(f"give `{'`, `'.join(missing)}`, or a `preset`")
+        return self
+
+    def custom(self) -> ExperimentRequest:
+        """The request of an experiment without a preset."""
+        return ExperimentRequest(name=self.name, base=self.base, variants=self.variants, target_accuracy=self.target_accuracy)
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

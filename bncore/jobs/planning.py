@@ -2,12 +2,15 @@
 
 import math
 
+import torch
+
 from bncore.data.builtin import DatasetInfo, split_indices
 from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.errors import InvalidField
 from bncore.naming import default_name
 from bncore.specs import JobSpec, num_features
-from bncore.training.networks import parameter_count
+from bncore.training.activations import activation_layer_names, unknown_layers
+from bncore.training.networks import build_network, parameter_count
 
 
 def _cnn_shape_hint(features: int) -> str:
@@ -73,6 +76,35 @@ def _check_resnet(spec: JobSpec) -> None:
         raise InvalidField("model.bn_position", "a resnet puts BN before the activation: expected 'before_activation'")
     if spec.model.dropout > 0:
         raise InvalidField("model.dropout", "a resnet has no dropout layers: expected 0 (dropout applies to mlp and cnn)")
+    if spec.model.bias_before_bn:
+        raise InvalidField("model.bias_before_bn", "a resnet's convolutions have no bias: expected false (mlp and cnn only)")
+
+
+def _check_bias_before_bn(spec: JobSpec) -> None:
+    model = spec.model
+    if model.bias_before_bn and (model.normalization != "batchnorm" or model.bn_position != "before_activation"):
+        raise InvalidField(
+            "model.bias_before_bn",
+            "keeps the bias of layers feeding BN: it needs normalization 'batchnorm' with bn_position 'before_activation' "
+            "(without them every layer has its bias already)",
+        )
+
+
+def _check_tracked_layers(spec: JobSpec) -> None:
+    """Every layer `training.track_activations` names is a non-linearity of the network built."""
+    tracking = spec.training.track_activations
+    if tracking is None:
+        return
+    shape = tuple(spec.model.input_shape or ())
+    with torch.device("meta"):
+        network = build_network(spec.model, shape)
+    unknown = unknown_layers(network, tracking)
+    if unknown:
+        raise InvalidField(
+            "training.track_activations.layers",
+            f"no activation layer named {', '.join(map(repr, unknown))}; this network has "
+            f'{", ".join(activation_layer_names(network))} (or "all")',
+        )
 
 
 IMAGE_ARCHITECTURES = ("cnn", "resnet")
@@ -105,6 +137,7 @@ def plan_job(
         )
     _check_resnet(spec)
     _check_parallelism(spec)
+    _check_bias_before_bn(spec)
     if num_features(shape) != features:
         raise InvalidField(
             "model.input_shape",
@@ -127,6 +160,7 @@ def plan_job(
     bn_sync = spec.model.bn_sync or ("global" if spec.resources.world_size > 1 else None)
     planned = spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape, "bn_sync": bn_sync})})
     planned = planned.model_copy(update={"name": spec.name or default_name(planned.model_dump(mode="json"), info.name)})
+    _check_tracked_layers(planned)
     count = parameter_count(planned.model, tuple(shape))
     if count > max_parameters:
         raise InvalidField("model", f"the network has {count:,} parameters; this service allows at most {max_parameters:,}")

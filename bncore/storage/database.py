@@ -91,6 +91,7 @@ class EpochRow(Base):
     val_accuracy: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))  # 0: recorded before epochs were timed
     learning_rate: Mapped[float | None] = mapped_column(Float)  # null: recorded before schedules existed
+    activations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # null: no activation tracking
 
 
 class ModelRow(Base):
@@ -119,6 +120,8 @@ class ExperimentRow(Base):
     variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_sha256: Mapped[str | None] = mapped_column(String(64))
+    preset: Mapped[str | None] = mapped_column(String(64))  # the preset it reproduces, if any
+    claim: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a preset's verdict, judged once every variant ended
 
     __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_experiments_owner_idempotency_key"),)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from bncore.errors import Conflict, NotFound
@@ -23,10 +23,12 @@ class Experiment:
     created_at: datetime
     target_accuracy: float | None
     variants: list[dict[str, str]]  # [{"name", "job_id"}]
+    preset: str | None = None
+    claim: dict[str, Any] | None = None  # {"statement", "held", "evidence"}, stored once judged
 
     @classmethod
     def from_row(cls, row: ExperimentRow) -> "Experiment":
-        return cls(row.id, row.name, row.owner, row.created_at, row.target_accuracy, row.variants)
+        return cls(row.id, row.name, row.owner, row.created_at, row.target_accuracy, row.variants, row.preset, row.claim)
 
 
 class ExperimentNotFound(NotFound):
@@ -60,6 +62,7 @@ class ExperimentStore:
         owner: str,
         request_sha256: str,
         idempotency_key: str | None = None,
+        preset: str | None = None,
     ) -> tuple[Experiment, bool]:
         """The experiment and a queued job per (variant name, planned spec), all in one transaction, or none of them.
 
@@ -77,6 +80,7 @@ class ExperimentStore:
             variants=[{"name": variant, "job_id": job.id} for (variant, _), job in zip(variants, jobs, strict=True)],
             idempotency_key=idempotency_key,
             request_sha256=request_sha256,
+            preset=preset,
         )
         try:
             with self.db.session() as session, session.begin():
@@ -94,6 +98,11 @@ class ExperimentStore:
             if row is None or (owner is not None and row.owner != owner):
                 raise ExperimentNotFound(experiment_id)
             return Experiment.from_row(row)
+
+    def record_claim(self, experiment_id: str, claim: dict[str, Any]) -> None:
+        """A finished preset experiment's verdict; its variants have ended, so it never changes."""
+        with self.db.session() as session, session.begin():
+            session.execute(update(ExperimentRow).where(ExperimentRow.id == experiment_id).values(claim=claim))
 
     def page(self, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[Experiment], str | None]:
         with self.db.session() as session:

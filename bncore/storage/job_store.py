@@ -95,7 +95,9 @@ class JobRecord:
             name=row.name or default_name(row.spec),
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
-                EpochMetrics(m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds, m.learning_rate)
+                EpochMetrics(
+                    m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds, m.learning_rate, m.activations
+                )
                 for m in row.metrics
             ],
             best_epoch=row.best_epoch,

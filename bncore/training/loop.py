@@ -13,11 +13,12 @@ from torch import nn
 
 from bncore.data.builtin import PreparedData
 from bncore.specs import TrainingSpec
+from bncore.training.activations import ActivationProbe, probe_indices
 from bncore.training.augmentation import BatchAugmenter
 from bncore.training.checkpoints import Checkpoint
 from bncore.training.early_stopping import BestEpoch
 from bncore.training.epoch_metrics import EpochMetrics
-from bncore.training.schedules import current_learning_rate, make_scheduler
+from bncore.training.schedules import current_learning_rate, make_scheduler, steps_per_epoch
 from bncore.training.sharding import BatchShard
 
 EVAL_BATCH = 4096
@@ -116,12 +117,14 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     shard: BatchShard | None = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> tuple[float, float]:
     """One pass over the training split in `order`; mean loss and accuracy of its batches.
 
-    `scheduler` steps after every optimizer step; `augment` transforms each batch of inputs. With a
-    `shard`, this process trains on its share of each batch, augmented as the whole batch would be, with
-    its loss scaled so that the gradients DistributedDataParallel averages are those of the batch's mean.
+    `scheduler` steps after every optimizer step; `augment` transforms each batch of inputs;
+    `after_step` gets the number (from 1) of each step taken. With a `shard`, this process trains on
+    its share of each batch, augmented as the whole batch would be, with its loss scaled so that the
+    gradients DistributedDataParallel averages are those of the batch's mean.
     """
     device = data.x_train.device
     network.train()
@@ -164,6 +167,8 @@ def train_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step(step)
         losses.append(loss.detach() * (len(batch) / world_size))  # this process's part of the batch's loss sum
         correct.append((logits.detach().argmax(dim=1) == targets).sum())
         seen += len(batch)
@@ -171,6 +176,19 @@ def train_epoch(
     if shard is not None:
         sums = shard.sum(sums)
     return (sums[0] / seen).item(), (sums[1] / seen).item()
+
+
+def _activation_probe(network: nn.Module, data: PreparedData, spec: TrainingSpec) -> ActivationProbe | None:
+    if spec.track_activations is None:
+        return None
+    indices = probe_indices(len(data.x_train), spec.seed).to(data.x_train.device)
+    return ActivationProbe(network, spec.track_activations, data.x_train[indices])
+
+
+def _probe_step(probe: ActivationProbe, probed: list[dict], first_step: int, step: int) -> None:
+    """Measure after every `every_steps`-th step, counted over the whole run (0: before the first)."""
+    if (first_step + step) % probe.every_steps == 0:
+        probed.append(probe.measure(first_step + step))
 
 
 def train(
@@ -201,6 +219,7 @@ def train(
     if resume is not None:
         resume.restore(network, optimizer, shuffle, scheduler, augment_generator, best)
         history = list(resume.history)
+    probe = _activation_probe(network, data, spec)
     on_cuda = device.type == "cuda"
     with (
         channels_last(network, spec.mixed_precision and on_cuda) as memory_format,
@@ -213,15 +232,21 @@ def train(
             started = time.perf_counter()
             learning_rate = current_learning_rate(optimizer)
             order = torch.randperm(len(data.x_train), generator=shuffle).to(device, non_blocking=True)
+            probed: list[dict] | None = None
+            after_step = None
+            if probe is not None:
+                probed = [probe.measure(0)] if epoch == 1 else []
+                first_step = (epoch - 1) * steps_per_epoch(len(data.x_train), spec.batch_size)
+                after_step = partial(_probe_step, probe, probed, first_step)
             train_loss, train_accuracy = train_epoch(
-                stepped, optimizer, data, spec, order, epoch, interrupt, memory_format, scheduler, augmenter, shard
+                stepped, optimizer, data, spec, order, epoch, interrupt, memory_format, scheduler, augmenter, shard, after_step
             )
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
             seconds = time.perf_counter() - started  # honest on CUDA too: evaluate's .item() waited for the device
             for loss in (train_loss, val_loss):
                 if not math.isfinite(loss):
                     raise TrainingDiverged(epoch, None, loss)
-            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds, learning_rate)
+            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds, learning_rate, probed)
             history.append(metrics)
             if best is not None:
                 best.update(epoch, val_loss, network)

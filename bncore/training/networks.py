@@ -46,8 +46,9 @@ def build_network(spec: ModelSpec, input_shape: tuple[int, ...], for_training: b
     """A fresh network; the caller seeds torch first for reproducible weights.
 
     A layer whose output goes straight into BN has no bias: BN subtracts the mean, and β takes
-    the bias's role. `for_training` with `model.virtual_batch_size`: ghost BN layers, whose state dict
-    is BN's, so the network served (plain BN) loads the trained one's weights unchanged.
+    the bias's role (`model.bias_before_bn` keeps it, to show that it is redundant). `for_training` with
+    `model.virtual_batch_size`: ghost BN layers, whose state dict is BN's, so the network served (plain
+    BN) loads the trained one's weights unchanged.
     """
     network = _layers(spec, input_shape, for_training)
     initialise_(network, spec)
@@ -60,6 +61,14 @@ def _batchnorm(spec: ModelSpec, features: int, image: bool, ghost: bool) -> nn.M
         return ghost_type(features, spec.virtual_batch_size, eps=spec.bn_eps, momentum=spec.bn_momentum)
     plain_type = nn.BatchNorm2d if image else nn.BatchNorm1d
     return plain_type(features, eps=spec.bn_eps, momentum=spec.bn_momentum)
+
+
+def _with_redundant_bias(layer: nn.Linear | nn.Conv2d, spec: ModelSpec) -> nn.Module:
+    """Under `model.bias_before_bn`, a bias for a layer feeding BN, starting at 0 and drawing no random
+    number: the network then computes what the one without it does, from the same seed."""
+    if spec.bias_before_bn and _feeds_bn(spec):
+        layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0]))
+    return layer
 
 
 def _layers(spec: ModelSpec, input_shape: tuple[int, ...], ghost: bool) -> nn.Sequential:
@@ -80,12 +89,14 @@ def _layers(spec: ModelSpec, input_shape: tuple[int, ...], ghost: bool) -> nn.Se
         width = num_features(input_shape)
         for i, hidden in enumerate(spec.hidden_sizes, start=1):
             bn = _batchnorm(spec, hidden, False, ghost) if use_bn else None
-            layers += _block(i, nn.Linear(width, hidden, bias=bias), bn, spec)
+            layers += _block(i, _with_redundant_bias(nn.Linear(width, hidden, bias=bias), spec), bn, spec)
             width = hidden
     else:
         channels, height, width_px = input_shape
         for i, out_channels in enumerate(spec.channels, start=1):
-            conv = nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2, bias=bias)
+            conv = _with_redundant_bias(
+                nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2, bias=bias), spec
+            )
             bn = _batchnorm(spec, out_channels, True, ghost) if use_bn else None
             layers += _block(i, conv, bn, spec)
             # Halve the image while at least 2x2 remains for the head to see.

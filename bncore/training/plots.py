@@ -109,3 +109,26 @@ def experiment_curves_png(curves: Mapping[str, Sequence[EpochMetrics]], title: s
         axes.legend()
     loss.set_yscale("log")
     return _png(figure)
+
+
+def activations_png(layers: Sequence[Mapping[str, list]], title: str) -> bytes:
+    """As the paper's Figure 1(b, c): per tracked layer, the 15th, 50th and 85th percentiles of the inputs
+    to its non-linearity against the training step."""
+    if not layers:
+        return _message(title, "No activations: the job has no training.track_activations, or no probe yet.")
+    columns = min(len(layers), 3)
+    rows = -(-len(layers) // columns)
+    figure = Figure(figsize=(4.2 * columns, 0.6 + 3.2 * rows), layout="constrained")
+    figure.suptitle(title)
+    grid = figure.subplots(rows, columns, squeeze=False, sharex=True)
+    for axes, layer in zip(grid.flat, layers, strict=False):
+        axes.fill_between(layer["steps"], layer["p15"], layer["p85"], color=TRAIN_COLOR, alpha=0.15)
+        for key, style in (("p15", "--"), ("p50", "-"), ("p85", "--")):
+            axes.plot(layer["steps"], layer[key], style, color=TRAIN_COLOR, label=key)
+        axes.set_title(f"{layer['name']}: inputs to the non-linearity", fontsize=10)
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+    grid.flat[0].legend()
+    for axes in list(grid.flat)[len(layers) :]:
+        axes.set_axis_off()
+    return _png(figure)

@@ -152,6 +152,16 @@ def show_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None
         out.print(render.metrics_table(info.metrics))
 
 
+@jobs_app.command("activations")
+def job_activations(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
+    """The percentiles of the inputs to each tracked non-linearity over training (training.track_activations)."""
+    activations = sdk(ctx).jobs.get(job_id).activations()
+    if not as_json and not activations.layers:
+        print(f"{job_id} has no activations (submit it with training.track_activations)", file=sys.stderr)
+        return
+    render.show(activations, as_json, lambda: render.activations_table(activations))
+
+
 @jobs_app.command("cancel")
 def cancel_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
     """Cancel a queued job, or ask a running one to stop (within a second)."""
@@ -269,9 +279,26 @@ def bn(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def experiment(ctx: typer.Context, spec: RequestFile, watch: WatchFlag = False, as_json: JsonFlag = False) -> None:
-    """Run variants of one job side by side (the body of POST /v1/experiments) and print the results table."""
-    handle = sdk(ctx).experiments.submit(read_request(spec))
+def experiment(
+    ctx: typer.Context,
+    spec: Annotated[
+        Path | None,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="a request body as .json, or YAML; or --preset"),
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="a reproduction instead of a file, e.g. faster-training")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="with --preset: epochs of every variant")] = None,
+    dataset: Annotated[str | None, typer.Option(help="with --preset: a built-in dataset's name, e.g. shapes32")] = None,
+    watch: WatchFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run variants of one job side by side (the body of POST /v1/experiments) and print the results table;
+    with --preset, a reproduction of one of BN's claims and, once it ends, whether the claim held."""
+    if (spec is None) == (preset is None):
+        raise typer.BadParameter("give a request file or --preset NAME (bnjobs experiments presets lists them)")
+    if preset is None and (epochs is not None or dataset is not None):
+        raise typer.BadParameter("--epochs and --dataset go with --preset")
+    experiments = sdk(ctx).experiments
+    handle = experiments.preset(preset, epochs, dataset) if preset else experiments.submit(read_request(spec))  # type: ignore[arg-type]
     if not as_json:
         print(handle.id, flush=True)
     report(handle, watch, as_json)
@@ -282,6 +309,13 @@ def list_experiments(ctx: typer.Context, limit: Limit = 20, as_json: JsonFlag = 
     """Experiments, newest first, with each one's best variant."""
     experiments = sdk(ctx).experiments.list(limit)
     render.show(experiments, as_json, lambda: render.experiments_table(experiments))
+
+
+@experiments_app.command("presets")
+def list_presets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """The reproductions `bnjobs experiment --preset NAME` runs, and the claim each one judges."""
+    found = sdk(ctx).experiments.presets()
+    render.show(found, as_json, lambda: render.presets_table(found))
 
 
 @experiments_app.command("show")

@@ -13,7 +13,16 @@ from rich.console import Console, RenderableType
 from rich.table import Column, Table
 
 from bncore.specs import ModelSpec
-from service.schemas import BatchNormLayerOut, DatasetOut, EpochMetricsOut, ExperimentOut, JobOut, ModelOut
+from service.schemas import (
+    ActivationsOut,
+    BatchNormLayerOut,
+    DatasetOut,
+    EpochMetricsOut,
+    ExperimentOut,
+    JobOut,
+    ModelOut,
+    PresetOut,
+)
 
 
 def console(stderr: bool = False) -> Console:
@@ -63,6 +72,16 @@ def metrics_table(metrics: list[EpochMetricsOut]) -> Table:
     for m in metrics:
         figures = map(number, (m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy))
         table.add_row(str(m.epoch), *figures, number(m.seconds, 3), rate(m.learning_rate))
+    return table
+
+
+def activations_table(activations: ActivationsOut) -> Table:
+    """One row per tracked layer and measured step: the percentiles, mean and std of the non-linearity's inputs."""
+    table = Table("layer", *numeric("step", "p15", "p50", "p85", "mean", "std"), title="inputs to each non-linearity")
+    for layer in activations.layers:
+        for index, step in enumerate(layer.steps):
+            values = (layer.p15, layer.p50, layer.p85, layer.mean, layer.std)
+            table.add_row(layer.name, str(step), *(number(series[index]) for series in values))
     return table
 
 
@@ -223,6 +242,8 @@ def experiment_table(experiment: ExperimentOut) -> Table:
         *numeric("final val acc", "best val acc", "epochs to target"),
         "diverged",
         title=f"{experiment.name} ({experiment.status}{target})",
+        caption=claim_caption(experiment),
+        caption_justify="left",
     )
     for v in experiment.variants:
         table.add_row(
@@ -234,6 +255,22 @@ def experiment_table(experiment: ExperimentOut) -> Table:
             "-" if v.epochs_to_target is None else str(v.epochs_to_target),
             "yes" if v.diverged else "no",
         )
+    return table
+
+
+def claim_caption(experiment: ExperimentOut) -> str | None:
+    """A preset's verdict under its table: the statement, HELD or NOT HELD, and the evidence."""
+    claim = experiment.claim
+    if claim is None:
+        return f"claim: judged once every variant ended (preset {experiment.preset})" if experiment.preset else None
+    evidence = "\n".join(f"  {key}: {json.dumps(value)}" for key, value in claim.evidence.items())
+    return f"claim {'HELD' if claim.held else 'NOT HELD'}: {claim.statement}\n{evidence}"
+
+
+def presets_table(presets: list[PresetOut]) -> Table:
+    table = Table("preset", *numeric("variants"), "claim", title="presets: bnjobs experiment --preset NAME --watch")
+    for preset in presets:
+        table.add_row(preset.name, str(len(preset.request["variants"])), preset.claim["statement"])
     return table
 
 

@@ -44,7 +44,7 @@ def dashboard(request: Request, services: ServicesDep) -> HTMLResponse:
         datasets = [DatasetOut.from_info(info) for info in list_datasets()] + [DatasetOut.from_record(r) for r in uploads]
         page = services.experiments.page(FIRST_PAGE, None)[0]
         variant_jobs = services.jobs.get_many([v["job_id"] for experiment in page for v in experiment.variants])
-        experiments = [results_table(experiment, variant_jobs.__getitem__) for experiment in page]
+        experiments = [results_table(experiment, variant_jobs.__getitem__, services) for experiment in page]
     # An upload is shown by its name, not its id: the id is on hover.
     dataset_names = {dataset.id: dataset.name for dataset in datasets if dataset.id}
     response = templates.TemplateResponse(

@@ -10,11 +10,21 @@ from fastapi.responses import StreamingResponse
 
 from bncore.errors import NotFound
 from bncore.specs import JobSpec
-from bncore.storage.job_store import FINISHED, JobStore
-from bncore.training.plots import training_curves_png
+from bncore.storage.job_store import FINISHED, JobRecord, JobStore
+from bncore.training.activations import activation_series
+from bncore.training.plots import activations_png, training_curves_png
 from service.auth import Trainer
 from service.deps import JobsDep, PageCursor, PageLimit, ServicesDep, require_json
-from service.schemas import JOB_EXAMPLES, PNG_RESPONSE, EpochMetricsOut, JobOut, JobPage, JobStatus, error_responses
+from service.schemas import (
+    JOB_EXAMPLES,
+    PNG_RESPONSE,
+    ActivationsOut,
+    EpochMetricsOut,
+    JobOut,
+    JobPage,
+    JobStatus,
+    error_responses,
+)
 from service.submissions import plan_submission, queue_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 403, 422))
@@ -88,6 +98,24 @@ def plot_job(job_id: str, jobs: JobsDep, caller: Trainer) -> Response:
     """Train and validation loss and accuracy per epoch; a job with no finished epoch gets a chart saying so."""
     job = jobs.get(job_id, caller.owner_filter)
     return Response(training_curves_png(job.metrics, f"{job.id} · {job.status}"), media_type="image/png")
+
+
+def _activations(job: JobRecord) -> list[dict]:
+    return activation_series([record for metrics in job.metrics for record in metrics.activations or []])
+
+
+@router.get("/{job_id}/activations", response_model=ActivationsOut, responses=error_responses(404))
+def read_activations(job_id: str, jobs: JobsDep, caller: Trainer) -> ActivationsOut:
+    """Under `training.track_activations`: per tracked layer, the 15th, 50th and 85th percentiles, mean and std
+    of the inputs to its non-linearity on a fixed probe batch, at every measured step (the paper's Figure 1)."""
+    return ActivationsOut.model_validate({"layers": _activations(jobs.get(job_id, caller.owner_filter))})
+
+
+@router.get("/{job_id}/activations.png", response_class=Response, responses={**PNG_RESPONSE, **error_responses(404)})
+def plot_activations(job_id: str, jobs: JobsDep, caller: Trainer) -> Response:
+    """The activation percentiles over training steps, one panel per tracked layer."""
+    job = jobs.get(job_id, caller.owner_filter)
+    return Response(activations_png(_activations(job), f"{job.id} · {job.name}"), media_type="image/png")
 
 
 @router.get(

@@ -287,6 +287,17 @@ function showJob(job) {
   $("#job-info").textContent = parts.join(" · ");
   $("#job-model").hidden = !job.model_id;
   $("#job-cancel").hidden = FINISHED.has(job.status);
+  showActivations(job);
+}
+
+/** Under training.track_activations, the percentile curves once the job has ended (drawn once per job). */
+function showActivations(job) {
+  const img = $("#job-activations");
+  const tracked = !job.recalibration && job.spec.training.track_activations;
+  img.hidden = !tracked;
+  if (!tracked || !FINISHED.has(job.status) || img.dataset.jobId === job.id) return;
+  img.dataset.jobId = job.id;
+  showPlot(img, `/v1/jobs/${encodeURIComponent(job.id)}/activations.png`, () => state.job && state.job.id === job.id);
 }
 
 // --- Chart --------------------------------------------------------------------------------------
