@@ -3,6 +3,7 @@
 from typing import Any
 
 MAX_NAME_LENGTH = 100
+NORMALIZATION_LABELS = {"batchnorm": "bn", "batch_renorm": "brn", "group_norm": "gn", "layer_norm": "ln"}
 
 
 def _sizes(sizes: list[int]) -> str:
@@ -15,11 +16,12 @@ def _sizes(sizes: list[int]) -> str:
 
 
 def default_name(spec: dict[str, Any], dataset_label: str | None = None) -> str:
-    """Architecture, widths, `bn` or `nobn`, and the dataset (its name; an upload's id when no label is given)."""
+    """Architecture, widths, the normalisation (`bn`, `brn`, `gn`, `ln`, `nobn`), and the dataset (its name; an
+    upload's id when no label is given)."""
     model = spec.get("model", {})
     architecture = str(model.get("architecture", "model"))
     sizes = model.get("hidden_sizes" if architecture == "mlp" else "channels") or []
-    normalization = "bn" if model.get("normalization", "batchnorm") == "batchnorm" else "nobn"
+    normalization = NORMALIZATION_LABELS.get(str(model.get("normalization", "batchnorm")), "nobn")
     dataset = spec.get("dataset", {})
     label = dataset_label or dataset.get("name") or dataset.get("id") or "data"
     return f"{architecture}-{_sizes(list(sizes))}-{normalization}-{label}"[:MAX_NAME_LENGTH]

@@ -17,7 +17,7 @@ BAD_JOBS = [
     ({"training": {"validation_fraction": 1.5}}, "training.validation_fraction", "less than or equal to 0.5"),
     ({"model": {"activation": "swish"}}, "model.activation", "'relu', 'sigmoid', 'tanh', 'gelu', 'elu' or 'selu'"),
     ({"model": {"architecture": "transformer"}}, "model.architecture", "'mlp', 'cnn' or 'resnet'"),
-    ({"model": {"normalization": "layernorm"}}, "model.normalization", "'batchnorm' or 'none'"),
+    ({"model": {"normalization": "layernorm"}}, "model.normalization", "'group_norm', 'layer_norm' or 'none'"),
     ({"model": {"bn_momentum": 0}}, "model.bn_momentum", "greater than 0"),
     ({"model": {"hidden_sizes": [0]}}, "model.hidden_sizes.0", "greater than or equal to 1"),
     ({"model": {"num_classes": 3}}, "model.num_classes", "dataset 'digits' has 10 classes"),

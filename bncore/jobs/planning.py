@@ -8,6 +8,7 @@ from bncore.errors import InvalidField
 from bncore.naming import default_name
 from bncore.specs import JobSpec, num_features
 from bncore.training.networks import parameter_count
+from bncore.training.normalization import normalised_widths
 
 
 def _cnn_shape_hint(features: int) -> str:
@@ -45,6 +46,20 @@ def _check_resnet(spec: JobSpec) -> None:
         raise InvalidField("model.dropout", "a resnet has no dropout layers: expected 0 (dropout applies to mlp and cnn)")
 
 
+def _check_groups(spec: JobSpec) -> None:
+    """GroupNorm splits each normalised layer's channels (an mlp's features) into `groups` equal groups."""
+    if spec.model.normalization != "group_norm":
+        return
+    widths = normalised_widths(spec.model)
+    uneven = sorted({width for width in widths if width % spec.model.groups})
+    if uneven:
+        raise InvalidField(
+            "model.groups",
+            f"group_norm splits each normalised layer's channels into {spec.model.groups} equal groups, but "
+            f"{uneven} are not divisible by {spec.model.groups}: expected a divisor of every width {sorted(set(widths))}",
+        )
+
+
 IMAGE_ARCHITECTURES = ("cnn", "resnet")
 
 
@@ -74,6 +89,7 @@ def plan_job(
             f"(dataset '{info.name}' has {features} features)" + _cnn_shape_hint(features),
         )
     _check_resnet(spec)
+    _check_groups(spec)
     if num_features(shape) != features:
         raise InvalidField(
             "model.input_shape",

@@ -1,4 +1,4 @@
-"""The training loop. Reads top to bottom: optimizer and schedule, then per epoch a shuffled pass and an evaluation."""
+"""The training loop. Reads top to bottom: optimizer and schedule, then per epoch a pass in batch order and an evaluation."""
 
 import contextlib
 import math
@@ -14,6 +14,7 @@ from torch import nn
 from bncore.data.builtin import PreparedData
 from bncore.specs import TrainingSpec
 from bncore.training.augmentation import BatchAugmenter
+from bncore.training.batch_order import epoch_batches
 from bncore.training.checkpoints import Checkpoint
 from bncore.training.early_stopping import BestEpoch
 from bncore.training.epoch_metrics import EpochMetrics
@@ -113,10 +114,12 @@ def train_epoch(
     memory_format: torch.memory_format = torch.contiguous_format,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_sizes: list[int] | None = None,
 ) -> tuple[float, float]:
     """One pass over the training split in `order`; mean loss and accuracy of its batches.
 
-    `scheduler` steps after every optimizer step; `augment` transforms each batch of inputs.
+    `scheduler` steps after every optimizer step; `augment` transforms each batch of inputs;
+    `batch_sizes` cuts `order` into batches of these lengths instead of `spec.batch_size` each.
     """
     device = data.x_train.device
     network.train()
@@ -126,8 +129,7 @@ def train_epoch(
     # sync a GPU each step, and running sums cost every step four more small kernels.
     losses: list[torch.Tensor] = []
     predictions: list[torch.Tensor] = []
-    for step, start in enumerate(range(0, len(order), spec.batch_size), start=1):
-        batch = order[start : start + spec.batch_size]
+    for step, batch in enumerate(order.split(batch_sizes or spec.batch_size), start=1):
         # BN needs more than one value per feature in training: a trailing batch of 1 is dropped.
         if len(batch) < 2:
             break
@@ -184,6 +186,7 @@ def train(
         resume.restore(network, optimizer, shuffle, scheduler, augment_generator, best)
         history = list(resume.history)
     on_cuda = device.type == "cuda"
+    labels = data.y_train.cpu() if spec.batch_order != "shuffled" else None
     with (
         channels_last(network, spec.mixed_precision and on_cuda) as memory_format,
         batchnorm_in_fp32(network, spec.mixed_precision),
@@ -193,9 +196,19 @@ def train(
                 break
             started = time.perf_counter()
             learning_rate = current_learning_rate(optimizer)
-            order = torch.randperm(len(data.x_train), generator=shuffle).to(device, non_blocking=True)
+            order, batch_sizes = epoch_batches(spec, len(data.x_train), labels, shuffle)
             train_loss, train_accuracy = train_epoch(
-                network, optimizer, data, spec, order, epoch, interrupt, memory_format, scheduler, augmenter
+                network,
+                optimizer,
+                data,
+                spec,
+                order.to(device, non_blocking=True),
+                epoch,
+                interrupt,
+                memory_format,
+                scheduler,
+                augmenter,
+                batch_sizes,
             )
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
             seconds = time.perf_counter() - started  # honest on CUDA too: evaluate's .item() waited for the device

@@ -1,5 +1,6 @@
-"""Build the network a ModelSpec describes: [Linear|Conv](bias=False) → BN → activation [→ dropout], then a head;
-or a residual network (see resnet.py). Then its initial weights, as `model.init` and `model.init_scale` say.
+"""Build the network a ModelSpec describes: [Linear|Conv](bias=False) → norm → activation [→ dropout], then a head;
+or a residual network (see resnet.py). The norm is BN, Batch Renorm, GroupNorm or LayerNorm (normalization.py).
+Then its initial weights, as `model.init` and `model.init_scale` say.
 """
 
 from collections import OrderedDict
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from bncore.specs import ModelSpec, num_features
+from bncore.training.normalization import norm_layer
 from bncore.training.resnet import build_resnet, zero_init_residual_
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -37,15 +39,15 @@ def _kind(layer: nn.Module) -> str:
     return "conv" if isinstance(layer, nn.Conv2d) else "fc"
 
 
-def _feeds_bn(spec: ModelSpec) -> bool:
-    return spec.normalization == "batchnorm" and spec.bn_position == "before_activation"
+def _feeds_norm(spec: ModelSpec) -> bool:
+    return spec.normalization != "none" and spec.bn_position == "before_activation"
 
 
 def build_network(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
     """A fresh network; the caller seeds torch first for reproducible weights.
 
-    A layer whose output goes straight into BN has no bias: BN subtracts the mean, and β takes
-    the bias's role.
+    A layer whose output goes straight into a normalisation (BN, Batch Renorm, GroupNorm, LayerNorm)
+    has no bias: the normalisation subtracts a mean the bias is part of, and β takes the bias's role.
     """
     network = _layers(spec, input_shape)
     initialise_(network, spec)
@@ -53,14 +55,11 @@ def build_network(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequentia
 
 
 def _layers(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
-    use_bn = spec.normalization == "batchnorm"
-    bias = not _feeds_bn(spec)
+    bias = not _feeds_norm(spec)
     if spec.architecture == "resnet":
 
         def norm(features: int) -> nn.Module:
-            if use_bn:
-                return nn.BatchNorm2d(features, eps=spec.bn_eps, momentum=spec.bn_momentum)
-            return nn.Identity()
+            return norm_layer(spec, features, images=True) or nn.Identity()
 
         return build_resnet(input_shape[0], spec.num_classes, spec.depth, spec.width, norm, ACTIVATIONS[spec.activation], bias)
     layers: list[tuple[str, nn.Module]] = []
@@ -69,15 +68,13 @@ def _layers(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Sequential:
             layers.append(("flatten", nn.Flatten()))
         width = num_features(input_shape)
         for i, hidden in enumerate(spec.hidden_sizes, start=1):
-            bn = nn.BatchNorm1d(hidden, eps=spec.bn_eps, momentum=spec.bn_momentum) if use_bn else None
-            layers += _block(i, nn.Linear(width, hidden, bias=bias), bn, spec)
+            layers += _block(i, nn.Linear(width, hidden, bias=bias), norm_layer(spec, hidden, images=False), spec)
             width = hidden
     else:
         channels, height, width_px = input_shape
         for i, out_channels in enumerate(spec.channels, start=1):
             conv = nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2, bias=bias)
-            bn = nn.BatchNorm2d(out_channels, eps=spec.bn_eps, momentum=spec.bn_momentum) if use_bn else None
-            layers += _block(i, conv, bn, spec)
+            layers += _block(i, conv, norm_layer(spec, out_channels, images=True), spec)
             # Halve the image while at least 2x2 remains for the head to see.
             if min(height, width_px) >= 4:
                 layers.append((f"pool{i}", nn.MaxPool2d(2)))
