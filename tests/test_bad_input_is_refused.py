@@ -41,6 +41,18 @@ BAD_JOBS = [
     ({"model": {"init": "orthogonal"}}, "model.init", "'default', 'kaiming_normal', 'xavier_normal' or 'normal'"),
     ({"model": {"init_scale": 0}}, "model.init_scale", "greater than 0"),
     ({"dataset": {"name": "mnist"}}, "dataset.name", "unknown dataset 'mnist'"),
+    ({"model": {"normalization": "group_norm", "groups": 3}}, "model.groups", "[100] are not divisible by 3"),
+    (
+        {"model": {"architecture": "cnn", "input_shape": [1, 8, 8], "normalization": "group_norm", "groups": 32}},
+        "model.groups",
+        "[16] are not divisible by 32",
+    ),
+    ({"model": {"normalization": "group_norm", "groups": 0}}, "model.groups", "greater than or equal to 1"),
+    ({"model": {"renorm_r_max": 0.5}}, "model.renorm_r_max", "greater than or equal to 1"),
+    ({"model": {"renorm_d_max": -1}}, "model.renorm_d_max", "greater than or equal to 0"),
+    ({"model": {"renorm_warmup_steps": -1}}, "model.renorm_warmup_steps", "greater than or equal to 0"),
+    ({"training": {"batch_order": "sorted"}}, "training.batch_order", "'shuffled', 'class_sorted' or 'grouped'"),
+    ({"training": {"batch_group_size": 0}}, "training.batch_group_size", "greater than or equal to 1"),
 ]
 
 
