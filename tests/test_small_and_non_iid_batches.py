@@ -11,6 +11,7 @@ from safetensors.numpy import load as load_numpy
 from sklearn.datasets import load_digits
 
 from bncore.data.builtin import split_indices
+from bnjobs import Client
 from tests.conftest import RunningService
 from tests.support.jobs import job_request, train, wait_for
 
@@ -160,7 +161,9 @@ def test_a_batch_independent_model_lists_gamma_and_beta_folds_nothing_exports_an
 ADVICE = "'batch_renorm', 'group_norm' or 'layer_norm'"
 
 
-def test_bn_with_a_tiny_batch_or_class_sorted_batches_is_accepted_with_advice(client: httpx.Client) -> None:
+def test_bn_with_a_tiny_batch_or_class_sorted_batches_is_accepted_with_advice(
+    client: httpx.Client, service: RunningService
+) -> None:
     tiny = client.post("/v1/jobs", json=job_request(training={"epochs": 1, "batch_size": 4}))
     assert tiny.status_code == 202
     [warning] = tiny.json()["warnings"]
@@ -180,3 +183,6 @@ def test_bn_with_a_tiny_batch_or_class_sorted_batches_is_accepted_with_advice(cl
     assert remedied.json()["warnings"] == []
     for job in (tiny, remedied):
         assert wait_for(client, job.json()["id"])["status"] == "succeeded"
+    with Client(service.url) as sdk:
+        assert repr(sdk.jobs.get(tiny.json()["id"])).endswith(" (1 warning)>")
+        assert "warning" not in repr(sdk.jobs.get(remedied.json()["id"]))

@@ -103,6 +103,8 @@ def submit(
         return
     if not as_json:
         print(job.id, flush=True)
+        for warning in job.info.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if not watch:
         return
     info = follow(job)

@@ -103,6 +103,7 @@ def job_details(job: JobOut) -> Table:
             "model id": job.model_id,
             "best epoch": job.best_epoch,
             "error": f"{job.error.code}: {job.error.message}" if job.error else None,
+            "warnings": "\n".join(job.warnings) or None,
         }
     )
 
