@@ -3,6 +3,7 @@
 from typing import Any
 
 MAX_NAME_LENGTH = 100
+NORMALIZATION_LABELS = {"batchnorm": "bn", "batch_renorm": "brn", "group_norm": "gn", "layer_norm": "ln"}
 
 
 def _sizes(sizes: list[int]) -> str:
@@ -15,9 +16,8 @@ def _sizes(sizes: list[int]) -> str:
 
 
 def default_name(spec: dict[str, Any], dataset_label: str | None = None) -> str:
-    """Architecture, widths (a resnet's depth × width), `bn` or `nobn`, and the dataset.
-
-    The dataset is named by its name, or an upload by its id when no label is given.
+    """Architecture, widths (a resnet's depth × width), the normalisation (`bn`, `brn`, `gn`, `ln`, `nobn`),
+    and the dataset: its name, or an upload's id when no label is given.
     """
     model = spec.get("model", {})
     architecture = str(model.get("architecture", "model"))
@@ -25,7 +25,7 @@ def default_name(spec: dict[str, Any], dataset_label: str | None = None) -> str:
         shape = f"{model.get('depth', 20)}x{model.get('width', 16)}"  # depth × base width: resnet-20x16
     else:
         shape = _sizes(list(model.get("hidden_sizes" if architecture == "mlp" else "channels") or []))
-    normalization = "bn" if model.get("normalization", "batchnorm") == "batchnorm" else "nobn"
+    normalization = NORMALIZATION_LABELS.get(str(model.get("normalization", "batchnorm")), "nobn")
     dataset = spec.get("dataset", {})
     label = dataset_label or dataset.get("name") or dataset.get("id") or "data"
     return f"{architecture}-{shape}-{normalization}-{label}"[:MAX_NAME_LENGTH]

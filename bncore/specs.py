@@ -15,6 +15,8 @@ Activation = Literal["relu", "sigmoid", "tanh", "gelu", "elu", "selu"]
 Width = Annotated[int, Field(ge=1, le=8192)]
 Dim = Annotated[int, Field(ge=1, le=4096)]
 Init = Literal["default", "kaiming_normal", "xavier_normal", "normal"]
+Normalization = Literal["batchnorm", "batch_renorm", "group_norm", "layer_norm", "none"]
+BatchOrder = Literal["shuffled", "class_sorted", "grouped"]
 
 
 class StrictModel(BaseModel):
@@ -51,7 +53,24 @@ class ModelSpec(StrictModel):
     init_std: float = Field(0.01, gt=0, le=10, description="init `normal`: the standard deviation of the weights")
     init_scale: float = Field(1.0, gt=0, le=100, description="multiplies every initial Linear/Conv2d weight")
     activation: Activation = "relu"
-    normalization: Literal["batchnorm", "none"] = "batchnorm"
+    normalization: Normalization = Field(
+        "batchnorm",
+        description="`batchnorm` (Ioffe & Szegedy 2015); `batch_renorm` (Ioffe 2017: BN corrected towards its moving "
+        "averages in training, plain BN at inference); `group_norm` (Wu & He 2018, `groups` groups of channels per "
+        "sample) and `layer_norm` (every channel of a sample): batch-independent, no running statistics; `none`",
+    )
+    renorm_r_max: float = Field(3.0, ge=1, le=100, description="batch_renorm: the final bound on r = σ_B/σ")
+    renorm_d_max: float = Field(5.0, ge=0, le=100, description="batch_renorm: the final bound on |d| = |μ_B − μ|/σ")
+    renorm_warmup_steps: int = Field(
+        1000,
+        ge=0,
+        le=10_000_000,
+        description="batch_renorm: training steps of plain BN (r_max 1, d_max 0) before the bounds are relaxed "
+        "linearly to renorm_r_max and renorm_d_max over as many steps again",
+    )
+    groups: int = Field(
+        4, ge=1, le=8192, description="group_norm: groups of channels (features, in an mlp); must divide every width"
+    )
     bn_position: Literal["before_activation", "after_activation"] = Field(
         "before_activation", description="where BN sits; the paper puts it before the non-linearity"
     )
@@ -182,6 +201,12 @@ class TrainingSpec(StrictModel):
         description="record the 15th, 50th and 85th percentiles (and mean and std) of the inputs to each tracked "
         "non-linearity on a fixed probe batch, see GET /v1/jobs/{id}/activations",
     )
+    batch_order: BatchOrder = Field(
+        "shuffled",
+        description="`shuffled`: i.i.d. batches; `class_sorted`: one class after another, shuffled within each; "
+        "`grouped`: each batch drawn from `batch_group_size` classes only (non-i.i.d. batches, Ioffe 2017)",
+    )
+    batch_group_size: int = Field(2, ge=1, le=10_000, description="grouped: the classes each batch is drawn from")
 
 
 class RecalibrationRequest(StrictModel):

@@ -217,7 +217,8 @@ class Job:
         info = self.info
         accuracy = _accuracy(info.metrics[-1].val_accuracy if info.metrics else None)
         progress = f"{info.progress.epoch}/{info.progress.epochs} epochs"
-        return f"<Job {short_id(info.id)} {info.name} {info.status} {progress}{accuracy}>"
+        warnings = f" ({len(info.warnings)} warning{'s' if len(info.warnings) != 1 else ''})" if info.warnings else ""
+        return f"<Job {short_id(info.id)} {info.name} {info.status} {progress}{accuracy}{warnings}>"
 
     def refresh(self) -> JobOut:
         """Read the job again."""

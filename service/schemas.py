@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bncore.advice import spec_warnings
 from bncore.specs import JobSpec, Recalibration
 
 if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load without torch or a database
@@ -18,6 +19,10 @@ if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load wit
     from bncore.storage.model_store import ModelRecord
     from bncore.training.epoch_metrics import EpochMetrics
     from bncore.training.trained_model import Prediction
+
+
+def _is_none(value: object) -> bool:
+    return value is None
 
 
 class FieldError(BaseModel):
@@ -144,9 +149,15 @@ class JobOut(BaseModel):
     cancel_requested: bool
     spec: JobSpec = Field(description="what is trained; for a recalibration job, the parent model's spec")
     recalibration: Recalibration | None = Field(description="set for jobs that recompute a model's BN statistics")
+    warnings: list[str] = Field(
+        [],
+        description="advice on the spec, never an error: e.g. BN with a batch under 8, or class-sorted batches, "
+        "and the options that help (docs/training-recipes.md)",
+    )
 
     @classmethod
     def from_record(cls, job: JobRecord) -> JobOut:
+        spec = JobSpec.model_validate(job.spec)
         return cls(
             id=job.id,
             name=job.name,
@@ -165,8 +176,9 @@ class JobOut(BaseModel):
             resumed_from_epoch=job.resumed_from_epoch,
             best_epoch=job.best_epoch,
             cancel_requested=job.cancel_requested,
-            spec=JobSpec.model_validate(job.spec),
+            spec=spec,
             recalibration=Recalibration.model_validate(job.recalibration) if job.recalibration else None,
+            warnings=[] if job.recalibration else spec_warnings(spec),
         )
 
 
@@ -214,6 +226,11 @@ class DatasetList(BaseModel):
 class ServingOut(BaseModel):
     folded: bool = Field(description="whether the served graph has BN layers merged into the layer before them")
     folded_layers: list[str] = Field(description="the BN layers merged away, e.g. `bn1`")
+    note: str | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="only where folding does not apply (group_norm, layer_norm, none: no running statistics): why",
+    )
 
 
 class ModelOut(BaseModel):
@@ -236,6 +253,7 @@ class ModelOut(BaseModel):
     @classmethod
     def from_record(cls, model: ModelRecord, fold_batchnorm: bool) -> ModelOut:
         from bncore.bn.folding import folded_layer_names  # imports torch, which API clients need not load
+        from bncore.bn.kinds import folding_note
 
         folded = folded_layer_names(model.spec.model, fold_batchnorm)
         return cls(
@@ -251,7 +269,7 @@ class ModelOut(BaseModel):
             parameter_count=model.parameter_count,
             artifact_sha256=model.artifact_sha256,
             parent_id=model.parent_id,
-            serving=ServingOut(folded=bool(folded), folded_layers=folded),
+            serving=ServingOut(folded=bool(folded), folded_layers=folded, note=folding_note(model.spec.model.normalization)),
         )
 
 
@@ -262,18 +280,29 @@ class ModelPage(BaseModel):
 
 class BatchNormLayerOut(BaseModel):
     name: str
+    kind: Literal["batchnorm", "batch_renorm", "group_norm", "layer_norm"] = Field(
+        "batchnorm", description="`batchnorm` and `batch_renorm` keep running statistics; the others have none"
+    )
     num_features: int
     eps: float
     momentum: float | None
     gamma: list[float]
     beta: list[float]
-    running_mean: list[float]
-    running_var: list[float]
-    num_batches_tracked: int
+    running_mean: list[float] | None = Field(description="null for group_norm and layer_norm: no running statistics")
+    running_var: list[float] | None = Field(description="null for group_norm and layer_norm: no running statistics")
+    num_batches_tracked: int | None = Field(description="null for group_norm and layer_norm")
+    groups: int | None = Field(
+        None, exclude_if=_is_none, description="only for group_norm (its groups of channels) and layer_norm (1)"
+    )
+    note: str | None = Field(
+        None, exclude_if=_is_none, description="only for a layer without running statistics: why it has none"
+    )
 
     @classmethod
     def from_layer(cls, layer: BatchNormLayer) -> BatchNormLayerOut:
-        return cls(**layer.__dict__)
+        from bncore.bn.kinds import no_statistics_reason
+
+        return cls(**layer.__dict__, note=no_statistics_reason(layer.kind))
 
 
 class BatchNormOut(BaseModel):
@@ -316,10 +345,14 @@ class DriftOut(BaseModel):
     thresholds: DriftThresholdsOut
     drifted: bool = Field(description="whether any BN layer drifted")
     layers: list[LayerDriftOut] = Field(description="per BN layer, from the inputs it sees at serving time")
+    applies: bool = Field(True, description="false for models without running statistics (group_norm, layer_norm, none)")
+    note: str | None = Field(None, description="why drift monitoring does not apply, where it does not")
 
     @classmethod
-    def from_report(cls, model_id: str, report: DriftReport) -> DriftOut:
+    def from_report(cls, model_id: str, report: DriftReport, note: str | None = None) -> DriftOut:
         return cls(
+            applies=note is None,
+            note=note,
             model_id=model_id,
             since=report.since,
             samples_seen=report.samples_seen,

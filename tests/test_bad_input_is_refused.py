@@ -17,7 +17,7 @@ BAD_JOBS = [
     ({"training": {"validation_fraction": 1.5}}, "training.validation_fraction", "less than or equal to 0.5"),
     ({"model": {"activation": "swish"}}, "model.activation", "'relu', 'sigmoid', 'tanh', 'gelu', 'elu' or 'selu'"),
     ({"model": {"architecture": "transformer"}}, "model.architecture", "'mlp', 'cnn' or 'resnet'"),
-    ({"model": {"normalization": "layernorm"}}, "model.normalization", "'batchnorm' or 'none'"),
+    ({"model": {"normalization": "layernorm"}}, "model.normalization", "'group_norm', 'layer_norm' or 'none'"),
     ({"model": {"bn_momentum": 0}}, "model.bn_momentum", "greater than 0"),
     ({"model": {"hidden_sizes": [0]}}, "model.hidden_sizes.0", "greater than or equal to 1"),
     ({"model": {"num_classes": 3}}, "model.num_classes", "dataset 'digits' has 10 classes"),
@@ -56,6 +56,18 @@ BAD_JOBS = [
     ({"model": {"virtual_batch_size": 8}, "resources": {"processes": 2}}, "model.virtual_batch_size", "one process"),
     ({"model": {"virtual_batch_size": 128}, "training": {"batch_size": 64}}, "model.virtual_batch_size", "at most"),
     ({"model": {"virtual_batch_size": 8, "normalization": "none"}}, "model.virtual_batch_size", "need BN layers"),
+    ({"model": {"normalization": "group_norm", "groups": 3}}, "model.groups", "[100] are not divisible by 3"),
+    (
+        {"model": {"architecture": "cnn", "input_shape": [1, 8, 8], "normalization": "group_norm", "groups": 32}},
+        "model.groups",
+        "[16] are not divisible by 32",
+    ),
+    ({"model": {"normalization": "group_norm", "groups": 0}}, "model.groups", "greater than or equal to 1"),
+    ({"model": {"renorm_r_max": 0.5}}, "model.renorm_r_max", "greater than or equal to 1"),
+    ({"model": {"renorm_d_max": -1}}, "model.renorm_d_max", "greater than or equal to 0"),
+    ({"model": {"renorm_warmup_steps": -1}}, "model.renorm_warmup_steps", "greater than or equal to 0"),
+    ({"training": {"batch_order": "sorted"}}, "training.batch_order", "'shuffled', 'class_sorted' or 'grouped'"),
+    ({"training": {"batch_group_size": 0}}, "training.batch_group_size", "greater than or equal to 1"),
 ]
 
 

@@ -194,6 +194,21 @@ def test_bn_table_lists_every_layer_with_the_apis_values(service, client: httpx.
         assert cells[-1] == f"{np.max(layer['running_var']):.4f}"
 
 
+def test_bn_table_shows_group_norm_layers_with_gamma_and_beta_and_no_statistics(service, client: httpx.Client) -> None:
+    job = train(client, job_request(model={"hidden_sizes": [32], "normalization": "group_norm"}, training={"epochs": 1}))
+    [layer] = client.get(f"/v1/models/{job['model_id']}/batchnorm").json()["layers"]
+
+    listed = bnjobs(service, "bn", job["model_id"], "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    [summary] = json.loads(listed.stdout)
+    assert summary["kind"] == "group_norm" and summary["running_var_max"] is None
+    np.testing.assert_allclose(summary["gamma_mean"], np.mean(layer["gamma"]), rtol=1e-12)
+    table = bnjobs(service, "bn", job["model_id"])
+    assert table.returncode == 0, table.stderr
+    assert row_of(table.stdout, "bn1 (group_norm)")[-1] == "-"
+
+
 def test_experiment_watch_prints_the_results_table(service, client: httpx.Client, tmp_path: Path) -> None:
     spec = tmp_path / "experiment.yaml"
     spec.write_text(EXPERIMENT_SPEC)

@@ -83,6 +83,17 @@ class ServingGraph:
         return self.observed(inputs, observe)
 
 
+class _Tracer(fx.Tracer):
+    """Keeps every BN layer a single call, also subclasses defined outside torch.nn (Batch Renorm)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, BatchNorm) or super().is_leaf_module(module, qualified_name)
+
+
+def _trace(module: nn.Module) -> fx.GraphModule:
+    return fx.GraphModule(module, _Tracer().trace(module))
+
+
 def _module(node: fx.Node, modules: dict[str, nn.Module], kind: type | types.UnionType) -> nn.Module | None:
     """The module `node` calls, if it calls one of this kind."""
     if node.op != "call_module":
@@ -101,7 +112,7 @@ def _absorbing_layer(bn: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | No
 
 def fold_pairs(network: nn.Module) -> dict[str, str]:
     """BN name → the Linear/Conv2d whose output it alone normalises, found by tracing the forward pass."""
-    traced = fx.symbolic_trace(network)
+    traced = _trace(network)
     modules = dict(traced.named_modules())
     pairs: dict[str, str] = {}
     for node in traced.graph.nodes:
@@ -142,7 +153,7 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
     served = nn.Sequential(
         OrderedDict([("standardize", Standardize(model.input_mean, model.input_std)), (_NETWORK, copy.deepcopy(model.network))])
     )
-    graph = fx.symbolic_trace(served.eval())
+    graph = _trace(served.eval())
     modules = dict(graph.named_modules())
     taps: list[tuple[fx.Node, str]] = []  # a value to observe, and the BN layer it tells about
     batchnorms: list[ServedBatchNorm] = []

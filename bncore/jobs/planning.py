@@ -11,6 +11,7 @@ from bncore.naming import default_name
 from bncore.specs import JobSpec, num_features
 from bncore.training.activations import activation_layer_names, unknown_layers
 from bncore.training.networks import build_network, parameter_count
+from bncore.training.normalization import normalised_widths
 
 
 def _cnn_shape_hint(features: int) -> str:
@@ -107,6 +108,20 @@ def _check_tracked_layers(spec: JobSpec) -> None:
         )
 
 
+def _check_groups(spec: JobSpec) -> None:
+    """GroupNorm splits each normalised layer's channels (an mlp's features) into `groups` equal groups."""
+    if spec.model.normalization != "group_norm":
+        return
+    widths = normalised_widths(spec.model)
+    uneven = sorted({width for width in widths if width % spec.model.groups})
+    if uneven:
+        raise InvalidField(
+            "model.groups",
+            f"group_norm splits each normalised layer's channels into {spec.model.groups} equal groups, but "
+            f"{uneven} are not divisible by {spec.model.groups}: expected a divisor of every width {sorted(set(widths))}",
+        )
+
+
 IMAGE_ARCHITECTURES = ("cnn", "resnet")
 
 
@@ -138,6 +153,7 @@ def plan_job(
     _check_resnet(spec)
     _check_parallelism(spec)
     _check_bias_before_bn(spec)
+    _check_groups(spec)
     if num_features(shape) != features:
         raise InvalidField(
             "model.input_shape",

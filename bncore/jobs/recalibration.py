@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import torch
 
+from bncore.bn.kinds import no_statistics_reason
 from bncore.bn.population_statistics import recalibrated
 from bncore.data.builtin import prepare_data, raw_samples, split_indices
 from bncore.data.catalog import BUILT_INS, DatasetCatalog
@@ -14,7 +15,11 @@ from bncore.training.trained_model import TrainedModel
 
 
 def check_recalibration(model_spec: JobSpec, request: RecalibrationRequest, datasets: DatasetCatalog = BUILT_INS) -> None:
-    """InvalidField when the data cannot feed the model, or the model's own data (its validation split) is gone."""
+    """InvalidField when the model has no running statistics, the data cannot feed it, or the model's own data
+    (its validation split) is gone."""
+    reason = no_statistics_reason(model_spec.model.normalization)
+    if reason is not None:
+        raise InvalidField("model_id", f"recalibration recomputes running statistics: {reason}, nothing to recalibrate")
     try:
         datasets.info(model_spec.dataset)
     except InvalidField:

@@ -1,4 +1,4 @@
-"""The training loop. Reads top to bottom: optimizer and schedule, then per epoch a shuffled pass and an evaluation."""
+"""The training loop. Reads top to bottom: optimizer and schedule, then per epoch a pass in batch order and an evaluation."""
 
 import contextlib
 import math
@@ -15,6 +15,7 @@ from bncore.data.builtin import PreparedData
 from bncore.specs import TrainingSpec
 from bncore.training.activations import ActivationProbe, probe_indices
 from bncore.training.augmentation import BatchAugmenter
+from bncore.training.batch_order import epoch_batches
 from bncore.training.checkpoints import Checkpoint
 from bncore.training.early_stopping import BestEpoch
 from bncore.training.epoch_metrics import EpochMetrics
@@ -118,13 +119,15 @@ def train_epoch(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     shard: BatchShard | None = None,
     after_step: Callable[[int], None] | None = None,
+    batch_sizes: list[int] | None = None,
 ) -> tuple[float, float]:
     """One pass over the training split in `order`; mean loss and accuracy of its batches.
 
     `scheduler` steps after every optimizer step; `augment` transforms each batch of inputs;
-    `after_step` gets the number (from 1) of each step taken. With a `shard`, this process trains on
-    its share of each batch, augmented as the whole batch would be, with its loss scaled so that the
-    gradients DistributedDataParallel averages are those of the batch's mean.
+    `after_step` gets the number (from 1) of each step taken; `batch_sizes` cuts `order` into batches of
+    these lengths instead of `spec.batch_size` each. With a `shard`, this process trains on its share of
+    each batch, augmented as the whole batch would be, with its loss scaled so that the gradients
+    DistributedDataParallel averages are those of the batch's mean.
     """
     device = data.x_train.device
     network.train()
@@ -136,8 +139,7 @@ def train_epoch(
     correct: list[torch.Tensor] = []
     seen = 0
     world_size = shard.world_size if shard is not None else 1
-    for step, start in enumerate(range(0, len(order), spec.batch_size), start=1):
-        batch = order[start : start + spec.batch_size]
+    for step, batch in enumerate(order.split(batch_sizes or spec.batch_size), start=1):
         # BN needs more than one value per feature in training: a trailing batch of 1 is dropped, and in a
         # data-parallel job one that cannot give every process 2.
         if len(batch) < 2 * world_size:
@@ -221,6 +223,7 @@ def train(
         history = list(resume.history)
     probe = _activation_probe(network, data, spec)
     on_cuda = device.type == "cuda"
+    labels = data.y_train.cpu() if spec.batch_order != "shuffled" else None
     with (
         channels_last(network, spec.mixed_precision and on_cuda) as memory_format,
         batchnorm_in_fp32(network, spec.mixed_precision),
@@ -231,7 +234,8 @@ def train(
                 break
             started = time.perf_counter()
             learning_rate = current_learning_rate(optimizer)
-            order = torch.randperm(len(data.x_train), generator=shuffle).to(device, non_blocking=True)
+            order, batch_sizes = epoch_batches(spec, len(data.x_train), labels, shuffle)
+            order = order.to(device, non_blocking=True)
             probed: list[dict] | None = None
             after_step = None
             if probe is not None:
@@ -239,7 +243,19 @@ def train(
                 first_step = (epoch - 1) * steps_per_epoch(len(data.x_train), spec.batch_size)
                 after_step = partial(_probe_step, probe, probed, first_step)
             train_loss, train_accuracy = train_epoch(
-                stepped, optimizer, data, spec, order, epoch, interrupt, memory_format, scheduler, augmenter, shard, after_step
+                stepped,
+                optimizer,
+                data,
+                spec,
+                order,
+                epoch,
+                interrupt,
+                memory_format,
+                scheduler,
+                augmenter,
+                shard,
+                after_step,
+                batch_sizes,
             )
             val_loss, val_accuracy = evaluate(network, data.x_val, data.y_val)
             seconds = time.perf_counter() - started  # honest on CUDA too: evaluate's .item() waited for the device

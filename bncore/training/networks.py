@@ -1,5 +1,6 @@
-"""Build the network a ModelSpec describes: [Linear|Conv](bias=False) → BN → activation [→ dropout], then a head;
-or a residual network (see resnet.py). Then its initial weights, as `model.init` and `model.init_scale` say.
+"""Build the network a ModelSpec describes: [Linear|Conv](bias=False) → norm → activation [→ dropout], then a head;
+or a residual network (see resnet.py). The norm is BN, Batch Renorm, GroupNorm or LayerNorm (normalization.py).
+Then its initial weights, as `model.init` and `model.init_scale` say.
 """
 
 from collections import OrderedDict
@@ -8,8 +9,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from bncore.bn.ghost_batchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from bncore.specs import ModelSpec, num_features
+from bncore.training.normalization import norm_layer
 from bncore.training.resnet import build_resnet, zero_init_residual_
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -38,48 +39,37 @@ def _kind(layer: nn.Module) -> str:
     return "conv" if isinstance(layer, nn.Conv2d) else "fc"
 
 
-def _feeds_bn(spec: ModelSpec) -> bool:
-    return spec.normalization == "batchnorm" and spec.bn_position == "before_activation"
+def _feeds_norm(spec: ModelSpec) -> bool:
+    return spec.normalization != "none" and spec.bn_position == "before_activation"
 
 
 def build_network(spec: ModelSpec, input_shape: tuple[int, ...], for_training: bool = False) -> nn.Sequential:
     """A fresh network; the caller seeds torch first for reproducible weights.
 
-    A layer whose output goes straight into BN has no bias: BN subtracts the mean, and β takes
-    the bias's role (`model.bias_before_bn` keeps it, to show that it is redundant). `for_training` with
-    `model.virtual_batch_size`: ghost BN layers, whose state dict is BN's, so the network served (plain
-    BN) loads the trained one's weights unchanged.
+    A layer whose output goes straight into a normalisation (BN, Batch Renorm, GroupNorm, LayerNorm)
+    has no bias: the normalisation subtracts a mean the bias is part of, and β takes the bias's role
+    (`model.bias_before_bn` keeps it before BN, to show that it is redundant). `for_training` with
+    `model.virtual_batch_size`: ghost BN layers (see training.normalization.norm_layer).
     """
     network = _layers(spec, input_shape, for_training)
     initialise_(network, spec)
     return network
 
 
-def _batchnorm(spec: ModelSpec, features: int, image: bool, ghost: bool) -> nn.Module:
-    if ghost and spec.virtual_batch_size is not None:
-        ghost_type = GhostBatchNorm2d if image else GhostBatchNorm1d
-        return ghost_type(features, spec.virtual_batch_size, eps=spec.bn_eps, momentum=spec.bn_momentum)
-    plain_type = nn.BatchNorm2d if image else nn.BatchNorm1d
-    return plain_type(features, eps=spec.bn_eps, momentum=spec.bn_momentum)
-
-
 def _with_redundant_bias(layer: nn.Linear | nn.Conv2d, spec: ModelSpec) -> nn.Module:
     """Under `model.bias_before_bn`, a bias for a layer feeding BN, starting at 0 and drawing no random
     number: the network then computes what the one without it does, from the same seed."""
-    if spec.bias_before_bn and _feeds_bn(spec):
+    if spec.bias_before_bn and _feeds_norm(spec):
         layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0]))
     return layer
 
 
 def _layers(spec: ModelSpec, input_shape: tuple[int, ...], ghost: bool) -> nn.Sequential:
-    use_bn = spec.normalization == "batchnorm"
-    bias = not _feeds_bn(spec)
+    bias = not _feeds_norm(spec)
     if spec.architecture == "resnet":
 
         def norm(features: int) -> nn.Module:
-            if use_bn:
-                return _batchnorm(spec, features, True, ghost)
-            return nn.Identity()
+            return norm_layer(spec, features, images=True, ghost=ghost) or nn.Identity()
 
         return build_resnet(input_shape[0], spec.num_classes, spec.depth, spec.width, norm, ACTIVATIONS[spec.activation], bias)
     layers: list[tuple[str, nn.Module]] = []
@@ -88,8 +78,8 @@ def _layers(spec: ModelSpec, input_shape: tuple[int, ...], ghost: bool) -> nn.Se
             layers.append(("flatten", nn.Flatten()))
         width = num_features(input_shape)
         for i, hidden in enumerate(spec.hidden_sizes, start=1):
-            bn = _batchnorm(spec, hidden, False, ghost) if use_bn else None
-            layers += _block(i, _with_redundant_bias(nn.Linear(width, hidden, bias=bias), spec), bn, spec)
+            norm = norm_layer(spec, hidden, images=False, ghost=ghost)
+            layers += _block(i, _with_redundant_bias(nn.Linear(width, hidden, bias=bias), spec), norm, spec)
             width = hidden
     else:
         channels, height, width_px = input_shape
@@ -97,8 +87,7 @@ def _layers(spec: ModelSpec, input_shape: tuple[int, ...], ghost: bool) -> nn.Se
             conv = _with_redundant_bias(
                 nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2, bias=bias), spec
             )
-            bn = _batchnorm(spec, out_channels, True, ghost) if use_bn else None
-            layers += _block(i, conv, bn, spec)
+            layers += _block(i, conv, norm_layer(spec, out_channels, images=True, ghost=ghost), spec)
             # Halve the image while at least 2x2 remains for the head to see.
             if min(height, width_px) >= 4:
                 layers.append((f"pool{i}", nn.MaxPool2d(2)))

@@ -71,7 +71,7 @@ def training_curves_png(metrics: Sequence[EpochMetrics], title: str) -> bytes:
 def batchnorm_png(layers: Sequence[BatchNormLayer], title: str) -> bytes:
     """One row per BN layer: γ, β, running mean and running variance against the feature index."""
     if not layers:
-        return _message(title, "This model has no BN layers.")
+        return _message(title, "This model has no BN layers (GroupNorm and LayerNorm keep no running statistics).")
     figure = Figure(figsize=(14, 0.6 + 2.4 * len(layers)), layout="constrained")
     figure.suptitle(title)
     grid = figure.subplots(len(layers), len(BN_PANELS), squeeze=False)

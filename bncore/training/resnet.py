@@ -65,7 +65,7 @@ def build_resnet(
 
 
 def zero_init_residual_(network: nn.Module) -> None:
-    """γ = 0 in each block's last BN: every block starts as its shortcut (Goyal et al. 2017)."""
+    """γ = 0 in each block's last BN (or GroupNorm, LayerNorm): every block starts as its shortcut (Goyal et al. 2017)."""
     for module in network.modules():
-        if isinstance(module, BasicBlock) and isinstance(module.bn2, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, BasicBlock) and isinstance(module.bn2, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
             nn.init.zeros_(module.bn2.weight)

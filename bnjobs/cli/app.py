@@ -103,6 +103,8 @@ def submit(
         return
     if not as_json:
         print(job.id, flush=True)
+        for warning in job.info.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if not watch:
         return
     info = follow(job)
@@ -267,13 +269,13 @@ def delete_dataset(ctx: typer.Context, dataset_id: str) -> None:
 
 @app.command()
 def bn(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
-    """Each BN layer's γ, β and frozen running statistics, summarised over its features."""
+    """Each BN layer's γ, β and frozen running statistics, summarised over its features (GroupNorm, LayerNorm: γ, β)."""
     layers = sdk(ctx).models.get(model_id).batchnorm().layers
     summaries = [render.layer_summary(layer) for layer in layers]
     if as_json:
         render.print_json(summaries)
     elif not summaries:
-        print(f"{model_id} has no BN layers (trained with normalization: none)", file=sys.stderr)
+        print(f"{model_id} has no normalisation layers (trained with normalization: none)", file=sys.stderr)
     else:
         render.console().print(render.bn_table(model_id, summaries))
 

@@ -123,6 +123,7 @@ def job_details(job: JobOut) -> Table:
             "model id": job.model_id,
             "best epoch": job.best_epoch,
             "error": f"{job.error.code}: {job.error.message}" if job.error else None,
+            "warnings": "\n".join(job.warnings) or None,
         }
     )
 
@@ -188,11 +189,20 @@ def datasets_table(datasets: list[DatasetOut]) -> Table:
 
 
 def layer_summary(layer: BatchNormLayerOut) -> dict[str, Any]:
-    """One BN layer in a line: how far γ, β and the running statistics are from their initial 1, 0, 0, 1."""
+    """One layer in a line: how far γ, β and the running statistics are from their initial 1, 0, 0, 1.
+
+    GroupNorm and LayerNorm layers keep no running statistics: theirs are None.
+    """
     gamma, beta = np.asarray(layer.gamma), np.asarray(layer.beta)
-    mean, var = np.asarray(layer.running_mean), np.asarray(layer.running_var)
+    statistics = layer.running_mean is not None and layer.running_var is not None
+    mean, var = np.asarray(layer.running_mean or [np.nan]), np.asarray(layer.running_var or [np.nan])
+
+    def stat(value: np.floating) -> float | None:
+        return float(value) if statistics else None
+
     return {
         "name": layer.name,
+        "kind": layer.kind,
         "features": layer.num_features,
         "gamma_mean": float(gamma.mean()),
         "gamma_min": float(gamma.min()),
@@ -200,11 +210,11 @@ def layer_summary(layer: BatchNormLayerOut) -> dict[str, Any]:
         "beta_mean": float(beta.mean()),
         "beta_min": float(beta.min()),
         "beta_max": float(beta.max()),
-        "running_mean_mean": float(mean.mean()),
-        "running_mean_std": float(mean.std()),
-        "running_var_mean": float(var.mean()),
-        "running_var_min": float(var.min()),
-        "running_var_max": float(var.max()),
+        "running_mean_mean": stat(mean.mean()),
+        "running_mean_std": stat(mean.std()),
+        "running_var_mean": stat(var.mean()),
+        "running_var_min": stat(var.min()),
+        "running_var_max": stat(var.max()),
     }
 
 
@@ -229,7 +239,8 @@ def bn_table(model_id: str, summaries: list[dict[str, Any]]) -> Table:
     headers = list(BN_COLUMNS)
     table = Table(headers[0], *numeric(*headers[1:]), title=f"{model_id}: BN layers (μ, σ²: running mean and variance)")
     for summary in summaries:
-        table.add_row(summary["name"], str(summary["features"]), *(number(summary[key]) for key in list(BN_COLUMNS.values())[2:]))
+        name = summary["name"] if summary["kind"] == "batchnorm" else f"{summary['name']} ({summary['kind']})"
+        table.add_row(name, str(summary["features"]), *(number(summary[key]) for key in list(BN_COLUMNS.values())[2:]))
     return table
 
 

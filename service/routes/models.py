@@ -7,7 +7,8 @@ import torch
 from fastapi import APIRouter, Body, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from bncore.bn.layers import batchnorm_layers
+from bncore.bn.kinds import drift_note
+from bncore.bn.layers import batchnorm_layers, normalization_layers
 from bncore.jobs.recalibration import check_recalibration
 from bncore.serving.drift import DriftThresholds
 from bncore.serving.inputs import parse_inputs
@@ -107,8 +108,9 @@ def delete_model(model_id: str, services: ServicesDep, caller: Trainer) -> Respo
 
 @router.get("/{model_id}/batchnorm", response_model=BatchNormOut, responses=SERVED)
 def read_batchnorm(model_id: str, model: ReadableModel) -> BatchNormOut:
-    """Every BN layer's γ, β and frozen running statistics, read from the stored artifact."""
-    layers = batchnorm_layers(model.trained.network)
+    """Every BN layer's γ, β and frozen running statistics, read from the stored artifact; GroupNorm and
+    LayerNorm layers with their γ and β, and null statistics: they keep none."""
+    layers = normalization_layers(model.trained.network)
     return BatchNormOut(model_id=model_id, layers=[BatchNormLayerOut.from_layer(layer) for layer in layers])
 
 
@@ -138,7 +140,8 @@ async def predict(model_id: str, body: PredictIn, model: InferableModel, setting
 @router.get("/{model_id}/drift", response_model=DriftOut, responses=SERVED)
 def read_drift(model_id: str, model: ReadableModel, settings: SettingsDep) -> DriftOut:
     """How the inputs each BN layer sees while serving compare with its frozen statistics (covariate shift)."""
-    return DriftOut.from_report(model_id, model.drift.report(DriftThresholds.from_settings(settings)))
+    report = model.drift.report(DriftThresholds.from_settings(settings))
+    return DriftOut.from_report(model_id, report, drift_note(model.trained.spec.model.normalization))
 
 
 @router.get(

@@ -406,7 +406,11 @@ async function selectModel(modelId) {
       `${model.parameter_count} parameters`, `val acc ${formatAccuracy(model.final_metrics.val_accuracy)}`,
       ...(model.parent_id ? [`BN statistics recalibrated from ${model.parent_id}`] : []),
     ].join(" · ");
-    const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : NaN).toFixed(3);
+    // GroupNorm and LayerNorm layers have no running statistics: null, shown as an empty cell.
+    const mean = (values) => {
+      if (values === null) return "";
+      return (values.length ? values.reduce((a, b) => a + b, 0) / values.length : NaN).toFixed(3);
+    };
     const served = new Map(drift.layers.map((layer) => [layer.name, layer]));
     $("#bn-rows").replaceChildren(...batchnorm.layers.map((layer) => {
       const seen = served.get(layer.name);
@@ -429,12 +433,14 @@ const formatRatio = (value) => (value === undefined || value === null ? "" : val
 
 /** What the drift monitor says of the model's served inputs, against BN's frozen statistics. */
 function driftSummary(drift) {
+  const served = `Served ${drift.samples_seen} samples since ${formatTime(drift.since)}`;
+  if (drift.applies === false) return `${served}: ${drift.note}.`;
   const t = drift.thresholds;
   const rule = `a layer drifts when its inputs' mean moves over ${t.mean_shift} σ or their variance ratio leaves `
     + `${t.variance_ratio_min}–${t.variance_ratio_max}, after ${t.min_samples} samples`;
   const drifted = drift.layers.filter((layer) => layer.drifted).map((layer) => layer.name);
   const verdict = drifted.length ? `covariate shift in ${drifted.join(", ")}` : "no BN layer has drifted";
-  return `Served ${drift.samples_seen} samples since ${formatTime(drift.since)}: ${verdict} (${rule}).`;
+  return `${served}: ${verdict} (${rule}).`;
 }
 
 // An <img src> cannot carry the API key: a PNG is fetched with it and shown from a blob URL.
