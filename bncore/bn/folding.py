@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from bncore.bn.tracing import MODULE_CALLS, symbolic_trace
 from bncore.specs import ModelSpec
 from bncore.training.networks import build_network
 from bncore.training.trained_model import Standardize, TrainedModel
@@ -80,7 +81,8 @@ class ServingGraph:
         from which its `unfold` recovers z. `observe` must read `values` at once: an in-place
         activation overwrites them next.
         """
-        return self.observed(inputs, observe)
+        with MODULE_CALLS.shared():
+            return self.observed(inputs, observe)
 
 
 def _module(node: fx.Node, modules: dict[str, nn.Module], kind: type | types.UnionType) -> nn.Module | None:
@@ -101,7 +103,7 @@ def _absorbing_layer(bn: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | No
 
 def fold_pairs(network: nn.Module) -> dict[str, str]:
     """BN name → the Linear/Conv2d whose output it alone normalises, found by tracing the forward pass."""
-    traced = fx.symbolic_trace(network)
+    traced = symbolic_trace(network)
     modules = dict(traced.named_modules())
     pairs: dict[str, str] = {}
     for node in traced.graph.nodes:
@@ -142,7 +144,7 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
     served = nn.Sequential(
         OrderedDict([("standardize", Standardize(model.input_mean, model.input_std)), (_NETWORK, copy.deepcopy(model.network))])
     )
-    graph = fx.symbolic_trace(served.eval())
+    graph = symbolic_trace(served.eval())
     modules = dict(graph.named_modules())
     taps: list[tuple[fx.Node, str]] = []  # a value to observe, and the BN layer it tells about
     batchnorms: list[ServedBatchNorm] = []
