@@ -19,8 +19,6 @@ from tests.support.jobs import job_request, train, wait_for
 from tests.support.metrics import scrape, value
 from tests.support.processes import pids_of_requests
 
-pytestmark = pytest.mark.embedded_only
-
 PREDICT_ROUTE = "/v1/models/{model_id}/predict"
 ENV = {
     "API_PROCESSES": "2",
