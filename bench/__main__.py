@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench import activations, dispatch, efficiency, folding, http_load, latency, memory, resnet, throughput, training
+from bench import activations, ceiling, dispatch, efficiency, folding, http_load, latency, memory, resnet, throughput, training
 from bench.jobs import MLP_64_100_100_100_10, SMALL_MODEL, job_body, train
 from bench.processes import free_port, python_module, redis_server, rss_bytes, service
 from bench.report import Row, table
@@ -41,10 +41,11 @@ class Scale:
     resnet_epochs: int
     activation_epochs: int  # row 10, run `activation_rounds` times with and without tracking
     activation_rounds: int
+    wrk_seconds: float  # per row-11 measurement
 
 
-FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 3)
-QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1, 1, 1)
+FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 3, 5.0)
+QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1, 1, 1, 1.0)
 SERVICE_SETTINGS = {"MODEL_CACHE_SIZE": "64"}  # room for the cached models of row 6; everything else default
 STARTED = time.monotonic()
 
@@ -69,6 +70,8 @@ def serving_rows(client: httpx.Client, url: str, folder: Path, scale: Scale) -> 
         theirs = http_load.post_json(f"http://127.0.0.1:{port}/predict", sample)
         rows = latency.measure(ours, theirs, scale.latency_rounds, scale.latency_per_round)
         rows.append(throughput.measure(ours, theirs, scale.throughput_rounds, scale.throughput_seconds))
+        progress("row 11: wrk against the service, FastAPI async and sync, a raw ASGI app; API_PROCESSES=2")
+        ceiling_rows = ceiling.measure(url, model_id, artifact, sample, f"http://127.0.0.1:{port}", folder, scale.wrk_seconds)
     stats = client.get(f"/v1/models/{model_id}/serving").json()
     rows[-1] = dataclasses.replace(
         rows[-1],
@@ -78,7 +81,7 @@ def serving_rows(client: httpx.Client, url: str, folder: Path, scale: Scale) -> 
             f" (largest batch {stats['largest_batch_rows']} rows)"
         ),
     )
-    return rows
+    return rows + ceiling_rows
 
 
 def service_rows(folder: Path, scale: Scale) -> list[Row]:

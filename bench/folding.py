@@ -1,27 +1,31 @@
-"""Row 3: the in-process forward pass of a CNN as the service serves it, BN folded, against unfolded eval.
+"""Row 3: the in-process forward pass of a CNN exactly as the service runs it, against unfolded eval.
 
 The baseline is the trained network in eval mode, as stored and as `model.eval()` runs it: BN
-layers kept, NCHW, a new tensor per activation. The served graph folds BN into the convolutions,
-runs NHWC (channels_last) and lets activations work in place. A second comparison isolates folding:
-the same NHWC graph with its BN layers kept. Weights are random and the BN statistics made up: the
-timing does not depend on their values. Every graph includes the input standardisation; none feeds
-the drift monitor. Torch uses the threads the API process would (INFERENCE_THREADS, else TORCH_THREADS, else 1).
+layers kept, NCHW, a new tensor per activation. The served pass is the service's own
+(ServedModel.forward): BN folded into the convolutions, NHWC (channels_last), activations in place,
+the drift monitor's taps summing what each BN layer sees, softmax and argmax. A second comparison,
+with its own target, isolates folding: the same NHWC graph without taps, BN folded or kept. Weights
+are random and the BN statistics made up: the timing does not depend on their values. Every graph
+includes the input standardisation. Torch uses the threads the API process would (INFERENCE_THREADS, else TORCH_THREADS, else 1).
 """
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from bench.report import Row, ratio_row
 from bncore.bn.folding import serving_graph
+from bncore.serving.served_model import ServedModel
 from bncore.settings import get_settings
 from bncore.specs import JobSpec
 from bncore.training.networks import build_network
 from bncore.training.trained_model import Standardize, TrainedModel
 
-TARGET_AT_256 = 1.2  # folded at least 1.2× faster at batch 256
+TARGET_AT_256 = 1.2  # folding alone: at least 1.2× faster at batch 256 on the 3×32×32 CNN
+TARGET_SHAPE = (3, 32, 32)
 SHAPES = ((1, 8, 8), (3, 32, 32))
 BATCHES = (1, 256)
 
@@ -43,7 +47,7 @@ def cnn(input_shape: tuple[int, ...]) -> TrainedModel:
     return TrainedModel(spec, network, torch.zeros(input_shape), torch.ones(input_shape))
 
 
-def _seconds_per_pass(network: torch.nn.Module, inputs: torch.Tensor, passes: int) -> float:
+def _seconds_per_pass(network: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, passes: int) -> float:
     start = time.perf_counter()
     for _ in range(passes):
         network(inputs)
@@ -67,8 +71,10 @@ def _measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]]) ->
     rows = []
     for name, model in models:
         shape = model.input_shape
+        served = ServedModel.of(model, fold_batchnorm=True)
         graphs = {
-            "served": serving_graph(model, fold=True).network,
+            "served": lambda inputs, served=served: served.forward(inputs).logits,
+            "folded NHWC": serving_graph(model, fold=True).network,
             "eval": nn.Sequential(Standardize(model.input_mean, model.input_std), model.network).eval(),
             "unfolded NHWC": serving_graph(model, fold=False).network,
         }
@@ -77,11 +83,11 @@ def _measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]]) ->
             rate = _samples_per_second(graphs, inputs, seconds_per_case)
             rows.append(
                 ratio_row(
-                    f"{name}, batch {batch} (served, BN folded, vs eval)",
+                    f"{name}, batch {batch} (as served: BN folded, drift taps; vs eval)",
                     rate["served"],
                     rate["eval"],
                     "samples/s",
-                    TARGET_AT_256 if batch == 256 else None,
+                    None,
                     higher_is_better=True,
                     note=f"{torch.get_num_threads()} torch thread(s), median of 5 alternating runs" if batch == 1 else "",
                 )
@@ -89,18 +95,20 @@ def _measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]]) ->
             if batch == 256:
                 rows.append(
                     ratio_row(
-                        f"{name}, batch {batch}: folding alone (same NHWC graph, BN kept)",
-                        rate["served"],
+                        f"{name}, batch {batch}: folding alone (same NHWC graph without taps, BN folded vs kept)",
+                        rate["folded NHWC"],
                         rate["unfolded NHWC"],
                         "samples/s",
-                        None,
+                        TARGET_AT_256 if shape == TARGET_SHAPE else None,
                         higher_is_better=True,
                     )
                 )
     return rows
 
 
-def _samples_per_second(graphs: dict[str, nn.Module], inputs: torch.Tensor, seconds_per_case: float) -> dict[str, float]:
+def _samples_per_second(
+    graphs: dict[str, Callable[[torch.Tensor], torch.Tensor]], inputs: torch.Tensor, seconds_per_case: float
+) -> dict[str, float]:
     served = graphs["served"](inputs)
     for graph in graphs.values():
         torch.testing.assert_close(graph(inputs), served, rtol=1e-4, atol=1e-4)

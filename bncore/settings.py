@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis URL; used as the Celery broker when BROKER_URL is unset")
     broker_url: str | None = Field(None, description="Celery broker; default: REDIS_URL, else a folder in DATA_DIR")
     artifacts_dir: Path | None = Field(None, description="where model weights live; default: DATA_DIR/artifacts")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="uvicorn processes `python -m service` runs on one port; rate limits, drift, metrics and "
+        "deleted models hold across them",
+    )
     embedded_workers: int = Field(
         1, ge=0, le=16, description="Celery worker processes `python -m service` starts as its children"
     )
@@ -98,6 +105,12 @@ class Settings(BaseSettings):
     )
     drift_variance_ratio_min: float = Field(0.5, gt=0, lt=1, description="...or their variances shrink below this ratio")
     drift_variance_ratio_max: float = Field(2.0, gt=1, description="...or grow beyond this ratio")
+    drift_share_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often each API process publishes its drift moments to the database, where `/drift` "
+        "merges them: the other processes' part of a reading is at most this old",
+    )
     drift_min_samples: int = Field(100, ge=1, description="samples a model serves before any layer can be flagged")
 
     log_format: Literal["json", "text"] = Field(

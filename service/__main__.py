@@ -1,6 +1,8 @@
 """`python -m service`: the API on HOST:PORT, with EMBEDDED_WORKERS Celery workers as child processes.
 
-`python -m service migrate` applies the database migrations and exits.
+With API_PROCESSES above 1, uvicorn runs that many processes on the one port (its `workers`); the
+embedded workers are still started once, here. `python -m service migrate` applies the database
+migrations and exits.
 """
 
 import argparse
@@ -10,8 +12,8 @@ import uvicorn
 from bncore.settings import get_settings
 from bncore.storage.migrations import upgrade_database
 from bncore.structured_logs import configure_logging
-from service.app import create_app
 from service.embedded_workers import EmbeddedWorkers
+from service.observability.shared_metrics import share_metrics_between_processes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,9 +26,18 @@ def main(argv: list[str] | None = None) -> None:
     if command == "migrate":
         upgrade_database(settings.resolved_database_url)
         return
+    # Uvicorn's loggers reach the root handler as they are (log_config=None); RequestObserver writes the access lines.
+    options = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False}
+    if settings.api_processes > 1:
+        share_metrics_between_processes(settings.data_dir)  # before any process imports prometheus_client
+        upgrade_database(settings.resolved_database_url)  # once, before the processes start
+        with EmbeddedWorkers(settings.embedded_workers):
+            uvicorn.run("service.app:create_process_app", factory=True, workers=settings.api_processes, **options)
+        return
+    from service.app import create_app  # imports prometheus_client: after the choice above
+
     with EmbeddedWorkers(settings.embedded_workers):
-        # Uvicorn's loggers reach the root handler as they are (log_config=None); RequestObserver writes the access lines.
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+        uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,15 @@ from fastapi.staticfiles import StaticFiles
 from bncore.jobs.recovery import RecoveryLoop, recover_lost_jobs, remove_finished_checkpoints, requeue_orphaned_jobs
 from bncore.serving.batching import BatchingPolicy
 from bncore.serving.model_cache import ModelCache
+from bncore.serving.shared_drift import SharedDrift
 from bncore.settings import Settings, get_settings
+from bncore.storage.database import Database
+from bncore.storage.drift_store import DriftMomentsStore
 from bncore.storage.job_stats import JobStats
 from bncore.storage.migrations import upgrade_database
+from bncore.storage.rate_limits import DatabaseTokenBuckets, RedisTokenBuckets, TokenBuckets
 from bncore.storage.wiring import build_stores
+from bncore.structured_logs import configure_logging
 from bncore.training.devices import limit_cpu_threads
 from service.auth import is_loopback, load_api_keys
 from service.deps import Services, printable_path_parameters
@@ -48,24 +53,31 @@ def build_services(settings: Settings, metrics: ServiceMetrics | None = None) ->
     upgrade_database(settings.resolved_database_url)
     stores = build_stores(settings)
     celery = create_celery(settings)
+    cache = ModelCache(
+        stores.artifacts,
+        settings.model_cache_size,
+        settings.fold_batchnorm,
+        BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
+        on_batch=metrics.observe_batch if metrics else None,
+        recheck_seconds=settings.model_recheck_seconds,
+    )
     return Services(
         **vars(stores),
         settings=settings,
-        cache=ModelCache(
-            stores.artifacts,
-            settings.model_cache_size,
-            settings.fold_batchnorm,
-            BatchingPolicy(settings.max_batch_size, settings.max_queue_delay_ms),
-            on_batch=metrics.observe_batch if metrics else None,
-            recheck_seconds=settings.model_recheck_seconds,
-        ),
+        cache=cache,
         enqueue=partial(enqueue_training, celery),
         broker_reachable=partial(broker_reachable, celery),
         # With the folder broker only this host's embedded workers exist; with Redis workers come and go.
         known_queues=worker_queues(settings) if settings.uses_filesystem_broker else None,
         api_keys=api_keys,
-        submissions=SubmissionRateLimit(settings.job_submissions_per_minute),
+        submissions=SubmissionRateLimit(settings.job_submissions_per_minute, shared_buckets(settings, stores.database)),
+        drift=SharedDrift(DriftMomentsStore(stores.database), cache, settings.drift_share_seconds),
     )
+
+
+def shared_buckets(settings: Settings, database: Database) -> TokenBuckets:
+    """Rate-limit buckets all API processes share: Redis when REDIS_URL is set, else the database."""
+    return RedisTokenBuckets(settings.redis_url) if settings.redis_url else DatabaseTokenBuckets(database)
 
 
 def recover_jobs(services: Services, settings: Settings) -> None:
@@ -76,6 +88,13 @@ def recover_jobs(services: Services, settings: Settings) -> None:
         waiting = partial(waiting_job_ids, settings.broker_folder / "queue", TRAIN_TASK)
         requeue_orphaned_jobs(services.jobs, services.enqueue, waiting, settings.job_stale_seconds)
     remove_finished_checkpoints(services.jobs, services.checkpoints)
+
+
+def create_process_app() -> FastAPI:
+    """The app of each of API_PROCESSES uvicorn processes: uvicorn calls it in the process (a factory)."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -91,7 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         recovery = RecoveryLoop(partial(recover_jobs, services, settings), interval=settings.heartbeat_seconds)
         recovery.start()
+        services.drift.start()
         yield
+        services.drift.stop()
         recovery.stop()
         service_metrics.unwatch()
         services.database.engine.dispose()

@@ -12,6 +12,7 @@ from fastapi import Depends, Query, Request
 from bncore.errors import InvalidField
 from bncore.free_text import control_character
 from bncore.serving.model_cache import ModelCache
+from bncore.serving.shared_drift import SharedDrift
 from bncore.settings import Settings
 from bncore.storage.job_store import JobStore
 from bncore.storage.model_store import ModelStore
@@ -32,6 +33,7 @@ class Services(Stores):
     known_queues: list[str] | None  # every queue some worker consumes, where the service can know it
     api_keys: list[ApiKeyEntry]
     submissions: SubmissionRateLimit
+    drift: SharedDrift  # each model's drift moments, merged across API processes
 
 
 # Bodies are JSON; anything else is refused before it is parsed.

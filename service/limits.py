@@ -1,43 +1,37 @@
 """Limits at the edge: request body size, and job submissions per owner."""
 
 import math
-import threading
-import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bncore.errors import PayloadTooLarge, TooManyRequests
+from bncore.storage.rate_limits import TokenBuckets
 from service.errors import error_response
 
 
 class SubmissionRateLimit:
-    """A token bucket per owner: a burst of `per_minute` submissions, refilled continuously."""
+    """A token bucket per owner: a burst of `per_minute` submissions, refilled continuously.
 
-    def __init__(self, per_minute: int) -> None:
+    The buckets live where every API process sees them (bncore.storage.rate_limits), so the limit is
+    per owner across API_PROCESSES and replicas, not per process.
+    """
+
+    def __init__(self, per_minute: int, buckets: TokenBuckets) -> None:
         self.capacity = float(per_minute)
         self.refill_per_second = per_minute / 60.0
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+        self.buckets = buckets
 
     def take(self, owner: str, count: int = 1) -> None:
         """`count` submissions at once, or none: TooManyRequests when fewer are left."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, updated = self._buckets.get(owner, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - updated) * self.refill_per_second)
-            if tokens < count:
-                self._buckets[owner] = (tokens, now)
-                wait = (count - tokens) / self.refill_per_second
-                if count > self.capacity:
-                    raise TooManyRequests(
-                        f"{count} jobs at once are more than the {self.capacity:g} job submissions allowed a minute",
-                        math.ceil(wait),
-                    )
-                raise TooManyRequests(
-                    f"more than {self.capacity:g} job submissions a minute; try again in {math.ceil(wait)} s",
-                    math.ceil(wait),
-                )
-            self._buckets[owner] = (tokens - count, now)
+        taken = self.buckets.take(f"submissions:{owner}", count, self.capacity, self.refill_per_second)
+        if taken.allowed:
+            return
+        wait = math.ceil((count - taken.tokens) / self.refill_per_second)
+        if count > self.capacity:
+            raise TooManyRequests(
+                f"{count} jobs at once are more than the {self.capacity:g} job submissions allowed a minute", wait
+            )
+        raise TooManyRequests(f"more than {self.capacity:g} job submissions a minute; try again in {wait} s", wait)
 
 
 class BodySizeLimit:

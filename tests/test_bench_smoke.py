@@ -23,6 +23,6 @@ def test_the_quick_benchmark_prints_a_row_for_each_measurement() -> None:
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert header == ["benchmark", "measured", "baseline", "ratio", "target", "result"]
     rows = [line for line in lines[2:] if line.startswith("| ")]
-    expected = ["1", "2", "3", "4", "5", "6", "7"] + (["8", "9"] if resnet.available() else []) + ["10"]  # 8, 9: ResNet rows
+    expected = ["1", "2", "3", "4", "5", "6", "7"] + (["8", "9"] if resnet.available() else []) + ["10", "11"]  # 8, 9: ResNet
     assert sorted({row.strip("| ").split(".")[0] for row in rows}, key=int) == expected
     assert all(row.split("|")[6].strip() in {"pass", "MISS", "—"} for row in rows)

@@ -1,5 +1,7 @@
 """Serving folds each BN into the layer before it: the answers stay those of the trained network."""
 
+import threading
+
 import httpx
 import numpy as np
 import pytest
@@ -107,3 +109,32 @@ def test_with_folding_turned_off_the_same_model_serves_the_same_answers(
     assert model.json()["serving"] == {"folded": False, "folded_layers": []}
     assert plain.status_code == 200 and folded.status_code == 200
     np.testing.assert_allclose(plain.json()["outputs"], folded.json()["outputs"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_loading_beside_forward_passes_breaks_neither() -> None:
+    """torch.fx tracing patches every module call of the process while it runs: the API traces a model
+    it loads in one thread while others serve predictions."""
+    trained = train_digits(ARCHITECTURES["resnet"], epochs=1)
+    served = ServedModel.of(trained, fold_batchnorm=True)
+    inputs = digits_inputs(trained)[:8]
+    expected = served.predict(inputs).probabilities
+    failures: list[BaseException] = []
+    loading = threading.Event()
+
+    def load() -> None:
+        try:
+            for _ in range(10):
+                ServedModel.of(trained, fold_batchnorm=True)
+        except Exception as error:
+            failures.append(error)
+        finally:
+            loading.set()
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    forwards = 0
+    while not loading.is_set():
+        torch.testing.assert_close(served.predict(inputs).probabilities, expected)
+        forwards += 1
+    loader.join()
+    assert failures == [] and forwards > 0

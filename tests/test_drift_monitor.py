@@ -1,5 +1,6 @@
 """The service watches what each BN layer sees while serving and says when inputs drift from training."""
 
+import json
 import threading
 from datetime import datetime, timezone
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from bncore.serving.drift import DriftThresholds
 from bncore.serving.served_model import ServedModel
+from bncore.storage.drift_store import LayerMoments, PublishedMoments
 from tests.support.jobs import job_request, train
 from tests.support.trained_models import ARCHITECTURES, digits_inputs, train_digits
 
@@ -159,3 +161,33 @@ def test_concurrent_requests_lose_no_samples() -> None:
         assert together.samples == statistics.samples == 37 * 40
         torch.testing.assert_close(together.mean, statistics.mean)
         torch.testing.assert_close(together.variance, statistics.variance)
+
+
+def test_two_processes_moments_merge_into_what_bn_saw_of_both() -> None:
+    """What another API process publishes (as JSON, through the database) adds up with this process's moments."""
+    trained = train_digits(ARCHITECTURES["cnn"])
+    digits = digits_inputs(trained)
+    here, there = ServedModel.of(trained, fold_batchnorm=True), ServedModel.of(trained, fold_batchnorm=True)
+    here.predict(digits[:600])
+    there.predict(digits[600:900] * 2 + 1)
+    published = there.drift.published()
+    through_json = PublishedMoments(
+        published.since,
+        published.samples,
+        {name: LayerMoments(**json.loads(json.dumps(vars(layer)))) for name, layer in published.layers.items()},
+    )
+
+    report = here.drift.report(THRESHOLDS, [through_json])
+
+    everything = torch.cat([digits[:600], digits[600:900] * 2 + 1])
+    expected = recorded_bn_inputs(trained.network, (everything - trained.input_mean) / trained.input_std)
+    assert report.samples_seen == 900 and report.since == min(here.drift.since, there.drift.since)
+    modules = dict(trained.network.named_modules())
+    for layer in report.layers:
+        rows, bn = expected[layer.name], modules[layer.name]
+        train_std = np.sqrt(bn.running_var.numpy().astype(np.float64) + bn.eps)
+        shift = np.abs(rows.mean(axis=0) - bn.running_mean.numpy()) / train_std
+        ratio = (rows.var(axis=0) + bn.eps) / train_std**2
+        assert layer.samples == 900
+        assert layer.mean_shift == pytest.approx(shift.mean(), rel=1e-4, abs=1e-5)
+        assert layer.variance_ratio == pytest.approx(ratio.mean(), rel=1e-4, abs=1e-5)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from bncore.bn.tracing import MODULE_CALLS
 from bncore.specs import ModelSpec
 from bncore.training.networks import build_network
 from bncore.training.trained_model import Standardize, TrainedModel
@@ -80,7 +81,8 @@ class ServingGraph:
         from which its `unfold` recovers z. `observe` must read `values` at once: an in-place
         activation overwrites them next.
         """
-        return self.observed(inputs, observe)
+        with MODULE_CALLS.shared():
+            return self.observed(inputs, observe)
 
 
 class _Tracer(fx.Tracer):
@@ -91,7 +93,8 @@ class _Tracer(fx.Tracer):
 
 
 def _trace(module: nn.Module) -> fx.GraphModule:
-    return fx.GraphModule(module, _Tracer().trace(module))
+    with MODULE_CALLS.exclusive():  # see bncore.bn.tracing: tracing patches every module call in the process
+        return fx.GraphModule(module, _Tracer().trace(module))
 
 
 def _module(node: fx.Node, modules: dict[str, nn.Module], kind: type | types.UnionType) -> nn.Module | None:

@@ -16,6 +16,7 @@ import torch
 from bncore.bn.folding import GAMMA_FLOOR, PreBatchNorm, ServedBatchNorm
 from bncore.bn.moments import BatchMoments
 from bncore.settings import Settings
+from bncore.storage.drift_store import LayerMoments, PublishedMoments
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,20 @@ class _Moments:
         self.total += batch.total
         self.squares += batch.squares
 
-    def statistics(self) -> FeatureStatistics:
-        count = max(self.count, 1)
-        mean = torch.from_numpy(self.total / count)
-        variance = (torch.from_numpy(self.squares / count) - mean.square()).clamp(min=0)
+    def published(self) -> LayerMoments:
+        return LayerMoments(self.samples, self.count, self.total.tolist(), self.squares.tolist())
+
+    def statistics(self, others: Sequence[LayerMoments] = ()) -> FeatureStatistics:
+        """Of what this monitor saw, and what `others` (other processes' monitors of the model) saw."""
+        samples = self.samples + sum(other.samples for other in others)
+        count = max(self.count + sum(other.count for other in others), 1)
+        total = self.total + sum((np.asarray(other.total) for other in others), np.zeros_like(self.total))
+        squares = self.squares + sum((np.asarray(other.squares) for other in others), np.zeros_like(self.squares))
+        mean = torch.from_numpy(total / count)
+        variance = (torch.from_numpy(squares / count) - mean.square()).clamp(min=0)
         if self.unfold is not None:
             mean, variance = self.unfold.moments(mean, variance)
-        return FeatureStatistics(self.samples, mean, variance)
+        return FeatureStatistics(samples, mean, variance)
 
 
 class DriftMonitor:
@@ -110,17 +118,33 @@ class DriftMonitor:
             for name, moments in batch.items():
                 self._moments[name].add(samples, moments)
 
-    def statistics(self) -> dict[str, FeatureStatistics]:
-        return self._snapshot()[1]
+    @property
+    def samples(self) -> int:
+        return self._samples
 
-    def report(self, thresholds: DriftThresholds) -> DriftReport:
-        samples, statistics = self._snapshot()
-        layers = [self._layer_drift(name, stats, thresholds) for name, stats in statistics.items()]
-        return DriftReport(self.since, samples, thresholds, layers)
-
-    def _snapshot(self) -> tuple[int, dict[str, FeatureStatistics]]:
+    def published(self) -> PublishedMoments:
+        """The moments as other processes read them (bncore.storage.drift_store)."""
         with self._lock:
-            return self._samples, {name: moments.statistics() for name, moments in self._moments.items()}
+            layers = {name: moments.published() for name, moments in self._moments.items()}
+            return PublishedMoments(self.since, self._samples, layers)
+
+    def statistics(self) -> dict[str, FeatureStatistics]:
+        return self._snapshot(())[1]
+
+    def report(self, thresholds: DriftThresholds, others: Sequence[PublishedMoments] = ()) -> DriftReport:
+        """This monitor's moments merged with `others`, the other API processes' monitors of the same model."""
+        samples, statistics = self._snapshot(others)
+        layers = [self._layer_drift(name, stats, thresholds) for name, stats in statistics.items()]
+        since = min([self.since, *(other.since for other in others)])
+        return DriftReport(since, samples, thresholds, layers)
+
+    def _snapshot(self, others: Sequence[PublishedMoments]) -> tuple[int, dict[str, FeatureStatistics]]:
+        with self._lock:
+            samples = self._samples + sum(other.samples for other in others)
+            return samples, {
+                name: moments.statistics([other.layers[name] for other in others if name in other.layers])
+                for name, moments in self._moments.items()
+            }
 
     def _layer_drift(self, name: str, served: FeatureStatistics, thresholds: DriftThresholds) -> LayerDrift:
         """mean_shift: mean over features of |μ_serve − μ_train|/σ_train; variance_ratio: of σ²_serve/σ²_train.

@@ -109,6 +109,11 @@ class ModelCache:
             self._models.pop(model_id, None)
             self._deleted.add(model_id)
 
+    def loaded(self) -> list[tuple[str, ServedModel]]:
+        """The models held now, with their ids."""
+        with self._lock:
+            return [(model_id, cached.model) for model_id, cached in self._models.items()]
+
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(self._hits, self._misses, len(self._models), self._onnx_exports)

@@ -53,6 +53,10 @@ class ServedModel:
         """As `predict`, awaited: no thread waits for the batch, and the forward pass runs off the event loop."""
         return _checked(await self.batcher.run_async(raw_inputs))
 
+    def forward(self, inputs: torch.Tensor) -> Prediction:
+        """One forward pass exactly as a batch of the batcher runs it (drift taps included), for the benchmark."""
+        return _forward(self.graph, self.drift, inputs).prediction
+
     def serving_stats(self) -> BatchingStats:
         """Requests, rows and forward passes since this process loaded the model."""
         return self.batcher.stats()

@@ -143,6 +143,29 @@ class DatasetRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+class RateLimitRow(Base):
+    """A token bucket shared by every API process: tokens left at `updated_at` (Unix seconds)."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class DriftMomentsRow(Base):
+    """One API process's drift moments of one model, as it last published them (bncore.serving.shared_drift)."""
+
+    __tablename__ = "drift_moments"
+
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    process_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    samples: Mapped[int] = mapped_column(Integer)
+    layers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the API read while a worker writes; both wait (busy_timeout) instead of failing.
     cursor = dbapi_connection.cursor()

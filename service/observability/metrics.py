@@ -9,14 +9,16 @@ no scrape of the API reaches, and this needs no pushgateway.
 import logging
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from bncore.serving.model_cache import ModelCache
 from bncore.storage.job_stats import JobStats
+from service.observability.shared_metrics import metrics_shared
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,9 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        self.shared = metrics_shared()  # several API processes: see service/observability/shared_metrics.py
+        if not self.shared:
+            ProcessCollector(registry=self.registry)  # one process's figures: in shared mode they would mislead
         self.http_requests = Counter(
             "bnjobs_http_requests",
             "HTTP requests answered by this API process",
@@ -83,6 +87,16 @@ class ServiceMetrics:
             if histogram is None:
                 histogram = self._predict_histograms[status] = self.predict_latency.labels(str(status))
             histogram.observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text of a scrape: with API_PROCESSES above 1, the instruments summed over the processes."""
+        if not self.shared:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        if self._watched is not None:
+            registry.register(self._watched)
+        return generate_latest(registry)
 
     def observe_batch(self, rows: int, requests: int) -> None:
         self.batch_rows.observe(rows)

@@ -1,7 +1,7 @@
 """Prometheus metrics of this API process and, read from the database, of the jobs of every worker."""
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.auth import require
 from service.schemas import error_responses
@@ -23,4 +23,4 @@ METRICS_RESPONSE = {
 @router.get("/metrics", response_class=Response, responses={**METRICS_RESPONSE, **error_responses(401, 403)})
 def read_metrics(request: Request, operator: Operator) -> Response:
     """For Prometheus; with API keys configured, it needs a key with the `admin` scope (a bearer token)."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -102,6 +102,7 @@ def read_model(model_id: str, models: ModelsDep, settings: SettingsDep, caller: 
 def delete_model(model_id: str, services: ServicesDep, caller: Trainer) -> Response:
     services.models.delete(model_id, caller.owner_filter)
     services.cache.evict(model_id)
+    services.drift.store.forget_model(model_id)
     services.artifacts.delete(model_id)
     return Response(status_code=204)
 
@@ -138,9 +139,13 @@ async def predict(model_id: str, body: PredictIn, model: InferableModel, setting
 
 
 @router.get("/{model_id}/drift", response_model=DriftOut, responses=SERVED)
-def read_drift(model_id: str, model: ReadableModel, settings: SettingsDep) -> DriftOut:
-    """How the inputs each BN layer sees while serving compare with its frozen statistics (covariate shift)."""
-    report = model.drift.report(DriftThresholds.from_settings(settings))
+def read_drift(model_id: str, model: ReadableModel, services: ServicesDep) -> DriftOut:
+    """How the inputs each BN layer sees while serving compare with its frozen statistics (covariate shift).
+
+    Counted over every API process: this one's moments now, the others' as they last published them.
+    """
+    thresholds = DriftThresholds.from_settings(services.settings)
+    report = services.drift.report(model_id, model, thresholds)
     return DriftOut.from_report(model_id, report, drift_note(model.trained.spec.model.normalization))
 
 

@@ -69,3 +69,18 @@ def own_service(data_dir: Path, env: dict[str, str], api_keys: list[dict] | None
         yield url
     finally:
         stop(process)
+
+
+def pids_of_requests(log_path: Path, request_ids: set[str], timeout: float = 10) -> dict[str, int]:
+    """The pid of the API process that answered each request, from its access log line (by `X-Request-ID`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {}
+        for line in log_path.read_text().splitlines():
+            if line.startswith("{") and '"service.access"' in line:
+                entry = json.loads(line)
+                if entry.get("request_id") in request_ids:
+                    found[entry["request_id"]] = entry["pid"]
+        if len(found) == len(request_ids) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)

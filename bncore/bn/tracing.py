@@ -1,0 +1,61 @@
+"""torch.fx tracing, safe beside forward passes in other threads.
+
+While `fx.symbolic_trace` runs it patches `torch.nn.Module.__call__` for the whole process: a module
+called from another thread then goes to the tracer and fails ("module is not installed as a
+submodule"), and two traces at once corrupt each other. The API loads a model (and traces it) in a
+thread while other threads run forward passes, so tracing excludes them, and they share.
+"""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch.fx as fx
+from torch import nn
+
+
+class SharedExclusiveLock:
+    """Many holders of `shared`, or one of `exclusive`; a waiting `exclusive` holder goes before new `shared` ones."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._sharing = 0
+        self._exclusive = False
+        self._waiting = 0  # for exclusive
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._condition:
+            while self._exclusive or self._waiting:
+                self._condition.wait()
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._sharing -= 1
+                if not self._sharing:
+                    self._condition.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting += 1
+            while self._exclusive or self._sharing:
+                self._condition.wait()
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
+MODULE_CALLS = SharedExclusiveLock()  # shared: running modules; exclusive: tracing
+
+
+def symbolic_trace(module: nn.Module) -> fx.GraphModule:
+    with MODULE_CALLS.exclusive():
+        return fx.symbolic_trace(module)
