@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
@@ -193,16 +193,20 @@ class Jobs:
         return list(self.client.paged("/v1/jobs", JobPage, limit, filters))
 
 
-class Job:
-    """A job handle: `status`, `name` and `info` (the whole job) as last read; `refresh()` reads it again,
-    `wait()` follows it to the end, `model()` is what it trained."""
+class _Handle(Generic[Response]):
+    """What every handle holds: the client it calls through, and `info`, its record as last read."""
 
-    def __init__(self, client: Client, info: JobOut) -> None:
+    def __init__(self, client: Client, info: Response) -> None:
         self.client, self.info = client, info
 
     @property
     def id(self) -> str:
-        return self.info.id
+        return self.info.id  # type: ignore[attr-defined]
+
+
+class Job(_Handle[JobOut]):
+    """A job handle: `status`, `name` and `info` (the whole job) as last read; `refresh()` reads it again,
+    `wait()` follows it to the end, `model()` is what it trained."""
 
     @property
     def name(self) -> str:
@@ -287,15 +291,8 @@ class Models:
         self.client.send("DELETE", f"/v1/models/{model_id}")
 
 
-class Model:
+class Model(_Handle[ModelOut]):
     """A trained model: `predict(x)` with raw inputs, `batchnorm()` for its BN layers; `info` is its record."""
-
-    def __init__(self, client: Client, info: ModelOut) -> None:
-        self.client, self.info = client, info
-
-    @property
-    def id(self) -> str:
-        return self.info.id
 
     @property
     def name(self) -> str:
@@ -409,15 +406,8 @@ class Experiments:
         return list(self.client.paged("/v1/experiments", ExperimentPage, limit))
 
 
-class Experiment:
+class Experiment(_Handle[ExperimentOut]):
     """An experiment handle; `info` is its results table as last read."""
-
-    def __init__(self, client: Client, info: ExperimentOut) -> None:
-        self.client, self.info = client, info
-
-    @property
-    def id(self) -> str:
-        return self.info.id
 
     @property
     def status(self) -> str:
