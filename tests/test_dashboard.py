@@ -72,6 +72,11 @@ def field_error(browser: WebDriver, name: str) -> str:
     return browser.find_element(By.CSS_SELECTOR, f".field-error[data-for='{name}']").text
 
 
+def mean(values: list[float]) -> float:
+    """Summed left to right, as the page's script does, so that both round the same double."""
+    return sum(values) / len(values)
+
+
 def rows(browser: WebDriver, table: str) -> list[dict[str, str]]:
     """The rows' data attributes and text, read in one script: the page re-renders its lists by itself,
     so an element found by one WebDriver call may be gone by the next."""
@@ -164,6 +169,7 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
     ]  # the served inputs each BN layer saw, against its frozen statistics
     assert browser.find_element(By.ID, "model-drift").text.startswith("Served 5 samples since ")
     assert "no BN layer has drifted" in browser.find_element(By.ID, "model-drift").text
+    assert browser.find_element(By.ID, "model-serving").text == "Served with bn1, bn2 folded into the layer before each."
 
     browser.find_element(By.ID, "model-recalibrate").click()
     recalibration = wait_until(
@@ -182,6 +188,28 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
     )
     listed = wait_until(browser, lambda b: recalibrated in (ids := [row["modelId"] for row in rows(b, "model-rows")]) and ids)
     assert listed.index(recalibrated) < listed.index(model_id)  # newest first
+
+
+def test_a_group_norm_model_shows_gamma_and_beta_with_no_statistics_to_fold_watch_or_recalibrate(
+    service: RunningService, client: httpx.Client, browser: WebDriver
+) -> None:
+    model = {**IRIS_JOB["model"], "hidden_sizes": [16, 8], "normalization": "group_norm", "groups": 4}
+    job = wait_for(client, submit(client, {**IRIS_JOB, "model": model})["id"], timeout=TRAINING_TIMEOUT)
+    assert job["status"] == "succeeded"
+    layers = client.get(f"/v1/models/{job['model_id']}/batchnorm").json()["layers"]
+    note = client.get(f"/v1/models/{job['model_id']}").json()["serving"]["note"]
+
+    open_dashboard(browser, service.url)
+    click(browser, f"#model-rows tr[data-model-id='{job['model_id']}']")
+    shown = wait_until(browser, lambda b: (found := [row["text"].split("\t") for row in rows(b, "bn-rows")]) and found)
+    # γ and β as stored; the running mean and variance cells stay empty: GroupNorm keeps none.
+    assert [row[:6] for row in shown] == [
+        [layer["name"], str(layer["num_features"]), f"{mean(layer['gamma']):.3f}", f"{mean(layer['beta']):.3f}", "", ""]
+        for layer in layers
+    ]
+    assert browser.find_element(By.ID, "model-serving").text == f"Served unfolded: {note}"
+    assert "drift monitoring does not apply" in browser.find_element(By.ID, "model-drift").text
+    assert not browser.find_element(By.ID, "model-recalibrate").is_displayed()
 
 
 def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(

@@ -390,6 +390,7 @@ async function selectModel(modelId) {
   $("#bn-rows").replaceChildren();
   $("#model-info").textContent = "";
   $("#model-drift").textContent = "";
+  $("#model-serving").textContent = "";
   const plot = $("#bn-plot");
   clearPlot(plot);
   const base = `/v1/models/${encodeURIComponent(modelId)}`;
@@ -423,11 +424,18 @@ async function selectModel(modelId) {
       return row;
     }));
     $("#model-drift").textContent = driftSummary(drift);
+    $("#model-serving").textContent = servingSummary(model.serving);
+    // GroupNorm and LayerNorm keep no statistics: there is nothing to recalibrate.
+    $("#model-recalibration").hidden = !batchnorm.layers.some((layer) => layer.running_mean !== null);
     await showPlot(plot, `${base}/batchnorm/plot.png`, () => state.modelId === modelId);
   } catch (error) {
     $("#model-error").textContent = error.message;
   }
 }
+
+const servingSummary = (serving) => (serving.folded
+  ? `Served with ${serving.folded_layers.join(", ")} folded into the layer before each.`
+  : `Served unfolded${serving.note ? `: ${serving.note}` : "."}`);
 
 const formatRatio = (value) => (value === undefined || value === null ? "" : value.toFixed(2));
 
