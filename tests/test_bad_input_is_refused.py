@@ -1,6 +1,7 @@
 """Bad input gets a 4xx naming the field and what was expected, and stored jobs stay intact."""
 
 import base64
+import math
 
 import httpx
 import pytest
@@ -334,7 +335,19 @@ def test_a_cursor_with_a_time_out_of_range_is_a_422_not_a_500(client: httpx.Clie
     assert response.json()["error"]["fields"][0]["field"] == "cursor"
 
 
-def test_inputs_that_overflow_the_network_are_refused(client: httpx.Client, digits_model: dict) -> None:
-    response = client.post(f"/v1/models/{digits_model['id']}/predict", json={"inputs": [[0.0] * 64, [1e37] * 64]})
+def test_inputs_that_overflow_the_network_are_refused_and_leave_the_drift_monitor_as_it_was(
+    client: httpx.Client, digits_model: dict
+) -> None:
+    model = f"/v1/models/{digits_model['id']}"
+    before = client.get(f"{model}/drift").json()["samples_seen"]
+    response = client.post(f"{model}/predict", json={"inputs": [[0.0] * 64, [1e37] * 64]})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["fields"][0]["field"] == "inputs[1]"
+    # A row whose BN inputs overflowed would make every later drift report infinite: it is not counted.
+    drift = client.get(f"{model}/drift")
+    assert drift.status_code == 200, drift.text
+    assert drift.json()["samples_seen"] - before in (0, 1)  # the refused request's finite row may count
+    assert client.post(f"{model}/predict", json={"inputs": [[1.0] * 64]}).status_code == 200
+    drift = client.get(f"{model}/drift")
+    assert drift.status_code == 200, drift.text
+    assert all(math.isfinite(layer["mean_shift"]) and math.isfinite(layer["variance_ratio"]) for layer in drift.json()["layers"])

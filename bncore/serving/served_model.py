@@ -76,13 +76,31 @@ def _checked(answer: _Answer) -> Prediction:
 
 @torch.inference_mode()
 def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> _Answer:
-    """One forward pass; what the BN layers saw adds to the drift monitor's moments."""
+    """One forward pass; what the BN layers saw adds to the drift monitor's moments.
+
+    Rows that overflow anywhere (a BN input or the logits) are answered as overflowed and left out of the
+    moments: one infinite sum would make every later drift report of the model infinite.
+    """
+    logits, seen = _observed_forward(graph, raw_inputs)
+    if _finite(logits, seen):
+        drift.record(len(raw_inputs), seen)
+        return _Answer(Prediction.from_logits(logits), [])
+    # Rare: find the rows that overflow, one at a time (inference never depends on the rest of the batch).
+    overflowed = [row for row in range(len(raw_inputs)) if not _finite(*_observed_forward(graph, raw_inputs[row : row + 1]))]
+    kept = sorted(set(range(len(raw_inputs))) - set(overflowed))
+    if kept:
+        drift.record(len(kept), _observed_forward(graph, raw_inputs[kept])[1])
+    return _Answer(Prediction.from_logits(logits), overflowed)
+
+
+def _observed_forward(graph: ServingGraph, raw_inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, BatchMoments]]:
     seen: dict[str, BatchMoments] = {}
     logits = graph.forward(raw_inputs, observe=lambda name, values: seen.__setitem__(name, BatchMoments.of(values)))
-    drift.record(len(raw_inputs), seen)
-    finite = np.isfinite(logits.numpy())
-    overflowed = [] if finite.all() else np.flatnonzero(~finite.all(axis=1)).tolist()
-    return _Answer(Prediction.from_logits(logits), overflowed)
+    return logits, seen
+
+
+def _finite(logits: torch.Tensor, seen: dict[str, BatchMoments]) -> bool:
+    return bool(np.isfinite(logits.numpy()).all()) and all(np.isfinite(m.squares).all() for m in seen.values())
 
 
 def _rows(answer: _Answer, start: int, stop: int) -> _Answer:
