@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from bncore.serving.batching import BatchingPolicy, DynamicBatcher
+from bncore.serving.batching import INLINE_ROWS, BatchingPolicy, DynamicBatcher
 
 
 class RecordingForward:
@@ -146,7 +146,8 @@ def test_awaiting_callers_share_forward_passes_that_run_off_the_event_loop() -> 
     sizes = {request_id: 1 + request_id % 4 for request_id in range(1, 21)}
 
     async def scenario() -> tuple[int, list[torch.Tensor], torch.Tensor]:
-        first = asyncio.ensure_future(batcher.run_async(request_rows(0, 2)))
+        # Larger than INLINE_ROWS, so that it runs in a thread even though it finds the batcher idle.
+        first = asyncio.ensure_future(batcher.run_async(request_rows(0, INLINE_ROWS + 1)))
         while not forward.entered.is_set():
             await asyncio.sleep(0.01)  # the loop stays free while the first forward pass runs
         rest = [asyncio.ensure_future(batcher.run_async(request_rows(i, rows))) for i, rows in sizes.items()]
@@ -155,12 +156,35 @@ def test_awaiting_callers_share_forward_passes_that_run_off_the_event_loop() -> 
         return threading.get_ident(), await asyncio.gather(*rest), await first
 
     loop_thread, answers, first = asyncio.run(scenario())
-    torch.testing.assert_close(first, request_rows(0, 2) * 2)
+    torch.testing.assert_close(first, request_rows(0, INLINE_ROWS + 1) * 2)
     for (request_id, rows), answer in zip(sizes.items(), answers, strict=True):
         torch.testing.assert_close(answer, request_rows(request_id, rows) * 2)
-    assert [len(batch) for batch in forward.batches] == [2, sum(sizes.values())]
+    assert [len(batch) for batch in forward.batches] == [INLINE_ROWS + 1, sum(sizes.values())]
     assert loop_thread not in threads
     assert batcher.stats().requests == 21
+
+
+@pytest.mark.parametrize("policy", [BatchingPolicy(max_batch_size=64, max_queue_delay_ms=5), BatchingPolicy()])
+def test_a_small_request_alone_runs_on_the_event_loop_and_a_larger_one_in_a_thread(policy: BatchingPolicy) -> None:
+    """As an `async def` endpoint would: a pass of a few rows costs less than a trip to a thread and back."""
+    threads: list[int] = []
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        threads.append(threading.get_ident())
+        return inputs * 2
+
+    batcher = DynamicBatcher(forward, cut, policy)
+
+    async def scenario() -> tuple[int, torch.Tensor, torch.Tensor]:
+        small = await batcher.run_async(request_rows(0, INLINE_ROWS))
+        large = await batcher.run_async(request_rows(9, INLINE_ROWS + 1))
+        return threading.get_ident(), small, large
+
+    loop_thread, small, large = asyncio.run(scenario())
+    torch.testing.assert_close(small, request_rows(0, INLINE_ROWS) * 2)
+    torch.testing.assert_close(large, request_rows(9, INLINE_ROWS + 1) * 2)
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+    assert batcher.stats().requests == 2
 
 
 def test_threads_and_coroutines_share_one_queue() -> None:

@@ -7,9 +7,12 @@ if any, leads the next batch. The names are Triton's and TorchServe's. This is s
 eval-mode BN normalises with frozen statistics: a row's answer does not depend on the rows beside it.
 
 Two kinds of callers share one queue. A thread calling `run` leads in its own thread. A coroutine
-awaiting `run_async` holds no thread while it waits: when it has to lead, an executor thread leads
-for it and goes on leading while the queue's head is another coroutine, so the forward pass never
-runs on the event loop.
+awaiting `run_async` holds no thread while it waits. When it has to lead, a request of at most
+`INLINE_ROWS` rows that finds the batcher idle first yields to the loop once, so that requests it
+has already read queue up behind it; if none did, it runs its forward pass on the event loop, as an
+`async def` endpoint would: a pass that small costs less than handing it to a thread and back.
+Otherwise, or for a larger request, an executor thread leads, and goes on leading while the queue's
+head is another coroutine: under load, batches form while a pass runs off the loop.
 
 Who waits: a caller that finds no batch gathering or running leads at once and never waits, so a
 caller alone never waits, whatever came before. Only a request that queued while a batch ran, and
@@ -29,6 +32,7 @@ from typing import Generic, TypeVar
 import torch
 
 Result = TypeVar("Result")
+INLINE_ROWS = 8
 BatchObserver = Callable[[int, int], None]  # (rows, requests) of each forward pass, e.g. for a metrics histogram
 
 
@@ -123,13 +127,19 @@ class DynamicBatcher(Generic[Result]):
     async def run_async(self, inputs: torch.Tensor) -> Result:
         """As `run`, awaited on an event loop; the forward pass runs in the loop's default executor."""
         loop = asyncio.get_running_loop()
+        inline = len(inputs) <= INLINE_ROWS
         if not self.policy.enabled:
-            result = await loop.run_in_executor(None, self._forward, inputs)
+            result = self._forward(inputs) if inline else await loop.run_in_executor(None, self._forward, inputs)
             self._count([len(inputs)])
             return result
         request: _Request[Result] = _Request(inputs, loop.create_future())
         if not self._enqueue(request):
-            loop.run_in_executor(None, self._lead, False)
+            if inline:
+                await asyncio.sleep(0)  # requests the loop has already read queue up behind this one meanwhile
+            if inline and self.queued() == 1:
+                self._lead(successor=False, on_loop=loop)
+            else:
+                loop.run_in_executor(None, self._lead, False)
         return await request.future  # type: ignore[misc]
 
     def _enqueue(self, request: _Request[Result]) -> bool:
@@ -152,11 +162,12 @@ class DynamicBatcher(Generic[Result]):
         with self._lock:
             return len(self._queue)
 
-    def _lead(self, successor: bool) -> None:
+    def _lead(self, successor: bool, on_loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Run batches, the first holding the leader's own request (it heads the queue), then pass the lead on.
 
         `successor`: the leader's request queued behind a running batch (else it found the batcher idle).
-        A thread's request at the head of the queue takes the lead over; a coroutine's is led on by this thread.
+        A thread's request at the head of the queue takes the lead over; a coroutine's is led on by this
+        thread, or, when this is the event loop (`on_loop`), by an executor thread.
         """
         while True:
             batch = self._gather(wait_for_company=successor)
@@ -185,6 +196,9 @@ class DynamicBatcher(Generic[Result]):
                 return
             if successor.answered is not None:
                 successor.answered.set()
+                return
+            if on_loop is not None:
+                on_loop.run_in_executor(None, self._lead, True)
                 return
 
     def _gather(self, wait_for_company: bool) -> list[_Request[Result]]:
