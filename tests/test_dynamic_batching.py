@@ -259,3 +259,21 @@ def test_concurrent_clients_each_get_their_own_rows_from_shared_forward_passes(
     # The drift monitor saw every row once: batching neither drops nor repeats rows.
     drift = client.get(f"/v1/models/{digits_model['id']}/drift").json()
     assert drift["samples_seen"] - before_drift["samples_seen"] == sent_rows
+
+
+def test_a_small_request_goes_to_a_thread_while_running_on_the_event_loop_is_not_allowed() -> None:
+    """E.g. while a model loads: its tracing holds every forward pass, and the loop must not wait for it."""
+    threads: list[int] = []
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        threads.append(threading.get_ident())
+        return inputs * 2
+
+    batcher = DynamicBatcher(forward, cut, BatchingPolicy(), inline_allowed=lambda: False)
+
+    async def scenario() -> int:
+        torch.testing.assert_close(await batcher.run_async(request_rows(0, 1)), request_rows(0, 1) * 2)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert len(threads) == 1 and threads[0] != loop_thread

@@ -37,6 +37,10 @@ class SharedExclusiveLock:
                 if not self._sharing:
                     self._condition.notify_all()
 
+    def exclusive_wanted(self) -> bool:
+        """Whether `shared` would wait now (a hint: the answer may change at once)."""
+        return self._exclusive or self._waiting > 0
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._condition:

@@ -95,8 +95,10 @@ class DynamicBatcher(Generic[Result]):
         rows: Callable[[Result, int, int], Result],
         policy: BatchingPolicy,
         on_batch: BatchObserver | None = None,
+        inline_allowed: Callable[[], bool] = lambda: True,
     ) -> None:
         self.policy = policy
+        self._inline_allowed = inline_allowed  # False while a pass on the event loop could block it
         self._on_batch = on_batch
         self._forward = forward
         self._rows = rows
@@ -127,7 +129,7 @@ class DynamicBatcher(Generic[Result]):
     async def run_async(self, inputs: torch.Tensor) -> Result:
         """As `run`, awaited on an event loop; the forward pass runs in the loop's default executor."""
         loop = asyncio.get_running_loop()
-        inline = len(inputs) <= INLINE_ROWS
+        inline = len(inputs) <= INLINE_ROWS and self._inline_allowed()
         if not self.policy.enabled:
             result = self._forward(inputs) if inline else await loop.run_in_executor(None, self._forward, inputs)
             self._count([len(inputs)])

@@ -8,6 +8,7 @@ import torch
 
 from bncore.bn.folding import ServingGraph, serving_graph
 from bncore.bn.moments import BatchMoments
+from bncore.bn.tracing import MODULE_CALLS
 from bncore.errors import InvalidField
 from bncore.serving.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
 from bncore.serving.drift import DriftMonitor
@@ -35,7 +36,8 @@ class ServedModel:
     ) -> "ServedModel":
         graph = serving_graph(trained, fold_batchnorm)
         drift = DriftMonitor(graph.batchnorms)
-        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching, on_batch)
+        # While a model loads, its tracing excludes every forward pass: none may wait for it on the event loop.
+        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching, on_batch, inline_allowed=_not_tracing)
         return cls(trained, graph, drift, batcher, OnnxExport(trained))
 
     @property
@@ -60,6 +62,10 @@ class ServedModel:
     def serving_stats(self) -> BatchingStats:
         """Requests, rows and forward passes since this process loaded the model."""
         return self.batcher.stats()
+
+
+def _not_tracing() -> bool:
+    return not MODULE_CALLS.exclusive_wanted()
 
 
 @dataclass(frozen=True)
