@@ -11,6 +11,7 @@ from torch import nn
 
 from bncore.bn.folding import folded_layer_names
 from bncore.serving.served_model import ServedModel
+from bncore.training.trained_model import TrainedModel
 from tests.conftest import RunningService
 from tests.support.processes import free_port, start, stop, wait_ready
 from tests.support.trained_models import ARCHITECTURES, RESNET8_BATCHNORMS, digits_inputs, from_artifact, train_digits
@@ -111,10 +112,15 @@ def test_with_folding_turned_off_the_same_model_serves_the_same_answers(
     np.testing.assert_allclose(plain.json()["outputs"], folded.json()["outputs"], rtol=1e-5, atol=1e-5)
 
 
-def test_a_model_loading_beside_forward_passes_breaks_neither() -> None:
+@pytest.fixture(scope="module")
+def resnet() -> TrainedModel:
+    return train_digits(ARCHITECTURES["resnet"], epochs=1)
+
+
+def test_a_model_loading_beside_forward_passes_breaks_neither(resnet: TrainedModel) -> None:
     """torch.fx tracing patches every module call of the process while it runs: the API traces a model
     it loads in one thread while others serve predictions."""
-    trained = train_digits(ARCHITECTURES["resnet"], epochs=1)
+    trained = resnet
     served = ServedModel.of(trained, fold_batchnorm=True)
     inputs = digits_inputs(trained)[:8]
     expected = served.predict(inputs).probabilities
@@ -137,4 +143,31 @@ def test_a_model_loading_beside_forward_passes_breaks_neither() -> None:
         torch.testing.assert_close(served.predict(inputs).probabilities, expected)
         forwards += 1
     loader.join()
+    assert failures == [] and forwards > 0
+
+
+def test_an_onnx_export_beside_forward_passes_breaks_neither(resnet: TrainedModel) -> None:
+    """torch.onnx's exporter traces with torch.fx too (make_fx), patching every module call of the process."""
+    trained = resnet
+    served = ServedModel.of(trained, fold_batchnorm=True)
+    inputs = digits_inputs(trained)[:8]
+    expected = served.predict(inputs).probabilities
+    failures: list[BaseException] = []
+    exported = threading.Event()
+
+    def export() -> None:
+        try:
+            ServedModel.of(trained, fold_batchnorm=True).onnx.get()
+        except Exception as error:
+            failures.append(error)
+        finally:
+            exported.set()
+
+    exporter = threading.Thread(target=export)
+    exporter.start()
+    forwards = 0
+    while not exported.is_set():
+        torch.testing.assert_close(served.predict(inputs).probabilities, expected)
+        forwards += 1
+    exporter.join()
     assert failures == [] and forwards > 0
