@@ -114,3 +114,24 @@ def test_a_bias_before_bn_gets_no_gradient_in_train_mode_and_one_in_eval_mode() 
     F.cross_entropy(network(inputs), targets).backward()
     assert network[0].bias.grad.abs().max().item() > 1e-3 * weight
     assert math.isnan(bias_gradients(nn.Sequential(nn.Linear(5, 3)), inputs, targets)[0])
+
+
+def test_recovers_needs_a_loss_and_every_remedy_to_win_back_the_fraction() -> None:
+    params = {
+        "reference": "bn-32",
+        "hurt": "bn-2",
+        "remedies": ["renorm-2", "gn-2"],
+        "fraction": 0.5,
+        "axis": {"batch_sizes": [2, 32]},
+        "series": {"batchnorm": ["bn-2", "bn-32"]},
+    }
+    outcomes = {"bn-32": outcome(0.95), "bn-2": outcome(0.55), "renorm-2": outcome(0.9), "gn-2": outcome(0.8)}
+    verdict = judge("recovers", outcomes, params)
+    assert verdict.held, verdict.evidence
+    assert verdict.evidence["loss"] == 0.4 and verdict.evidence["renorm-2_recovered"] == 0.875
+    assert verdict.evidence["gn-2_recovered"] == 0.625
+    assert verdict.evidence["batch_sizes"] == [2, 32] and verdict.evidence["batchnorm_final_accuracy"] == [0.55, 0.95]
+    assert not judge("recovers", {**outcomes, "gn-2": outcome(0.7)}, params).held
+    assert not judge("recovers", {**outcomes, "renorm-2": diverged()}, params).held
+    unhurt = judge("recovers", {**outcomes, "bn-2": outcome(0.96)}, params)
+    assert not unhurt.held and unhurt.evidence["renorm-2_recovered"] is None

@@ -37,6 +37,8 @@ def test_the_presets_are_listed_with_their_specs(client: httpx.Client) -> None:
         "covariate-shift",
         "selu-instead",
         "bias-is-redundant",
+        "small-batch",
+        "non-iid-batches",
     }
     faster = listed["faster-training"]
     assert faster["request"]["base"]["model"]["hidden_sizes"] == [100, 100, 100]

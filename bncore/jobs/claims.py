@@ -166,6 +166,26 @@ def matches(outcomes: Outcomes, params: Mapping[str, Any], target: float | None)
     return Verdict(held, evidence)
 
 
+def recovers(outcomes: Outcomes, params: Mapping[str, Any], target: float | None) -> Verdict:
+    """Held when `hurt` ends less accurate than `reference` and every one of `remedies` wins back at least
+    `fraction` of that loss. Optional: `axis` (label → values, e.g. the batch sizes) and `series` (label → variant
+    names along that axis) add accuracy curves to the evidence."""
+    accuracy = {name: outcomes[name].final_accuracy for name in (params["reference"], params["hurt"], *params["remedies"])}
+    evidence: dict[str, Any] = {label: list(values) for label, values in params.get("axis", {}).items()}
+    evidence |= {f"{name}_final_accuracy": _rounded(value) for name, value in accuracy.items()}
+    for label, names in params.get("series", {}).items():
+        evidence[f"{label}_final_accuracy"] = [_rounded(outcomes[name].final_accuracy) for name in names]
+    reference, hurt = accuracy[params["reference"]] or 0.0, accuracy[params["hurt"]] or 0.0
+    loss = reference - hurt
+    evidence["loss"] = _rounded(loss)
+    recovered = {}
+    for remedy in params["remedies"]:
+        recovered[remedy] = ((accuracy[remedy] or 0.0) - hurt) / loss if loss > 0 else None
+        evidence[f"{remedy}_recovered"] = _rounded(recovered[remedy])
+    held = loss > 0 and all(share is not None and share >= params["fraction"] for share in recovered.values())
+    return Verdict(held, evidence)
+
+
 def bias_gradients(network: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
     """The largest |∂loss/∂b| over the biases of layers feeding BN, and the largest |∂loss/∂W| of their weights,
     on one batch in train mode (BN with the batch's statistics, as in training)."""
@@ -223,4 +243,5 @@ EVALUATORS: dict[str, Evaluator] = {
     "less_drift": less_drift,
     "matches": matches,
     "bias_redundant": bias_redundant,
+    "recovers": recovers,
 }
