@@ -84,7 +84,7 @@ def measure(cases: list[Case], processes: int, device: torch.device, prefix: str
                 higher_is_better=True,
                 note=f"{len(case.data.x_train)} samples × {training.epochs - 1} timed epoch(s) after one of warm-up, "
                 f"{len(case.data.x_val)} validation samples; the gang's start and end took {outside:.1f} s more, "
-                f"not counted; {_threads(device, processes)}",
+                f"not counted; {_threads(device)}",
             )
         )
     return rows
@@ -94,7 +94,7 @@ def _processes(count: int) -> str:
     return f"{count} processes" if count > 1 else "1 process launched as a gang"
 
 
-def _threads(device: torch.device, processes: int) -> str:
+def _threads(device: torch.device) -> str:
     if device.type == "cuda":
         return f"one GPU per process ({torch.cuda.get_device_name(device)}), NCCL"
     return f"gloo, on {os.cpu_count()} CPU cores; every process with torch's default threads"
