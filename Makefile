@@ -53,7 +53,8 @@ bench: install-bench
 	$(PY) -m bench $(BENCH_ARGS)
 
 ## On a machine with CUDA: the gpu-marked tests, then a short CUDA bench (ResNet-20 job vs plain loop in fp32
-## and bf16, CUDA predict vs CPU); stopped at 8 minutes. Fails without a visible CUDA device.
+## and bf16, CUDA predict vs CPU, data-parallel training on every GPU vs one); stopped at 8 minutes. Fails
+## without a visible CUDA device.
 gpu-check: install-test install-bench
 	timeout 480 sh -c '$(PY) -m pytest -m gpu -q tests/test_gpu.py && $(PY) -m bench.gpu'
 

@@ -17,7 +17,20 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench import activations, ceiling, dispatch, efficiency, folding, http_load, latency, memory, resnet, throughput, training
+from bench import (
+    activations,
+    ceiling,
+    data_parallel,
+    dispatch,
+    efficiency,
+    folding,
+    http_load,
+    latency,
+    memory,
+    resnet,
+    throughput,
+    training,
+)
 from bench.jobs import MLP_64_100_100_100_10, SMALL_MODEL, job_body, train
 from bench.processes import free_port, python_module, redis_server, rss_bytes, service
 from bench.report import Row, table
@@ -42,10 +55,13 @@ class Scale:
     activation_epochs: int  # row 10, run `activation_rounds` times with and without tracking
     activation_rounds: int
     wrk_seconds: float  # per row-11 measurement
+    parallel_mlp_samples: int  # row 12: the wide MLP's training samples, on 1 and on 2 processes
+    parallel_resnet_samples: int  # row 12: ResNet-20's training images
+    parallel_epochs: int  # row 12: the first is warm-up, not timed
 
 
-FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 3, 5.0)
-QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1, 1, 1, 1.0)
+FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 3, 5.0, 8192, 256, 2)
+QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1, 1, 1, 1.0, 1024, 128, 2)
 SERVICE_SETTINGS = {"MODEL_CACHE_SIZE": "64"}  # room for the cached models of row 6; everything else default
 STARTED = time.monotonic()
 
@@ -118,6 +134,13 @@ def redis_rows(folder: Path, scale: Scale) -> list[Row]:
     return [dispatch.row("Redis broker, SQLite", latencies, 100)]
 
 
+def parallel_cases(scale: Scale) -> list[data_parallel.Case]:
+    cases = [data_parallel.wide_mlp(scale.parallel_mlp_samples, scale.parallel_epochs)]
+    if resnet.available():
+        cases.append(data_parallel.resnet_20(scale.parallel_resnet_samples, scale.parallel_epochs))
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run: few samples, numbers not meaningful")
@@ -136,6 +159,8 @@ def main() -> None:
         rows.append(efficiency.measure(scale.efficiency_batches, scale.matmul_size))
         progress("row 10: training with and without activation tracking")
         rows.append(activations.measure(scale.activation_epochs, scale.activation_rounds))
+        progress("row 12: data-parallel training on 2 processes and on 1")
+        rows += data_parallel.measure(parallel_cases(scale), 2, torch.device("cpu"))
         progress("starting the service")
         rows += service_rows(folder, scale)
         rows += redis_rows(folder, scale)

@@ -18,6 +18,7 @@ from bncore.training.networks import build_network
 
 WIDTHS = (784, 1024, 1024, 10)
 BATCH = 512
+WIDE_MLP = {"architecture": "mlp", "num_classes": WIDTHS[-1], "hidden_sizes": list(WIDTHS[1:-1])}
 
 
 def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
@@ -37,14 +38,18 @@ def flops_per_sample() -> int:
     return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
 
 
+def synthetic_data(samples: int) -> PreparedData:
+    """Random inputs and labels for the wide MLP, already standardised; a copy of one batch of them for validation."""
+    x, y = torch.randn(samples, WIDTHS[0]), torch.randint(0, WIDTHS[-1], (samples,))
+    return PreparedData(x, y, x[:BATCH].clone(), y[:BATCH].clone(), torch.zeros(WIDTHS[0]), torch.ones(WIDTHS[0]))
+
+
 def epoch_flops_per_second(batches: int) -> float:
-    spec = ModelSpec(architecture="mlp", num_classes=WIDTHS[-1], hidden_sizes=list(WIDTHS[1:-1]))
     training = TrainingSpec(batch_size=BATCH)
     torch.manual_seed(0)
-    network = build_network(spec, (WIDTHS[0],))
+    network = build_network(ModelSpec.model_validate(WIDE_MLP), (WIDTHS[0],))
     samples = batches * BATCH
-    x, y = torch.randn(samples, WIDTHS[0]), torch.randint(0, WIDTHS[-1], (samples,))
-    data = PreparedData(x, y, x[:BATCH], y[:BATCH], torch.zeros(WIDTHS[0]), torch.ones(WIDTHS[0]))
+    data = synthetic_data(samples)
     optimizer = make_optimizer(network, training)
     train_epoch(network, optimizer, data, training, torch.randperm(BATCH * 2), 1, lambda: None)  # warm up
     start = time.perf_counter()

@@ -12,6 +12,7 @@ includes the input standardisation. Torch uses the threads the API process would
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,15 +29,12 @@ TARGET_AT_256 = 1.2  # folding alone: at least 1.2× faster at batch 256 on the 
 TARGET_SHAPE = (3, 32, 32)
 SHAPES = ((1, 8, 8), (3, 32, 32))
 BATCHES = (1, 256)
+CNN = {"architecture": "cnn", "num_classes": 10}
 
 
-def cnn(input_shape: tuple[int, ...]) -> TrainedModel:
-    spec = JobSpec.model_validate(
-        {
-            "model": {"architecture": "cnn", "num_classes": 10, "input_shape": list(input_shape)},
-            "dataset": {"name": "digits"},
-        }
-    )
+def with_made_up_statistics(model: dict[str, Any], input_shape: tuple[int, ...]) -> TrainedModel:
+    """The network of `model` (a job spec's model) in eval mode: seeded random weights, random BN statistics."""
+    spec = JobSpec.model_validate({"model": {**model, "input_shape": list(input_shape)}, "dataset": {"name": "digits"}})
     torch.manual_seed(0)
     network = build_network(spec.model, input_shape)
     for module in network.modules():
@@ -59,7 +57,7 @@ def measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]] | No
     threads = torch.get_num_threads()
     torch.set_num_threads(get_settings().resolved_inference_threads)
     if models is None:
-        models = [(f"3. CNN {'×'.join(map(str, shape))} forward", cnn(shape)) for shape in SHAPES]
+        models = [(f"3. CNN {'×'.join(map(str, shape))} forward", with_made_up_statistics(CNN, shape)) for shape in SHAPES]
     try:
         return _measure(seconds_per_case, models)
     finally:

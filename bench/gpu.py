@@ -4,6 +4,9 @@ The job's own training loop (bncore.training.loop.train, as the worker runs it, 
 its database) against bench.plain_loop's ResNet on the same GPU, in fp32 and under bf16 autocast (BN
 in fp32, channels_last), with the same recipe as bench row 8; and the fp32 model's predictions on CUDA
 against the CPU's. Without the "resnet" architecture (issue 14 part 1) a three-block CNN stands in.
+Then bench row 12 on every GPU of the machine: a data-parallel job (NCCL, SyncBatchNorm, one process per
+GPU) against one process on one GPU, the global batch sized so that each GPU's share is row 7's or row 8's
+batch (with a single GPU the gang has one process: what launching costs, not what parallelism gains).
 """
 
 import sys
@@ -11,7 +14,7 @@ import time
 
 import torch
 
-from bench import plain_loop
+from bench import data_parallel, efficiency, plain_loop
 from bench.report import Row, absolute_row, ratio_row, table
 from bench.resnet import DEPTH, RECIPE, RESNET_20, WIDTH, available
 from bench.synthetic_images import SHAPE, image_dataset
@@ -23,6 +26,7 @@ from bncore.training.networks import build_network
 from bncore.training.trained_model import TrainedModel
 
 SAMPLES, EPOCHS = 10_240, 2
+PARALLEL_MLP_SAMPLES, PARALLEL_EPOCHS = 131_072, 3  # the first data-parallel epoch is warm-up, not timed
 STAND_IN = {"architecture": "cnn", "num_classes": 10, "channels": [32, 64, 128]}
 PREDICT_TOLERANCE = 1e-4
 
@@ -98,12 +102,24 @@ def measure(device: torch.device, samples: int = SAMPLES) -> tuple[list[Row], bo
     return rows, predictions_agree
 
 
+def data_parallel_rows() -> list[Row]:
+    """Row 12 on all GPUs: a gang of one process per GPU against one process on one; none without CUDA."""
+    if not torch.cuda.is_available():
+        return []
+    gpus = torch.cuda.device_count()
+    cases = [data_parallel.wide_mlp(PARALLEL_MLP_SAMPLES, PARALLEL_EPOCHS, efficiency.BATCH * gpus)]
+    if available():
+        cases.append(data_parallel.resnet_20(SAMPLES, PARALLEL_EPOCHS, RECIPE["batch_size"] * gpus, validation=1024))
+    return data_parallel.measure(cases, gpus, torch.device("cuda:0"), prefix="")
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device visible: nothing to measure", file=sys.stderr)
         return 1
     device = torch.device("cuda:0")
     rows, predictions_agree = measure(device)
+    rows += data_parallel_rows()
     print(table(rows))
     print(f"\n{time.strftime('%Y-%m-%d')} on {device_name(device)}, torch {torch.__version__}")
     return 0 if predictions_agree else 1  # a speed below target is reported, not an error

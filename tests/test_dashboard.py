@@ -245,6 +245,27 @@ def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(
     assert f'<td title="{dataset_id}">my iris</td>' in httpx.get(f"{service.url}/").text  # in the page's own markup too
 
 
+def test_a_data_parallel_jobs_view_shows_its_world_size_and_a_one_process_jobs_does_not(
+    service: RunningService, client: httpx.Client, browser: WebDriver
+) -> None:
+    two = submit(client, IRIS_JOB | {"resources": {"processes": 2}})["id"]  # batches of 16: 8 samples a process
+    one = submit(client, IRIS_JOB)["id"]
+    assert [wait_for(client, job_id)["world_size"] for job_id in (two, one)] == [2, 1]
+    open_dashboard(browser, service.url)
+    shown = {}
+    for job_id in (two, one):
+        click(browser, f"#job-rows tr[data-job-id='{job_id}']")
+        wait_until(
+            browser,
+            lambda b, job_id=job_id: (
+                b.find_element(By.ID, "job-title").text == job_id and b.find_element(By.ID, "job-status").text == "succeeded"
+            ),
+        )
+        shown[job_id] = browser.find_element(By.ID, "job-info").text.split(" · ")
+    assert "world size 2" in shown[two], shown[two]
+    assert not any(part.startswith("world size") for part in shown[one]), shown[one]
+
+
 def test_a_file_uploaded_from_the_page_is_stored_and_picked_for_the_next_job(
     service: RunningService, client: httpx.Client, browser: WebDriver, tmp_path: Path
 ) -> None:
