@@ -13,7 +13,7 @@ from bncore.specs import JobSpec, Recalibration
 if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load without torch or a database
     from bncore.bn.layers import BatchNormLayer
     from bncore.data.builtin import DatasetInfo
-    from bncore.serving.drift import DriftReport, DriftThresholds, LayerDrift
+    from bncore.serving.drift import DriftReport
     from bncore.storage.dataset_store import DatasetRecord
     from bncore.storage.job_store import JobRecord
     from bncore.storage.model_store import ModelRecord
@@ -316,10 +316,6 @@ class DriftThresholdsOut(BaseModel):
     variance_ratio_max: float = Field(description="...or above this")
     min_samples: int = Field(description="no layer is flagged before the model has served this many samples")
 
-    @classmethod
-    def from_thresholds(cls, thresholds: DriftThresholds) -> DriftThresholdsOut:
-        return cls(**thresholds.__dict__)
-
 
 class LayerDriftOut(BaseModel):
     name: str
@@ -332,10 +328,6 @@ class LayerDriftOut(BaseModel):
         description="mean over features of σ²_serve / σ²_train, each with BN's ε added; null before any sample"
     )
     drifted: bool
-
-    @classmethod
-    def from_layer(cls, layer: LayerDrift) -> LayerDriftOut:
-        return cls(**layer.__dict__)
 
 
 class DriftOut(BaseModel):
@@ -356,9 +348,9 @@ class DriftOut(BaseModel):
             model_id=model_id,
             since=report.since,
             samples_seen=report.samples_seen,
-            thresholds=DriftThresholdsOut.from_thresholds(report.thresholds),
+            thresholds=DriftThresholdsOut.model_validate(report.thresholds, from_attributes=True),
             drifted=report.drifted,
-            layers=[LayerDriftOut.from_layer(layer) for layer in report.layers],
+            layers=[LayerDriftOut.model_validate(layer, from_attributes=True) for layer in report.layers],
         )
 
 
