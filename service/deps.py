@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 
 from bncore.errors import InvalidField
 from bncore.free_text import control_character
@@ -78,3 +78,18 @@ ModelsDep = Annotated[ModelStore, Depends(get_models)]
 # The query parameters of every newest-first listing.
 PageLimit = Annotated[int, Query(ge=1, le=100, description="at most this many items")]
 PageCursor = Annotated[str | None, Query(max_length=200, description="the `next_cursor` of the page before")]
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """Which page of a newest-first listing: its size, and where the page before ended."""
+
+    limit: PageLimit = 20
+    cursor: PageCursor = None
+
+
+PageQuery = Annotated[PageRequest, Depends()]
+DatasetFilter = Annotated[
+    str | None, Query(max_length=100, description="only those of this dataset: a built-in's name or an upload's id")
+]
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255)]

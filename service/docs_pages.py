@@ -1,6 +1,8 @@
 """/docs (Swagger UI) and /redoc with their scripts and styles served by the service itself, from the
 fastapi-offline package: the pages work with no internet, and no CDN sees who reads them."""
 
+from collections.abc import Callable
+from functools import partial
 from importlib.resources import files
 
 from fastapi import FastAPI
@@ -19,9 +21,15 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def _own_assets_only(page: HTMLResponse) -> HTMLResponse:
-    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    return page
+def _page_of_own_assets(app: FastAPI, url: str, name: str, render: Callable[[], HTMLResponse]) -> None:
+    """GET `url`: the page `render` draws, which may load nothing from outside this service."""
+
+    async def page() -> HTMLResponse:
+        response = render()
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response
+
+    app.add_api_route(url, page, methods=["GET"], name=name, include_in_schema=False)
 
 
 def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
@@ -29,33 +37,27 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
     openapi_url = app.openapi_url or "/openapi.json"
     oauth2_redirect_url = f"{docs_url}/oauth2-redirect"
     app.mount(ASSETS_URL, StaticFiles(directory=str(ASSETS_DIR)), name="docs-assets")
-
-    @app.get(docs_url, include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
-        return _own_assets_only(
-            get_swagger_ui_html(
-                openapi_url=openapi_url,
-                title=f"{app.title} - Swagger UI",
-                oauth2_redirect_url=oauth2_redirect_url,
-                swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
-                swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
-                swagger_favicon_url="/static/favicon.svg",
-                swagger_ui_parameters=app.swagger_ui_parameters,
-            )
-        )
+    swagger_ui = partial(
+        get_swagger_ui_html,
+        openapi_url=openapi_url,
+        title=f"{app.title} - Swagger UI",
+        oauth2_redirect_url=oauth2_redirect_url,
+        swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url="/static/favicon.svg",
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    )
+    redoc = partial(
+        get_redoc_html,
+        openapi_url=openapi_url,
+        title=f"{app.title} - ReDoc",
+        redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url="/static/favicon.svg",
+        with_google_fonts=False,
+    )
+    _page_of_own_assets(app, docs_url, "swagger_ui", swagger_ui)
+    _page_of_own_assets(app, redoc_url, "redoc", redoc)
 
     @app.get(oauth2_redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get(redoc_url, include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return _own_assets_only(
-            get_redoc_html(
-                openapi_url=openapi_url,
-                title=f"{app.title} - ReDoc",
-                redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
-                redoc_favicon_url="/static/favicon.svg",
-                with_google_fonts=False,
-            )
-        )

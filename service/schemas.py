@@ -13,7 +13,7 @@ from bncore.specs import JobSpec, Recalibration
 if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load without torch or a database
     from bncore.bn.layers import BatchNormLayer
     from bncore.data.builtin import DatasetInfo
-    from bncore.serving.drift import DriftReport, DriftThresholds, LayerDrift
+    from bncore.serving.drift import DriftReport
     from bncore.storage.dataset_store import DatasetRecord
     from bncore.storage.job_store import JobRecord
     from bncore.storage.model_store import ModelRecord
@@ -23,6 +23,12 @@ if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load wit
 
 def _is_none(value: object) -> bool:
     return value is None
+
+
+def same_named(record: object, schema: type[BaseModel]) -> dict[str, Any]:
+    """The record's values of the fields `schema` declares under the same name: what the API shows as stored.
+    Only declared fields are read, so a record's internal fields (its owner) never reach a response."""
+    return {name: getattr(record, name) for name in schema.model_fields if hasattr(record, name)}
 
 
 class FieldError(BaseModel):
@@ -158,28 +164,15 @@ class JobOut(BaseModel):
     @classmethod
     def from_record(cls, job: JobRecord) -> JobOut:
         spec = JobSpec.model_validate(job.spec)
-        return cls(
-            id=job.id,
-            name=job.name,
-            status=job.status,
-            created_at=job.created_at,
-            started_at=job.started_at,  # type: ignore[arg-type]
-            finished_at=job.finished_at,
-            progress=Progress(epoch=job.epoch, epochs=job.epochs),
-            metrics=[EpochMetricsOut.from_metrics(m) for m in job.metrics],
-            model_id=job.model_id,
-            error=JobError(code=job.error.code, message=job.error.message) if job.error else None,
-            device=job.device,
-            worker=job.worker,
-            attempts=job.attempts,
-            world_size=job.world_size,
-            resumed_from_epoch=job.resumed_from_epoch,
-            best_epoch=job.best_epoch,
-            cancel_requested=job.cancel_requested,
-            spec=spec,
-            recalibration=Recalibration.model_validate(job.recalibration) if job.recalibration else None,
-            warnings=[] if job.recalibration else spec_warnings(spec),
-        )
+        computed = {
+            "progress": Progress(epoch=job.epoch, epochs=job.epochs),
+            "metrics": [EpochMetricsOut.from_metrics(m) for m in job.metrics],
+            "error": JobError(code=job.error.code, message=job.error.message) if job.error else None,
+            "spec": spec,
+            "recalibration": Recalibration.model_validate(job.recalibration) if job.recalibration else None,
+            "warnings": [] if job.recalibration else spec_warnings(spec),
+        }
+        return cls(**{**same_named(job, cls), **computed})
 
 
 class JobPage(BaseModel):
@@ -205,18 +198,7 @@ class DatasetOut(BaseModel):
 
     @classmethod
     def from_record(cls, record: DatasetRecord) -> DatasetOut:
-        return cls(
-            name=record.name,
-            description=record.description,
-            input_shape=list(record.input_shape),
-            num_classes=record.num_classes,
-            num_samples=record.num_samples,
-            source="upload",
-            id=record.id,
-            sha256=record.sha256,
-            format=record.format,
-            created_at=record.created_at,  # type: ignore[arg-type]
-        )
+        return cls(**{**same_named(record, cls), "input_shape": list(record.input_shape), "source": "upload"})
 
 
 class DatasetList(BaseModel):
@@ -256,21 +238,14 @@ class ModelOut(BaseModel):
         from bncore.bn.kinds import folding_note
 
         folded = folded_layer_names(model.spec.model, fold_batchnorm)
-        return cls(
-            id=model.id,
-            name=model.name,
-            job_id=model.job_id,
-            created_at=model.created_at,
-            spec=model.spec,
-            dataset=model.spec.dataset.name or str(model.spec.dataset.id),
-            input_shape=model.spec.model.input_shape or [],
-            num_classes=model.spec.model.num_classes,
-            final_metrics=FinalMetricsOut(**model.final_metrics),
-            parameter_count=model.parameter_count,
-            artifact_sha256=model.artifact_sha256,
-            parent_id=model.parent_id,
-            serving=ServingOut(folded=bool(folded), folded_layers=folded, note=folding_note(model.spec.model.normalization)),
-        )
+        computed = {
+            "dataset": model.spec.dataset.name or str(model.spec.dataset.id),
+            "input_shape": model.spec.model.input_shape or [],
+            "num_classes": model.spec.model.num_classes,
+            "final_metrics": FinalMetricsOut(**model.final_metrics),
+            "serving": ServingOut(folded=bool(folded), folded_layers=folded, note=folding_note(model.spec.model.normalization)),
+        }
+        return cls(**{**same_named(model, cls), **computed})
 
 
 class ModelPage(BaseModel):
@@ -316,10 +291,6 @@ class DriftThresholdsOut(BaseModel):
     variance_ratio_max: float = Field(description="...or above this")
     min_samples: int = Field(description="no layer is flagged before the model has served this many samples")
 
-    @classmethod
-    def from_thresholds(cls, thresholds: DriftThresholds) -> DriftThresholdsOut:
-        return cls(**thresholds.__dict__)
-
 
 class LayerDriftOut(BaseModel):
     name: str
@@ -332,10 +303,6 @@ class LayerDriftOut(BaseModel):
         description="mean over features of σ²_serve / σ²_train, each with BN's ε added; null before any sample"
     )
     drifted: bool
-
-    @classmethod
-    def from_layer(cls, layer: LayerDrift) -> LayerDriftOut:
-        return cls(**layer.__dict__)
 
 
 class DriftOut(BaseModel):
@@ -356,9 +323,9 @@ class DriftOut(BaseModel):
             model_id=model_id,
             since=report.since,
             samples_seen=report.samples_seen,
-            thresholds=DriftThresholdsOut.from_thresholds(report.thresholds),
+            thresholds=DriftThresholdsOut.model_validate(report.thresholds, from_attributes=True),
             drifted=report.drifted,
-            layers=[LayerDriftOut.from_layer(layer) for layer in report.layers],
+            layers=[LayerDriftOut.model_validate(layer, from_attributes=True) for layer in report.layers],
         )
 
 

@@ -49,6 +49,12 @@ def bnjobs(service, *args: str, url: str | None = None) -> subprocess.CompletedP
     return subprocess.run([sys.executable, "-m", "bnjobs", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+def bnjobs_on_file(service, command: str, spec: Path, text: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """`bnjobs COMMAND SPEC OPTIONS` once `text` is saved as `spec`, as a user writes a request file and runs it."""
+    spec.write_text(text)
+    return bnjobs(service, command, str(spec), *options)
+
+
 def row_of(table: str, key: str) -> list[str]:
     """The cells of the table row that starts with `key`."""
     for line in table.splitlines():
@@ -59,9 +65,7 @@ def row_of(table: str, key: str) -> list[str]:
 
 
 def test_submit_a_yaml_spec_and_watch_it_train(service, client: httpx.Client, tmp_path: Path) -> None:
-    spec = tmp_path / "iris.yaml"
-    spec.write_text(IRIS_SPEC)
-    result = bnjobs(service, "submit", str(spec), "--watch")
+    result = bnjobs_on_file(service, "submit", tmp_path / "iris.yaml", IRIS_SPEC, "--watch")
     assert result.returncode == 0, result.stderr
 
     job_id = result.stdout.splitlines()[0]
@@ -76,26 +80,19 @@ def test_submit_a_yaml_spec_and_watch_it_train(service, client: httpx.Client, tm
 
 
 def test_a_failing_job_exits_1_with_its_error_code_and_message(service, tmp_path: Path) -> None:
-    spec = tmp_path / "diverges.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "model": {"architecture": "mlp", "num_classes": 10, "normalization": "none"},
-                "dataset": {"name": "digits"},
-                "training": {"epochs": 50, "learning_rate": 10.0},
-            }
-        )
-    )
-    result = bnjobs(service, "submit", str(spec), "--watch")
+    diverges = {
+        "model": {"architecture": "mlp", "num_classes": 10, "normalization": "none"},
+        "dataset": {"name": "digits"},
+        "training": {"epochs": 50, "learning_rate": 10.0},
+    }
+    result = bnjobs_on_file(service, "submit", tmp_path / "diverges.json", json.dumps(diverges), "--watch")
     assert result.returncode == 1
     job_id = result.stdout.splitlines()[0]
     assert f"error: job {job_id} failed: diverged: " in result.stderr and "Traceback" not in result.stderr
 
 
 def test_list_show_and_cancel_jobs(service, client: httpx.Client, digits_model: dict, tmp_path: Path) -> None:
-    spec = tmp_path / "long.json"
-    spec.write_text(json.dumps(long_job()))
-    submitted = bnjobs(service, "submit", str(spec))
+    submitted = bnjobs_on_file(service, "submit", tmp_path / "long.json", json.dumps(long_job()))
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
 
@@ -210,9 +207,7 @@ def test_bn_table_shows_group_norm_layers_with_gamma_and_beta_and_no_statistics(
 
 
 def test_experiment_watch_prints_the_results_table(service, client: httpx.Client, tmp_path: Path) -> None:
-    spec = tmp_path / "experiment.yaml"
-    spec.write_text(EXPERIMENT_SPEC)
-    result = bnjobs(service, "experiment", str(spec), "--watch")
+    result = bnjobs_on_file(service, "experiment", tmp_path / "experiment.yaml", EXPERIMENT_SPEC, "--watch")
     assert result.returncode == 0, result.stderr
 
     experiment = client.get(f"/v1/experiments/{result.stdout.splitlines()[0]}").json()
@@ -236,6 +231,12 @@ def test_experiment_watch_prints_the_results_table(service, client: httpx.Client
         best["name"],
         f"{best['best_val_accuracy']:.4f}",
     ]
+    shown = bnjobs(service, "experiments", "show", experiment["id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == experiment
+    listed = bnjobs(service, "experiments", "ls", "--json", "-n", "100")
+    assert listed.returncode == 0, listed.stderr
+    assert [item for item in json.loads(listed.stdout) if item["id"] == experiment["id"]] == [experiment]
     missing = bnjobs(service, "experiments", "show", "exp_missing")
     assert missing.returncode == 1 and "exp_missing" in missing.stderr
 
@@ -261,14 +262,12 @@ def test_cancel_an_experiment(service, client: httpx.Client) -> None:
 
 def test_a_bad_spec_file_prints_the_apis_field_error_and_exits_1(service, tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    spec.write_text(IRIS_SPEC.replace("epochs: 3", "epochs: 0"))
-    result = bnjobs(service, "submit", str(spec))
+    result = bnjobs_on_file(service, "submit", spec, IRIS_SPEC.replace("epochs: 3", "epochs: 0"))
     assert result.returncode == 1
     assert result.stderr.startswith("error: 422 ") and "\n  training.epochs: " in result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
 
-    spec.write_text("model: [unclosed")
-    result = bnjobs(service, "submit", str(spec))
+    result = bnjobs_on_file(service, "submit", spec, "model: [unclosed")
     assert result.returncode == 1 and result.stderr.startswith(f"error: {spec}: not valid YAML")
 
 
@@ -322,10 +321,7 @@ training: {epochs: 2, learning_rate: 0.05}
 
 
 def test_a_resnet_spec_file_trains_and_its_shortcut_bn_layers_are_listed(service, client: httpx.Client, tmp_path: Path) -> None:
-    spec = tmp_path / "resnet.yaml"
-    spec.write_text(RESNET_SPEC)
-
-    result = bnjobs(service, "submit", str(spec), "--watch")
+    result = bnjobs_on_file(service, "submit", tmp_path / "resnet.yaml", RESNET_SPEC, "--watch")
 
     assert result.returncode == 0, result.stderr
     job = client.get(f"/v1/jobs/{result.stdout.splitlines()[0]}").json()

@@ -68,6 +68,27 @@ def fill(form: WebElement, name: str, value: str) -> None:
         field.send_keys(value)
 
 
+def submit_job_form(browser: WebDriver, values: dict[str, str]) -> None:
+    """Fill the job form's fields (named as in a job spec) in this order, then press its submit button."""
+    form = browser.find_element(By.ID, "job-form")
+    for name, value in values.items():
+        fill(form, name, value)
+    browser.find_element(By.ID, "job-submit").click()
+
+
+def newest_job(client: httpx.Client) -> list[dict[str, Any]]:
+    """The newest job as a list of one ([] before any): a form the API refuses leaves it as it was."""
+    return client.get("/v1/jobs?limit=1").json()["items"]
+
+
+def next_job_shown(browser: WebDriver, shown_before: str) -> str:
+    """The id of the job the page shows once it shows another than `shown_before`: the one just submitted."""
+    return wait_until(
+        browser,
+        lambda b: b.find_element(By.ID, "job-title").text not in ("", shown_before) and b.find_element(By.ID, "job-title").text,
+    )
+
+
 def field_error(browser: WebDriver, name: str) -> str:
     return browser.find_element(By.CSS_SELECTOR, f".field-error[data-for='{name}']").text
 
@@ -110,23 +131,21 @@ def test_a_job_started_from_the_form_trains_live_and_its_models_bn_layers_are_sh
     form = browser.find_element(By.ID, "job-form")
     fill(form, "dataset.name", "iris")
     assert form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"  # from the dataset
-    for name, value in {
-        "model.hidden_sizes": "16, 8",
-        "model.activation": "tanh",
-        "training.epochs": "3",
-        "training.batch_size": "16",
-        "training.learning_rate": "0.05",
-        "training.optimizer": "adam",
-        "name": "tanh on iris",
-    }.items():
-        fill(form, name, value)
     shown_before = browser.find_element(By.ID, "job-title").text  # the latest job, shown on opening
-    browser.find_element(By.ID, "job-submit").click()
-
-    job_id = wait_until(
+    submit_job_form(
         browser,
-        lambda b: b.find_element(By.ID, "job-title").text not in ("", shown_before) and b.find_element(By.ID, "job-title").text,
+        {
+            "model.hidden_sizes": "16, 8",
+            "model.activation": "tanh",
+            "training.epochs": "3",
+            "training.batch_size": "16",
+            "training.learning_rate": "0.05",
+            "training.optimizer": "adam",
+            "name": "tanh on iris",
+        },
     )
+
+    job_id = next_job_shown(browser, shown_before)
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["name"] == "tanh on iris"
     assert job["spec"]["dataset"]["name"] == "iris"
@@ -223,14 +242,10 @@ def test_an_uploaded_dataset_is_picked_in_the_form_and_its_jobs_show_its_id(
     form = browser.find_element(By.ID, "job-form")
     fill(form, "dataset.name", dataset_id)
     assert form.find_element(By.NAME, "model.num_classes").get_attribute("value") == "3"
-    fill(form, "training.epochs", "1")
     shown_before = browser.find_element(By.ID, "job-title").text
-    browser.find_element(By.ID, "job-submit").click()
+    submit_job_form(browser, {"training.epochs": "1"})
 
-    job_id = wait_until(
-        browser,
-        lambda b: b.find_element(By.ID, "job-title").text not in ("", shown_before) and b.find_element(By.ID, "job-title").text,
-    )
+    job_id = next_job_shown(browser, shown_before)
     assert client.get(f"/v1/jobs/{job_id}").json()["spec"]["dataset"] == {"id": dataset_id}
     wait_until(browser, lambda b: b.find_element(By.ID, "job-status").text == "succeeded", TRAINING_TIMEOUT)
     assert browser.find_element(By.ID, "job-info").text.startswith("my iris, mlp")  # the upload's name, not its id
@@ -349,13 +364,9 @@ def test_an_experiment_still_going_is_cancelled_from_the_page(
 def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
-    newest_before = client.get("/v1/jobs?limit=1").json()["items"]
+    newest_before = newest_job(client)
     open_dashboard(browser, service.url)
-    form = browser.find_element(By.ID, "job-form")
-    fill(form, "dataset.name", "digits")
-    fill(form, "model.hidden_sizes", "64, wide")
-    fill(form, "training.epochs", "0")
-    browser.find_element(By.ID, "job-submit").click()
+    submit_job_form(browser, {"dataset.name": "digits", "model.hidden_sizes": "64, wide", "training.epochs": "0"})
 
     wait_until(browser, lambda b: field_error(b, "training.epochs"))
     refused = client.post("/v1/jobs", json=job_request(model={"hidden_sizes": [64, "wide"]}, training={"epochs": 0}))
@@ -366,14 +377,11 @@ def test_a_refused_job_shows_the_apis_field_errors_next_to_the_form(
     assert field_error(browser, "model.num_classes") == ""
 
     # Checked against the dataset only once the values are valid: the earlier errors go, this one comes.
-    fill(form, "model.hidden_sizes", "64")
-    fill(form, "training.epochs", "2")
-    fill(form, "model.num_classes", "3")
-    browser.find_element(By.ID, "job-submit").click()
+    submit_job_form(browser, {"model.hidden_sizes": "64", "training.epochs": "2", "model.num_classes": "3"})
     wait_until(browser, lambda b: field_error(b, "model.num_classes"))
     assert field_error(browser, "model.num_classes") == "dataset 'digits' has 10 classes, got 3"
     assert field_error(browser, "training.epochs") == field_error(browser, "model.hidden_sizes") == ""
-    assert client.get("/v1/jobs?limit=1").json()["items"] == newest_before
+    assert newest_job(client) == newest_before
 
 
 KEYS = {
@@ -483,25 +491,24 @@ def answered(browser: WebDriver) -> Counter[str]:
 def test_a_resnet_job_is_described_in_the_form_and_a_bad_depth_shown_next_to_it(
     service: RunningService, client: httpx.Client, browser: WebDriver
 ) -> None:
-    newest_before = client.get("/v1/jobs?limit=1").json()["items"]
+    newest_before = newest_job(client)
     open_dashboard(browser, service.url)
-    form = browser.find_element(By.ID, "job-form")
-    fill(form, "model.architecture", "resnet")
-    fill(form, "dataset.name", "digits")
-    fill(form, "model.num_classes", "10")
-    fill(form, "model.input_shape", "1, 8, 8")
-    fill(form, "model.depth", "9")
-    fill(form, "model.width", "8")
-    browser.find_element(By.ID, "job-submit").click()
+    resnet = {
+        "model.architecture": "resnet",
+        "dataset.name": "digits",
+        "model.num_classes": "10",
+        "model.input_shape": "1, 8, 8",
+        "model.depth": "9",
+        "model.width": "8",
+    }
+    submit_job_form(browser, resnet)
 
     wait_until(browser, lambda b: field_error(b, "model.depth"))
     assert "6n+2" in field_error(browser, "model.depth")
-    assert client.get("/v1/jobs?limit=1").json()["items"] == newest_before
+    assert newest_job(client) == newest_before
 
-    fill(form, "model.depth", "8")
-    fill(form, "training.epochs", "1")
-    browser.find_element(By.ID, "job-submit").click()
-    job = wait_until(browser, lambda b: (items := client.get("/v1/jobs?limit=1").json()["items"]) != newest_before and items[0])
+    submit_job_form(browser, {"model.depth": "8", "training.epochs": "1"})
+    job = wait_until(browser, lambda b: (items := newest_job(client)) != newest_before and items[0])
     assert job["spec"]["model"] | {"depth": 8, "width": 8, "input_shape": [1, 8, 8]} == job["spec"]["model"]
     assert job["spec"]["model"]["architecture"] == "resnet"
     assert wait_for(client, job["id"])["status"] == "succeeded"

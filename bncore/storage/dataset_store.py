@@ -13,6 +13,7 @@ from bncore.data.uploads import ParsedDataset
 from bncore.errors import ArtifactUnavailable, DatasetNotFound, DatasetUnavailable
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database, DatasetRow, utcnow
+from bncore.storage.records import record_from_row
 
 
 @dataclass(frozen=True)
@@ -30,18 +31,7 @@ class DatasetRecord:
 
     @classmethod
     def from_row(cls, row: DatasetRow) -> "DatasetRecord":
-        return cls(
-            id=row.id,
-            owner=row.owner,
-            created_at=row.created_at,
-            name=row.name,
-            description=row.description,
-            format=row.format,
-            input_shape=tuple(row.input_shape),
-            num_classes=row.num_classes,
-            num_samples=row.num_samples,
-            sha256=row.sha256,
-        )
+        return record_from_row(cls, row, input_shape=tuple(row.input_shape))
 
     @property
     def info(self) -> DatasetInfo:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from bncore.errors import Conflict, NotFound
+from bncore.errors import Conflict, RecordNotFound
 from bncore.storage.database import Database, ExperimentRow, utcnow
 from bncore.storage.job_store import new_job_row
 from bncore.storage.pagination import newest_first
@@ -31,11 +31,7 @@ class Experiment:
         return cls(row.id, row.name, row.owner, row.created_at, row.target_accuracy, row.variants, row.preset, row.claim)
 
 
-class ExperimentNotFound(NotFound):
-    code = "experiment_not_found"
-
-    def __init__(self, experiment_id: str) -> None:
-        super().__init__(f"no experiment with id '{experiment_id}'")
+class ExperimentNotFound(RecordNotFound, code="experiment_not_found", record="experiment"): ...
 
 
 class ExperimentStore:

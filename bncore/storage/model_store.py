@@ -13,6 +13,7 @@ from bncore.specs import JobSpec
 from bncore.storage.database import Database, JobRow, ModelRow, utcnow
 from bncore.storage.job_store import dataset_is
 from bncore.storage.pagination import newest_first
+from bncore.storage.records import record_from_row
 
 
 @dataclass(frozen=True)
@@ -30,18 +31,7 @@ class ModelRecord:
 
     @classmethod
     def from_row(cls, row: ModelRow) -> "ModelRecord":
-        return cls(
-            id=row.id,
-            job_id=row.job_id,
-            created_at=row.created_at,
-            spec=JobSpec.model_validate(row.spec),
-            final_metrics=row.final_metrics,
-            parameter_count=row.parameter_count,
-            artifact_sha256=row.artifact_sha256,
-            owner=row.owner,
-            parent_id=row.parent_id,
-            name=row.name or default_name(row.spec),
-        )
+        return record_from_row(cls, row, spec=JobSpec.model_validate(row.spec), name=row.name or default_name(row.spec))
 
 
 def new_model_id() -> str:

@@ -20,6 +20,18 @@ from bncore.training.epoch_metrics import EpochMetrics
 NETWORK, OPTIMIZER, SHUFFLE, AUGMENT, BEST = "network.", "optimizer.", "shuffle.state", "augment.state", "best."
 
 
+@dataclass(frozen=True)
+class TrainingState:
+    """The live objects of a run that a checkpoint saves and, in place, restores."""
+
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator
+    scheduler: LRScheduler | None = None
+    augment: torch.Generator | None = None
+    best: BestEpoch | None = None
+
+
 @dataclass
 class Checkpoint:
     epoch: int
@@ -28,33 +40,24 @@ class Checkpoint:
     metadata: dict[str, str]
 
     @classmethod
-    def capture(
-        cls,
-        epoch: int,
-        history: list[EpochMetrics],
-        network: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        shuffle: torch.Generator,
-        scheduler: LRScheduler | None = None,
-        augment: torch.Generator | None = None,
-        best: BestEpoch | None = None,
-    ) -> "Checkpoint":
-        tensors = {NETWORK + name: value for name, value in network.state_dict().items()}
+    def capture(cls, epoch: int, history: list[EpochMetrics], state: TrainingState) -> "Checkpoint":
+        tensors = {NETWORK + name: value for name, value in state.network.state_dict().items()}
         scalars: dict[str, Any] = {}
-        optimizer_state = optimizer.state_dict()
-        for index, state in optimizer_state["state"].items():
-            for key, value in state.items():
+        optimizer_state = state.optimizer.state_dict()
+        for index, parameter_state in optimizer_state["state"].items():
+            for key, value in parameter_state.items():
                 if isinstance(value, torch.Tensor):
                     tensors[f"{OPTIMIZER}{index}.{key}"] = value
                 else:
                     scalars[f"{index}.{key}"] = value
-        tensors[SHUFFLE] = shuffle.get_state()
+        tensors[SHUFFLE] = state.shuffle.get_state()
         header = {
             "epoch": epoch,
             "history": [metrics.__dict__ for metrics in history],
             "param_groups": optimizer_state["param_groups"],
             "optimizer_scalars": scalars,
         }
+        scheduler, augment, best = state.scheduler, state.augment, state.best
         if scheduler is not None:
             header["scheduler"] = scheduler.state_dict()  # numbers only: the factor is a function, not stored
         if augment is not None:
@@ -71,21 +74,15 @@ class Checkpoint:
         history = [EpochMetrics(**{"seconds": 0.0, **metrics}) for metrics in header["history"]]
         return cls(header["epoch"], history, tensors, metadata)
 
-    def restore(
-        self,
-        network: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        shuffle: torch.Generator,
-        scheduler: LRScheduler | None = None,
-        augment: torch.Generator | None = None,
-        best: BestEpoch | None = None,
-    ) -> None:
+    def restore(self, into: TrainingState) -> None:
         """Put everything back in the state it had at the end of `epoch`.
 
         A checkpoint from before schedules, augmentation or early stopping existed has none of their
         state; its job has none of them either (constant rate, no augmentation, no early stopping).
         """
-        network.load_state_dict({name[len(NETWORK) :]: value for name, value in self.tensors.items() if name.startswith(NETWORK)})
+        into.network.load_state_dict(
+            {name[len(NETWORK) :]: value for name, value in self.tensors.items() if name.startswith(NETWORK)}
+        )
         header = json.loads(self.metadata["checkpoint"])
         state: dict[int, dict[str, Any]] = {}
         for name, value in self.tensors.items():
@@ -95,8 +92,9 @@ class Checkpoint:
         for name, value in header["optimizer_scalars"].items():
             index, key = name.split(".", 1)
             state.setdefault(int(index), {})[key] = value
-        optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
-        shuffle.set_state(self.tensors[SHUFFLE])
+        into.optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+        into.shuffle.set_state(self.tensors[SHUFFLE])
+        scheduler, augment, best = into.scheduler, into.augment, into.best
         if scheduler is not None and "scheduler" in header:
             scheduler.load_state_dict(header["scheduler"])
         if augment is not None and AUGMENT in self.tensors:

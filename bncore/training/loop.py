@@ -16,7 +16,7 @@ from bncore.specs import TrainingSpec
 from bncore.training.activations import ActivationProbe, probe_indices
 from bncore.training.augmentation import BatchAugmenter
 from bncore.training.batch_order import epoch_batches
-from bncore.training.checkpoints import Checkpoint
+from bncore.training.checkpoints import Checkpoint, TrainingState
 from bncore.training.early_stopping import BestEpoch
 from bncore.training.epoch_metrics import EpochMetrics
 from bncore.training.schedules import current_learning_rate, make_scheduler, steps_per_epoch
@@ -217,9 +217,10 @@ def train(
     augmenter = BatchAugmenter(spec.augmentation, spec.seed, device) if spec.augmentation is not None else None
     augment_generator = augmenter.generator if augmenter is not None else None
     best = BestEpoch(spec.early_stopping.patience) if spec.early_stopping is not None else None
+    state = TrainingState(network, optimizer, shuffle, scheduler, augment_generator, best)
     history: list[EpochMetrics] = []
     if resume is not None:
-        resume.restore(network, optimizer, shuffle, scheduler, augment_generator, best)
+        resume.restore(state)
         history = list(resume.history)
     probe = _activation_probe(network, data, spec)
     on_cuda = device.type == "cuda"
@@ -266,10 +267,7 @@ def train(
             history.append(metrics)
             if best is not None:
                 best.update(epoch, val_loss, network)
-            capture = partial(
-                Checkpoint.capture, epoch, list(history), network, optimizer, shuffle, scheduler, augment_generator, best
-            )
-            on_epoch(metrics, capture)
+            on_epoch(metrics, partial(Checkpoint.capture, epoch, list(history), state))
     if best is not None:
         best.restore_into(network)
         return TrainingResult(history, best.epoch)

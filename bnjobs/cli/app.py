@@ -35,6 +35,7 @@ app.add_typer(experiments_app, name="experiments")
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
 Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="at most this many, newest first")]
 WatchFlag = Annotated[bool, typer.Option("--watch", "-w", help="follow it until it ends, then print the results")]
+DatasetFilter = Annotated[str | None, typer.Option(help="only those on this dataset (a name or an upload's id)")]
 RequestFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a request body as .json, or YAML")]
 
 
@@ -133,12 +134,12 @@ def list_jobs(
     limit: Limit = 20,
     as_json: JsonFlag = False,
     status: Annotated[str | None, typer.Option(help="only jobs in this state, e.g. failed")] = None,
-    dataset: Annotated[str | None, typer.Option(help="only jobs on this dataset (a name or an upload's id)")] = None,
+    dataset: DatasetFilter = None,
     experiment: Annotated[str | None, typer.Option(help="only this experiment's jobs")] = None,
 ) -> None:
     """Jobs, newest first."""
     jobs = sdk(ctx).jobs.list(limit, status=status, dataset=dataset, experiment=experiment)
-    render.show(jobs, as_json, lambda: render.jobs_table(jobs))
+    render.show_list(jobs, as_json, render.JOB_COLUMNS)
 
 
 @jobs_app.command("show")
@@ -179,12 +180,12 @@ def list_models(
     ctx: typer.Context,
     limit: Limit = 20,
     as_json: JsonFlag = False,
-    dataset: Annotated[str | None, typer.Option(help="only models of this dataset (a name or an upload's id)")] = None,
+    dataset: DatasetFilter = None,
     job: Annotated[str | None, typer.Option(help="only the model this job trained")] = None,
 ) -> None:
     """Trained models, newest first."""
     models = sdk(ctx).models.list(limit, dataset=dataset, job=job)
-    render.show(models, as_json, lambda: render.models_table(models))
+    render.show_list(models, as_json, render.MODEL_COLUMNS)
 
 
 @models_app.command("show")
@@ -240,7 +241,7 @@ def predict(
 def list_datasets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """The built-in datasets, then your uploads."""
     datasets = sdk(ctx).datasets.list()
-    render.show(datasets, as_json, lambda: render.datasets_table(datasets))
+    render.show_list(datasets, as_json, render.DATASET_COLUMNS)
 
 
 @datasets_app.command("upload")
@@ -310,14 +311,14 @@ def experiment(
 def list_experiments(ctx: typer.Context, limit: Limit = 20, as_json: JsonFlag = False) -> None:
     """Experiments, newest first, with each one's best variant."""
     experiments = sdk(ctx).experiments.list(limit)
-    render.show(experiments, as_json, lambda: render.experiments_table(experiments))
+    render.show_list(experiments, as_json, render.EXPERIMENT_COLUMNS)
 
 
 @experiments_app.command("presets")
 def list_presets(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """The reproductions `bnjobs experiment --preset NAME` runs, and the claim each one judges."""
     found = sdk(ctx).experiments.presets()
-    render.show(found, as_json, lambda: render.presets_table(found))
+    render.show_list(found, as_json, render.PRESET_COLUMNS, title=render.PRESETS_TITLE)
 
 
 @experiments_app.command("show")

@@ -3,9 +3,10 @@
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -22,6 +23,7 @@ from service.schemas import (
     JobOut,
     ModelOut,
     PresetOut,
+    VariantOut,
 )
 
 
@@ -30,6 +32,32 @@ def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     wide = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(stderr=stderr, width=200 if wide else None)
+
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ListColumn(Generic[Item]):
+    """A column of a list table: its header, and the text of its cell for one item."""
+
+    header: str
+    cell: Callable[[Item], str]
+    numeric: bool = False
+
+
+def list_table(items: Sequence[Item], columns: Sequence[ListColumn[Item]], **options: Any) -> Table:
+    """One row per item; `options` (title, caption...) go to the rich Table."""
+    headers = [Column(column.header, justify="right" if column.numeric else "left") for column in columns]
+    table = Table(*headers, **options)
+    for item in items:
+        table.add_row(*(column.cell(item) for column in columns))
+    return table
+
+
+def show_list(items: Sequence[Item], as_json: bool, columns: Sequence[ListColumn[Item]], **options: Any) -> None:
+    """What every `ls` command prints: the API's JSON list with --json, else a table of `columns`."""
+    show(list(items), as_json, lambda: list_table(items, columns, **options))
 
 
 def show(value: BaseModel | list[BaseModel], as_json: bool, for_people: Callable[[], RenderableType]) -> None:
@@ -85,13 +113,15 @@ def activations_table(activations: ActivationsOut) -> Table:
     return table
 
 
-def jobs_table(jobs: list[JobOut]) -> Table:
-    table = Table("id", "name", "status", *numeric("epoch", "val acc"), "created")
-    for job in jobs:
-        accuracy = job.metrics[-1].val_accuracy if job.metrics else None
-        progress = f"{job.progress.epoch}/{job.progress.epochs}"
-        table.add_row(job.id, job.name, job.status, progress, number(accuracy), when(job.created_at))
-    return table
+CREATED: ListColumn[Any] = ListColumn("created", lambda record: when(record.created_at))
+JOB_COLUMNS: list[ListColumn[JobOut]] = [
+    ListColumn("id", lambda job: job.id),
+    ListColumn("name", lambda job: job.name),
+    ListColumn("status", lambda job: job.status),
+    ListColumn("epoch", lambda job: f"{job.progress.epoch}/{job.progress.epochs}", numeric=True),
+    ListColumn("val acc", lambda job: number(job.metrics[-1].val_accuracy if job.metrics else None), numeric=True),
+    CREATED,
+]
 
 
 def details(rows: dict[str, Any]) -> Table:
@@ -101,12 +131,16 @@ def details(rows: dict[str, Any]) -> Table:
     return table
 
 
+def record_details(record: JobOut | ModelOut, rows: dict[str, Any]) -> Table:
+    """A job's or a model's details: its id and name first, then `rows`."""
+    return details({"id": record.id, "name": record.name, **rows})
+
+
 def job_details(job: JobOut) -> Table:
     spec = job.spec
-    return details(
+    return record_details(
+        job,
         {
-            "id": job.id,
-            "name": job.name,
             "status": job.status,
             "progress": f"epoch {job.progress.epoch}/{job.progress.epochs}",
             "dataset": spec.dataset.name or spec.dataset.id,
@@ -124,7 +158,7 @@ def job_details(job: JobOut) -> Table:
             "best epoch": job.best_epoch,
             "error": f"{job.error.code}: {job.error.message}" if job.error else None,
             "warnings": "\n".join(job.warnings) or None,
-        }
+        },
     )
 
 
@@ -136,27 +170,22 @@ def architecture(model: ModelSpec) -> str:
     return f"{model.architecture} {sizes} {model.activation} {model.normalization}"
 
 
-def models_table(models: list[ModelOut]) -> Table:
-    table = Table("id", "name", "dataset", "model", *numeric("parameters", "val acc"), "created")
-    for model in models:
-        table.add_row(
-            model.id,
-            model.name,
-            model.dataset,
-            architecture(model.spec.model),
-            f"{model.parameter_count:,}",
-            number(model.final_metrics.val_accuracy),
-            when(model.created_at),
-        )
-    return table
+MODEL_COLUMNS: list[ListColumn[ModelOut]] = [
+    ListColumn("id", lambda model: model.id),
+    ListColumn("name", lambda model: model.name),
+    ListColumn("dataset", lambda model: model.dataset),
+    ListColumn("model", lambda model: architecture(model.spec.model)),
+    ListColumn("parameters", lambda model: f"{model.parameter_count:,}", numeric=True),
+    ListColumn("val acc", lambda model: number(model.final_metrics.val_accuracy), numeric=True),
+    CREATED,
+]
 
 
 def model_details(model: ModelOut) -> Table:
     final = model.final_metrics
-    return details(
+    return record_details(
+        model,
         {
-            "id": model.id,
-            "name": model.name,
             "job": model.job_id,
             "created": when(model.created_at),
             "dataset": model.dataset,
@@ -168,24 +197,19 @@ def model_details(model: ModelOut) -> Table:
             "served": f"BN folded into {', '.join(model.serving.folded_layers)}" if model.serving.folded else "BN unfolded",
             "parent": model.parent_id,
             "sha256": model.artifact_sha256,
-        }
+        },
     )
 
 
-def datasets_table(datasets: list[DatasetOut]) -> Table:
-    """Built-ins are named by `name` in a job, uploads by `id`."""
-    table = Table("name", "id", "source", "input shape", *numeric("classes", "samples"), "created")
-    for dataset in datasets:
-        table.add_row(
-            dataset.name,
-            dataset.id or "-",
-            dataset.source,
-            str(dataset.input_shape),
-            str(dataset.num_classes),
-            str(dataset.num_samples),
-            when(dataset.created_at),
-        )
-    return table
+DATASET_COLUMNS: list[ListColumn[DatasetOut]] = [  # built-ins are named by `name` in a job, uploads by `id`
+    ListColumn("name", lambda dataset: dataset.name),
+    ListColumn("id", lambda dataset: dataset.id or "-"),
+    ListColumn("source", lambda dataset: dataset.source),
+    ListColumn("input shape", lambda dataset: str(dataset.input_shape)),
+    ListColumn("classes", lambda dataset: str(dataset.num_classes), numeric=True),
+    ListColumn("samples", lambda dataset: str(dataset.num_samples), numeric=True),
+    CREATED,
+]
 
 
 def layer_summary(layer: BatchNormLayerOut) -> dict[str, Any]:
@@ -244,29 +268,27 @@ def bn_table(model_id: str, summaries: list[dict[str, Any]]) -> Table:
     return table
 
 
+VARIANT_COLUMNS: list[ListColumn[VariantOut]] = [
+    ListColumn("variant", lambda variant: variant.name),
+    ListColumn("job", lambda variant: variant.job_id),
+    ListColumn("status", lambda variant: variant.status),
+    ListColumn("final val acc", lambda variant: number(variant.final_val_accuracy), numeric=True),
+    ListColumn("best val acc", lambda variant: number(variant.best_val_accuracy), numeric=True),
+    ListColumn(
+        "epochs to target",
+        lambda variant: "-" if variant.epochs_to_target is None else str(variant.epochs_to_target),
+        numeric=True,
+    ),
+    ListColumn("diverged", lambda variant: "yes" if variant.diverged else "no"),
+]
+
+
 def experiment_table(experiment: ExperimentOut) -> Table:
     target = f", target val acc {experiment.target_accuracy}" if experiment.target_accuracy is not None else ""
-    table = Table(
-        "variant",
-        "job",
-        "status",
-        *numeric("final val acc", "best val acc", "epochs to target"),
-        "diverged",
-        title=f"{experiment.name} ({experiment.status}{target})",
-        caption=claim_caption(experiment),
-        caption_justify="left",
+    title = f"{experiment.name} ({experiment.status}{target})"
+    return list_table(
+        experiment.variants, VARIANT_COLUMNS, title=title, caption=claim_caption(experiment), caption_justify="left"
     )
-    for v in experiment.variants:
-        table.add_row(
-            v.name,
-            v.job_id,
-            v.status,
-            number(v.final_val_accuracy),
-            number(v.best_val_accuracy),
-            "-" if v.epochs_to_target is None else str(v.epochs_to_target),
-            "yes" if v.diverged else "no",
-        )
-    return table
 
 
 def claim_caption(experiment: ExperimentOut) -> str | None:
@@ -278,26 +300,36 @@ def claim_caption(experiment: ExperimentOut) -> str | None:
     return f"claim {'HELD' if claim.held else 'NOT HELD'}: {claim.statement}\n{evidence}"
 
 
-def presets_table(presets: list[PresetOut]) -> Table:
-    table = Table("preset", *numeric("variants"), "claim", title="presets: bnjobs experiment --preset NAME --watch")
-    for preset in presets:
-        table.add_row(preset.name, str(len(preset.request["variants"])), preset.claim["statement"])
-    return table
+PRESET_COLUMNS: list[ListColumn[PresetOut]] = [
+    ListColumn("preset", lambda preset: preset.name),
+    ListColumn("variants", lambda preset: str(len(preset.request["variants"])), numeric=True),
+    ListColumn("claim", lambda preset: preset.claim["statement"]),
+]
+PRESETS_TITLE = "presets: bnjobs experiment --preset NAME --watch"
 
 
-def experiments_table(experiments: list[ExperimentOut]) -> Table:
-    """One row per experiment; its best variant is the one with the highest best validation accuracy."""
-    table = Table("id", "name", "status", *numeric("variants"), "best variant", *numeric("best val acc"), "created")
-    for experiment in experiments:
-        scored = [v for v in experiment.variants if v.best_val_accuracy is not None]
-        best = max(scored, key=lambda v: v.best_val_accuracy or 0.0, default=None)
-        table.add_row(
-            experiment.id,
-            experiment.name,
-            experiment.status,
-            str(len(experiment.variants)),
-            best.name if best else "-",
-            number(best.best_val_accuracy if best else None),
-            when(experiment.created_at),
-        )
-    return table
+def best_variant(experiment: ExperimentOut) -> VariantOut | None:
+    """The variant with the highest best validation accuracy, once any has one."""
+    scored = [v for v in experiment.variants if v.best_val_accuracy is not None]
+    return max(scored, key=lambda v: v.best_val_accuracy or 0.0, default=None)
+
+
+def best_variant_name(experiment: ExperimentOut) -> str:
+    best = best_variant(experiment)
+    return best.name if best else "-"
+
+
+def best_variant_accuracy(experiment: ExperimentOut) -> str:
+    best = best_variant(experiment)
+    return number(best.best_val_accuracy if best else None)
+
+
+EXPERIMENT_COLUMNS: list[ListColumn[ExperimentOut]] = [
+    ListColumn("id", lambda experiment: experiment.id),
+    ListColumn("name", lambda experiment: experiment.name),
+    ListColumn("status", lambda experiment: experiment.status),
+    ListColumn("variants", lambda experiment: str(len(experiment.variants)), numeric=True),
+    ListColumn("best variant", best_variant_name),
+    ListColumn("best val acc", best_variant_accuracy, numeric=True),
+    CREATED,
+]

@@ -2,9 +2,8 @@
 
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Response
 
 from bncore.errors import QueueUnavailable
 from bncore.jobs.experiments import ExperimentBody, cancel_variants, experiment_status, variant_results, variant_specs
@@ -14,7 +13,8 @@ from bncore.storage.experiment_store import Experiment
 from bncore.storage.job_store import JobRecord, request_sha256
 from bncore.training.plots import experiment_curves_png
 from service.auth import Trainer
-from service.deps import PageCursor, PageLimit, Services, ServicesDep, require_json
+from service.deps import IdempotencyKey, PageQuery, Services, ServicesDep
+from service.routes.submission_route import submission_route
 from service.schemas import (
     PNG_RESPONSE,
     ClaimOut,
@@ -30,19 +30,13 @@ from service.submissions import enqueue_or_fail, plan_submission
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=error_responses(401, 403, 422))
 
 
-@router.post(
-    "",
-    status_code=202,
-    response_model=ExperimentOut,
-    dependencies=[Depends(require_json)],
-    responses=error_responses(409, 413, 415, 429, 503),
-)
+@submission_route(router, ExperimentOut)
 def create_experiment(
     body: ExperimentBody,
     response: Response,
     services: ServicesDep,
     caller: Trainer,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ExperimentOut:
     """Run every variant (the base with its `overrides` deep-merged) as a job; the base's seed and data for all.
     Or `{"preset": NAME}` (see GET /v1/experiments/presets), optionally with `epochs` and `dataset`: a
@@ -87,11 +81,10 @@ def enqueue_variants(services: Services, experiment: Experiment, devices: list[s
 def list_experiments(
     services: ServicesDep,
     caller: Trainer,
-    limit: PageLimit = 20,
-    cursor: PageCursor = None,
+    requested: PageQuery,
 ) -> ExperimentPage:
     """Experiments, newest first, each with its side-by-side table."""
-    page, next_cursor = services.experiments.page(limit, cursor, caller.owner_filter)
+    page, next_cursor = services.experiments.page(requested.limit, requested.cursor, caller.owner_filter)
     jobs = services.jobs.get_many([variant["job_id"] for experiment in page for variant in experiment.variants])
     return ExperimentPage(items=[results_table(e, jobs.__getitem__, services) for e in page], next_cursor=next_cursor)
 

@@ -5,7 +5,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import StreamingResponse
 
 from bncore.errors import NotFound
@@ -14,7 +14,8 @@ from bncore.storage.job_store import FINISHED, JobRecord, JobStore
 from bncore.training.activations import activation_series
 from bncore.training.plots import activations_png, training_curves_png
 from service.auth import Trainer
-from service.deps import JobsDep, PageCursor, PageLimit, ServicesDep, require_json
+from service.deps import DatasetFilter, IdempotencyKey, JobsDep, PageQuery, ServicesDep
+from service.routes.submission_route import submission_route
 from service.schemas import (
     JOB_EXAMPLES,
     PNG_RESPONSE,
@@ -31,19 +32,13 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(4
 EVENT_POLL_SECONDS = 0.5
 
 
-@router.post(
-    "",
-    status_code=202,
-    response_model=JobOut,
-    dependencies=[Depends(require_json)],
-    responses=error_responses(409, 413, 415, 429, 503),
-)
+@submission_route(router, JobOut)
 def submit_job(
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     response: Response,
     services: ServicesDep,
     caller: Trainer,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a training job. Only `model.architecture`, `model.num_classes` and `dataset` are required:
     `model.input_shape` defaults to the dataset's (for a cnn, its image shape, e.g. [1, 8, 8] for digits)
@@ -62,12 +57,9 @@ def list_jobs(
     jobs: JobsDep,
     caller: Trainer,
     services: ServicesDep,
-    limit: PageLimit = 20,
-    cursor: PageCursor = None,
+    requested: PageQuery,
     status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,
-    dataset: Annotated[
-        str | None, Query(max_length=100, description="only jobs on this dataset: a built-in's name or an upload's id")
-    ] = None,
+    dataset: DatasetFilter = None,
     experiment: Annotated[str | None, Query(max_length=64, description="only the variant jobs of this experiment")] = None,
 ) -> JobPage:
     """Jobs, newest first, filtered by `status`, `dataset` and `experiment` where given."""
@@ -77,7 +69,9 @@ def list_jobs(
             job_ids = [v["job_id"] for v in services.experiments.get(experiment, caller.owner_filter).variants]
         except NotFound:
             job_ids = []
-    page, next_cursor = jobs.page(limit, cursor, caller.owner_filter, status=status, dataset=dataset, job_ids=job_ids)
+    page, next_cursor = jobs.page(
+        requested.limit, requested.cursor, caller.owner_filter, status=status, dataset=dataset, job_ids=job_ids
+    )
     return JobPage(items=[JobOut.from_record(job) for job in page], next_cursor=next_cursor)
 
 

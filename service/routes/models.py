@@ -18,9 +18,9 @@ from bncore.specs import Recalibration, RecalibrationRequest
 from bncore.training.plots import batchnorm_png
 from service.auth import Inferrer, Reader, Trainer
 from service.deps import (
+    DatasetFilter,
     ModelsDep,
-    PageCursor,
-    PageLimit,
+    PageQuery,
     Services,
     ServicesDep,
     SettingsDep,
@@ -79,15 +79,12 @@ def list_models(
     models: ModelsDep,
     settings: SettingsDep,
     caller: Reader,
-    limit: PageLimit = 20,
-    cursor: PageCursor = None,
-    dataset: Annotated[
-        str | None, Query(max_length=100, description="only models of this dataset: a built-in's name or an upload's id")
-    ] = None,
+    requested: PageQuery,
+    dataset: DatasetFilter = None,
     job: Annotated[str | None, Query(max_length=64, description="only the model this job trained")] = None,
 ) -> ModelPage:
     """Models, newest first, filtered by `dataset` and `job` where given."""
-    page, next_cursor = models.page(limit, cursor, caller.owner_filter, dataset=dataset, job_id=job)
+    page, next_cursor = models.page(requested.limit, requested.cursor, caller.owner_filter, dataset=dataset, job_id=job)
     items = [ModelOut.from_record(model, settings.fold_batchnorm) for model in page]
     return ModelPage(items=items, next_cursor=next_cursor)
 
