@@ -1,6 +1,7 @@
 """Serving folds each BN into the layer before it: the answers stay those of the trained network."""
 
 import threading
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -117,57 +118,38 @@ def resnet() -> TrainedModel:
     return train_digits(ARCHITECTURES["resnet"], epochs=1)
 
 
-def test_a_model_loading_beside_forward_passes_breaks_neither(resnet: TrainedModel) -> None:
-    """torch.fx tracing patches every module call of the process while it runs: the API traces a model
-    it loads in one thread while others serve predictions."""
-    trained = resnet
+def predict_beside(trained: TrainedModel, work: Callable[[], object]) -> None:
+    """Serve `trained` in this thread while `work` runs in another: neither fails, every answer is the same."""
     served = ServedModel.of(trained, fold_batchnorm=True)
     inputs = digits_inputs(trained)[:8]
     expected = served.predict(inputs).probabilities
     failures: list[BaseException] = []
-    loading = threading.Event()
+    done = threading.Event()
 
-    def load() -> None:
+    def run() -> None:
         try:
-            for _ in range(10):
-                ServedModel.of(trained, fold_batchnorm=True)
+            work()
         except Exception as error:
             failures.append(error)
         finally:
-            loading.set()
+            done.set()
 
-    loader = threading.Thread(target=load)
-    loader.start()
+    worker = threading.Thread(target=run)
+    worker.start()
     forwards = 0
-    while not loading.is_set():
+    while not done.is_set():
         torch.testing.assert_close(served.predict(inputs).probabilities, expected)
         forwards += 1
-    loader.join()
+    worker.join()
     assert failures == [] and forwards > 0
+
+
+def test_a_model_loading_beside_forward_passes_breaks_neither(resnet: TrainedModel) -> None:
+    """torch.fx tracing patches every module call of the process while it runs: the API traces a model
+    it loads in one thread while others serve predictions."""
+    predict_beside(resnet, lambda: [ServedModel.of(resnet, fold_batchnorm=True) for _ in range(10)])
 
 
 def test_an_onnx_export_beside_forward_passes_breaks_neither(resnet: TrainedModel) -> None:
     """torch.onnx's exporter traces with torch.fx too (make_fx), patching every module call of the process."""
-    trained = resnet
-    served = ServedModel.of(trained, fold_batchnorm=True)
-    inputs = digits_inputs(trained)[:8]
-    expected = served.predict(inputs).probabilities
-    failures: list[BaseException] = []
-    exported = threading.Event()
-
-    def export() -> None:
-        try:
-            ServedModel.of(trained, fold_batchnorm=True).onnx.get()
-        except Exception as error:
-            failures.append(error)
-        finally:
-            exported.set()
-
-    exporter = threading.Thread(target=export)
-    exporter.start()
-    forwards = 0
-    while not exported.is_set():
-        torch.testing.assert_close(served.predict(inputs).probabilities, expected)
-        forwards += 1
-    exporter.join()
-    assert failures == [] and forwards > 0
+    predict_beside(resnet, lambda: ServedModel.of(resnet, fold_batchnorm=True).onnx.get())
