@@ -1,0 +1,55 @@
+"""A gang spanning several workers: its members meet at one c10d rendezvous and train the model one process would.
+
+Here both members run in this test's process, each with its own launcher, as two workers would; the
+distributed story (tests/test_distributed_workers.py) runs them in two Celery workers.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from bncore.specs import JobSpec
+from bncore.training.data_parallel import Gang, GangIncomplete, free_port, join_data_parallel, train_data_parallel
+from tests.test_data_parallel_jobs import _data, _one_process, _spec
+
+
+def _two_workers(spec: JobSpec) -> JobSpec:
+    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"processes": 1, "workers": 2})})
+
+
+def _gang(run_id: str, member: int, endpoint: str, join_timeout_seconds: int = 60) -> Gang:
+    return Gang(1, run_id, 0, members=2, member=member, endpoint=endpoint, join_timeout_seconds=join_timeout_seconds)
+
+
+def test_two_members_of_one_process_each_train_the_model_one_process_trains() -> None:
+    spec = _two_workers(_spec("global", 1))
+    endpoint = f"127.0.0.1:{free_port()}"
+    joined: dict[str, BaseException | None] = {}
+
+    def second_member() -> None:
+        try:
+            join_data_parallel(spec, _data(spec), _gang("test-members", 1, endpoint))
+            joined["error"] = None
+        except BaseException as error:
+            joined["error"] = error
+
+    member = threading.Thread(target=second_member)
+    member.start()
+    state, result = train_data_parallel(spec, _data(spec), _gang("test-members", 0, endpoint))
+    member.join(timeout=60)
+
+    assert joined == {"error": None}
+    single_state, single_history = _one_process(_spec(None, 1))
+    for name, value in single_state.items():  # weights, γ, β and the running statistics of every BN layer
+        np.testing.assert_allclose(state[name].numpy(), value.numpy(), atol=1e-5, err_msg=name)
+    assert [m.train_loss for m in result.history] == pytest.approx([m.train_loss for m in single_history], abs=1e-5)
+
+
+def test_a_member_alone_gives_up_after_the_join_timeout() -> None:
+    spec = _two_workers(_spec("global", 1))
+    started = time.monotonic()
+    with pytest.raises(GangIncomplete, match="within 2 s"):
+        train_data_parallel(spec, _data(spec), _gang("test-alone", 0, f"127.0.0.1:{free_port()}", join_timeout_seconds=2))
+    assert time.monotonic() - started < 30
