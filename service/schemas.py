@@ -140,6 +140,12 @@ class JobOut(BaseModel):
     error: JobError | None
     device: str | None = Field(description="where the job trains, e.g. `cpu` or `cuda:0`")
     worker: str | None = Field(description="the Celery worker that took the job")
+    workers: list[str] = Field(
+        [],
+        description="the workers its last attempt ran on, the one in `worker` first; several for a job spanning "
+        "`resources.workers` workers (those that joined so far, while it gathers them)",
+    )
+    devices: list[str] = Field([], description="each of `workers`' device, in the same order")
     attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")
     world_size: int = Field(1, description="processes that train the job together (processes × workers); 1: no data parallelism")
     resumed_from_epoch: int | None = Field(description="the checkpoint the last attempt went on from, if any")
@@ -171,6 +177,8 @@ class JobOut(BaseModel):
             error=JobError(code=job.error.code, message=job.error.message) if job.error else None,
             device=job.device,
             worker=job.worker,
+            workers=job.workers,
+            devices=job.devices,
             attempts=job.attempts,
             world_size=job.world_size,
             resumed_from_epoch=job.resumed_from_epoch,

@@ -96,7 +96,7 @@ class Gang:
 
 def free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind(("", 0))  # free on every interface: the other members may reach this one from elsewhere
         return int(probe.getsockname()[1])
 
 
