@@ -7,11 +7,14 @@ distributed story (tests/test_distributed_workers.py) runs them in two Celery wo
 import threading
 import time
 
+import httpx
 import numpy as np
 import pytest
 
 from bncore.specs import JobSpec
 from bncore.training.data_parallel import Gang, GangIncomplete, free_port, join_data_parallel, train_data_parallel
+from tests.conftest import RunningService
+from tests.support.jobs import job_request, submit, wait_for
 from tests.test_data_parallel_jobs import _data, _one_process, _spec
 
 
@@ -53,3 +56,21 @@ def test_a_member_alone_gives_up_after_the_join_timeout() -> None:
     with pytest.raises(GangIncomplete, match="within 2 s"):
         train_data_parallel(spec, _data(spec), _gang("test-alone", 0, f"127.0.0.1:{free_port()}", join_timeout_seconds=2))
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.embedded_only
+def test_a_two_worker_job_on_a_service_of_one_worker_goes_back_to_the_queue_after_the_join_timeout(
+    client: httpx.Client, service: RunningService
+) -> None:
+    job = submit(client, job_request(resources={"workers": 2}))
+    timeout = float(service.env["GANG_JOIN_TIMEOUT_SECONDS"])
+    running = wait_for(client, job["id"], until={"running"})
+    assert running["workers"] == [running["worker"]]  # member 0 alone: no second worker here
+    deadline = time.monotonic() + 2 * timeout + 60
+    while (record := client.get(f"/v1/jobs/{job['id']}").json())["attempts"] < 2:
+        assert time.monotonic() < deadline, record
+        assert record["status"] in {"queued", "running"}, record
+        time.sleep(0.2)
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    assert wait_for(client, job["id"])["status"] == "cancelled"
