@@ -6,13 +6,18 @@ distributed story (tests/test_distributed_workers.py) runs them in two Celery wo
 
 import threading
 import time
+from datetime import datetime, timezone
 
 import httpx
 import numpy as np
 import pytest
+from rich.console import Console
 
 from bncore.specs import JobSpec
+from bncore.storage.job_store import JobRecord
 from bncore.training.data_parallel import Gang, GangIncomplete, free_port, join_data_parallel, train_data_parallel
+from bnjobs.cli.render import job_details
+from service.schemas import JobOut
 from tests.conftest import RunningService
 from tests.support.jobs import job_request, submit, wait_for
 from tests.test_data_parallel_jobs import _data, _one_process, _spec
@@ -74,3 +79,17 @@ def test_a_two_worker_job_on_a_service_of_one_worker_goes_back_to_the_queue_afte
     cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 202, cancelled.text
     assert wait_for(client, job["id"])["status"] == "cancelled"
+
+
+def test_bnjobs_jobs_show_lists_every_worker_and_device_of_a_job_spanning_two() -> None:
+    spec = _two_workers(_spec("global", 1)).model_dump(mode="json")
+    now = datetime.now(timezone.utc)
+    record = JobRecord(
+        "job_x", "running", spec, now, now, None, 6, "cpu", "worker-a@h", None, None, False, 1, now, None, None, None,
+        workers=["worker-a@h", "worker-b@h"], devices=["cpu", "cuda:0"],
+    )  # fmt: skip
+    shown = Console(width=200, record=True)
+    shown.print(job_details(JobOut.from_record(record)))
+
+    text = " ".join(shown.export_text().split())
+    assert "workers worker-a@h, worker-b@h devices cpu, cuda:0 world size 2" in text
