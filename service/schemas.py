@@ -142,8 +142,8 @@ class JobOut(BaseModel):
     worker: str | None = Field(description="the Celery worker that took the job")
     workers: list[str] = Field(
         [],
-        description="the workers its last attempt ran on, the one in `worker` first; several for a job spanning "
-        "`resources.workers` workers (those that joined so far, while it gathers them)",
+        description="the workers of its attempt under way, or of its last one (none while queued), the one in `worker` "
+        "first; several for a job spanning `resources.workers` workers (those that joined so far, while it gathers them)",
     )
     devices: list[str] = Field([], description="each of `workers`' device, in the same order")
     attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")

@@ -199,3 +199,12 @@ def test_killing_a_process_of_a_two_worker_gang_fails_the_attempt_and_the_job_re
     assert finished["resumed_from_epoch"] is not None and finished["resumed_from_epoch"] >= killed_at
     assert [m["epoch"] for m in finished["metrics"]] == list(range(1, 13))
     assert len(finished["workers"]) == 2
+
+
+def test_two_jobs_each_asking_for_both_workers_at_once_both_finish(client: httpx.Client) -> None:
+    """Each worker may take one of them first and wait for the other: the join timeout frees one for the other."""
+    jobs = [submit(client, job_request(**GANG_JOB, resources={"workers": 2})) for _ in range(2)]
+    finished = [wait_for(client, job["id"], timeout=300) for job in jobs]
+    assert [job["status"] for job in finished] == ["succeeded", "succeeded"]
+    for job in finished:
+        assert sorted(worker.split("@")[0] for worker in job["workers"]) == sorted(WORKER_NAMES)

@@ -7,6 +7,7 @@ distributed story (tests/test_distributed_workers.py) runs them in two Celery wo
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,12 +15,13 @@ import pytest
 from rich.console import Console
 
 from bncore.specs import JobSpec
-from bncore.storage.job_store import JobRecord
+from bncore.storage.job_store import JobRecord, Joined
 from bncore.training.data_parallel import Gang, GangIncomplete, free_port, join_data_parallel, train_data_parallel
 from bnjobs.cli.render import job_details
 from service.schemas import JobOut
 from tests.conftest import RunningService
 from tests.support.jobs import job_request, submit, wait_for
+from tests.support.stores import stores_in
 from tests.test_data_parallel_jobs import _data, _one_process, _spec
 
 
@@ -93,3 +95,24 @@ def test_bnjobs_jobs_show_lists_every_worker_and_device_of_a_job_spanning_two() 
 
     text = " ".join(shown.export_text().split())
     assert "workers worker-a@h, worker-b@h devices cpu, cuda:0 world size 2" in text
+
+
+def test_a_worker_joins_a_gang_once_and_only_while_its_attempt_gathers(tmp_path: Path) -> None:
+    jobs = stores_in(tmp_path).jobs
+    job, _ = jobs.create(_two_workers(_spec("global", 1)).model_dump(mode="json"), owner="alice")
+    lease = jobs.start(job.id, "cpu", "worker-a@h")
+    assert lease is not None
+    assert jobs.gather(lease, "127.0.0.1:29555", "worker-a@h", "cpu")
+
+    assert jobs.join(lease, 1, "worker-a@h", "cpu") is Joined.ALREADY_MEMBER  # its taker: pass the place on
+    assert jobs.join(lease, 1, "worker-b@h", "cpu") is Joined.JOINED
+    assert jobs.join(lease, 1, "worker-b@h", "cpu") is Joined.NOT_GATHERING  # the same join task delivered twice
+    assert jobs.join(lease, 1, "worker-c@h", "cpu") is Joined.NOT_GATHERING  # the place is taken
+    gathered = jobs.get(job.id)
+    assert (gathered.workers, gathered.devices) == (["worker-a@h", "worker-b@h"], ["cpu", "cpu"])
+    assert gathered.rendezvous_endpoint == "127.0.0.1:29555"
+
+    assert jobs.requeue_incomplete(lease)
+    assert jobs.join(lease, 1, "worker-c@h", "cpu") is Joined.NOT_GATHERING  # a join task of an attempt that is over
+    requeued = jobs.get(job.id)
+    assert (requeued.status, requeued.rendezvous_endpoint, requeued.workers) == ("queued", None, [])

@@ -5,6 +5,7 @@ epoch checkpoint, so the model is the one an uninterrupted run would have produc
 """
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -280,13 +281,16 @@ def _gather(spec: JobSpec, device: torch.device, limits: RunLimits, job: _Claime
         raise LeaseLost(lease)
     for member in range(1, workers):
         job.dispatch.send_join(JoinRequest(lease.job_id, lease.attempt, member), spec.resources.device, 0)
+    # Up to half as long again, at random: two gangs that started gathering together do not give up together,
+    # so the first to requeue frees its worker for the other's join task before both are taken again.
+    join_timeout = round(limits.gang_join_timeout_seconds * random.uniform(1.0, 1.5))
     return Gang(
         spec.resources.processes,
         run_id,
         limits.checkpoint_seconds,
         members=workers,
         endpoint=endpoint,
-        join_timeout_seconds=limits.gang_join_timeout_seconds,
+        join_timeout_seconds=join_timeout,
         host=limits.gang_host,
     )
 

@@ -70,7 +70,7 @@ class JobRecord:
     name: str = ""
     metrics: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int | None = None  # under early stopping, the epoch whose weights the model holds
-    workers: list[str] = field(default_factory=list)  # of the last attempt, member 0 (the one in `worker`) first
+    workers: list[str] = field(default_factory=list)  # of the attempt under way or last, member 0 (`worker`) first
     devices: list[str] = field(default_factory=list)  # each worker's, in the same order
     rendezvous_endpoint: str | None = None  # of the last attempt's gang, when it spans several workers
 
@@ -87,7 +87,8 @@ class JobRecord:
 
     @classmethod
     def from_row(cls, row: JobRow) -> "JobRecord":
-        members = [member for member in row.members if member.attempt == row.attempts]
+        # None while queued again, as `worker` is: a new attempt gathers a new gang.
+        members = [member for member in row.members if member.attempt == row.attempts] if row.worker else []
         return cls(
             id=row.id,
             status=row.status,
