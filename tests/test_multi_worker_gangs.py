@@ -12,11 +12,21 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
 from bncore.specs import JobSpec
 from bncore.storage.job_store import JobRecord, Joined
-from bncore.training.data_parallel import Gang, GangIncomplete, free_port, join_data_parallel, train_data_parallel
+from bncore.training.data_parallel import (
+    Gang,
+    GangFailed,
+    GangIncomplete,
+    free_port,
+    join_data_parallel,
+    train_data_parallel,
+)
+from bncore.training.loop import train
+from bncore.training.networks import build_network
 from bnjobs.cli.render import job_details
 from service.schemas import JobOut
 from tests.conftest import RunningService
@@ -33,20 +43,26 @@ def _gang(run_id: str, member: int, endpoint: str, join_timeout_seconds: int = 6
     return Gang(1, run_id, 0, members=2, member=member, endpoint=endpoint, join_timeout_seconds=join_timeout_seconds)
 
 
+def _second_member(spec: JobSpec, gang: Gang) -> tuple[threading.Thread, dict[str, BaseException | None]]:
+    """Member `gang.member` joining from a thread of its own, as another worker would; its outcome once joined."""
+    outcome: dict[str, BaseException | None] = {}
+
+    def join() -> None:
+        try:
+            join_data_parallel(spec, _data(spec), gang)
+            outcome["error"] = None
+        except BaseException as error:
+            outcome["error"] = error
+
+    member = threading.Thread(target=join)
+    member.start()
+    return member, outcome
+
+
 def test_two_members_of_one_process_each_train_the_model_one_process_trains() -> None:
     spec = _two_workers(_spec("global", 1))
     endpoint = f"127.0.0.1:{free_port()}"
-    joined: dict[str, BaseException | None] = {}
-
-    def second_member() -> None:
-        try:
-            join_data_parallel(spec, _data(spec), _gang("test-members", 1, endpoint))
-            joined["error"] = None
-        except BaseException as error:
-            joined["error"] = error
-
-    member = threading.Thread(target=second_member)
-    member.start()
+    member, joined = _second_member(spec, _gang("test-members", 1, endpoint))
     state, result = train_data_parallel(spec, _data(spec), _gang("test-members", 0, endpoint))
     member.join(timeout=60)
 
@@ -55,6 +71,20 @@ def test_two_members_of_one_process_each_train_the_model_one_process_trains() ->
     for name, value in single_state.items():  # weights, γ, β and the running statistics of every BN layer
         np.testing.assert_allclose(state[name].numpy(), value.numpy(), atol=1e-5, err_msg=name)
     assert [m.train_loss for m in result.history] == pytest.approx([m.train_loss for m in single_history], abs=1e-5)
+
+
+def test_members_that_read_different_checkpoints_fail_the_attempt_rather_than_train_apart() -> None:
+    spec = _two_workers(_spec("global", 1))
+    checkpoints = []
+    torch.manual_seed(spec.training.seed)
+    network = build_network(spec.model, (4,), for_training=True)
+    train(network, _data(spec), spec.training.model_copy(update={"epochs": 2}), lambda m, capture: checkpoints.append(capture()))
+    endpoint = f"127.0.0.1:{free_port()}"
+    member, joined = _second_member(spec, _gang("test-apart", 1, endpoint))  # from scratch
+    with pytest.raises(GangFailed, match="different epochs"):  # member 0 going on from epoch 2
+        train_data_parallel(spec, _data(spec), _gang("test-apart", 0, endpoint), resume=checkpoints[-1])
+    member.join(timeout=60)
+    assert isinstance(joined["error"], GangFailed)
 
 
 def test_a_member_alone_gives_up_after_the_join_timeout() -> None:

@@ -270,6 +270,7 @@ def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: A
         if spec.model.bn_sync != "local":
             network = sync_batchnorm(network, device)
         resume = Checkpoint.from_stored(*_load(workdir / RESUME)) if (workdir / RESUME).exists() else None
+        _agree_on(resume)
         last_checkpoint, last_poll = time.monotonic(), time.monotonic()
 
         def on_epoch(metrics: EpochMetrics, capture: Callable[[], Checkpoint]) -> None:
@@ -302,3 +303,11 @@ def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: A
             _save(workdir / RESULT, network.state_dict(), {"result": json.dumps(header)})
     finally:
         dist.destroy_process_group()
+
+
+def _agree_on(resume: Checkpoint | None) -> None:
+    """Every process goes on from the same epoch: the members of a gang across workers each read the checkpoint."""
+    epochs: list[int | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(epochs, resume.epoch if resume is not None else 0)
+    if len(set(epochs)) > 1:
+        raise RuntimeError(f"the processes of the gang would resume from different epochs: {epochs}")
