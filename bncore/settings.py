@@ -88,6 +88,15 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a running job silent this long has lost its worker and is queued again"
     )
     max_attempts: int = Field(3, ge=1, description="workers a job may lose before it fails as `worker_lost`")
+    gang_join_timeout_seconds: int = Field(
+        60,
+        ge=1,
+        description="a job spanning several workers waits this long for all of them to join, then frees the ones it has "
+        "and goes back to the queue",
+    )
+    gang_host: str = Field(
+        "127.0.0.1", description="this worker's address as the other workers of a job spanning several workers reach it"
+    )
     job_time_limit_seconds: float = Field(3600.0, gt=0, description="a job running longer fails as `timeout`")
     checkpoint_seconds: float = Field(
         30.0, ge=0, description="the least time between two checkpoints of a running job; 0: after every epoch"

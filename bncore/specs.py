@@ -227,7 +227,7 @@ class ResourcesSpec(StrictModel):
     processes: int = Field(
         1, ge=1, le=64, description="data-parallel processes per worker (one per GPU on CUDA); each takes a share of the batch"
     )
-    workers: int = Field(1, ge=1, le=64, description="workers the job spans; only 1 is supported yet")
+    workers: int = Field(1, ge=1, le=64, description="workers the job spans, each running `processes` processes of one gang")
 
     @property
     def world_size(self) -> int:

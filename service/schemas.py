@@ -146,6 +146,12 @@ class JobOut(BaseModel):
     error: JobError | None
     device: str | None = Field(description="where the job trains, e.g. `cpu` or `cuda:0`")
     worker: str | None = Field(description="the Celery worker that took the job")
+    workers: list[str] = Field(
+        [],
+        description="the workers of its attempt under way, or of its last one (none while queued), the one in `worker` "
+        "first; several for a job spanning `resources.workers` workers (those that joined so far, while it gathers them)",
+    )
+    devices: list[str] = Field([], description="each of `workers`' device, in the same order")
     attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")
     world_size: int = Field(1, description="processes that train the job together (processes × workers); 1: no data parallelism")
     resumed_from_epoch: int | None = Field(description="the checkpoint the last attempt went on from, if any")

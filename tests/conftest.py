@@ -31,6 +31,8 @@ EVERY_EPOCH_CHECKPOINTS = {"CHECKPOINT_SECONDS": "0"}
 SAMPLE_EPOCH_CAP = {"MAX_SAMPLE_EPOCHS": "1500000"}
 # A model read once is served on the predict fast path for the whole session, not rechecked every 5 s.
 MODELS_KEPT = {"MODEL_RECHECK_SECONDS": "3600"}
+# A job spanning several workers gives up gathering them after this long (slow process starts included).
+GANG_JOIN_TIMEOUT = {"GANG_JOIN_TIMEOUT_SECONDS": "15"}
 # Two workers and the API share this machine's cores: one torch thread each keeps them from thrashing.
 ONE_THREAD_EACH = {"TORCH_THREADS": "1"} if MODE == "distributed" else {}
 
@@ -141,6 +143,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService
         **SAMPLE_EPOCH_CAP,
         **MODELS_KEPT,
         **ONE_THREAD_EACH,
+        **GANG_JOIN_TIMEOUT,
     }
     running = RunningService(data_dir=data_dir, env=env)
     with ExitStack() as stack:

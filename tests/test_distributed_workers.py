@@ -2,18 +2,21 @@
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.conftest import WORKER_NAMES, RunningService
-from tests.support.jobs import cancel_all, job_request, occupy_workers, submit, wait_for
+from tests.support.jobs import cancel_all, job_request, occupy_workers, submit, train, wait_for, wait_for_epochs
 from tests.support.processes import ROOT
+from tests.test_data_parallel_jobs import _rank_process
 
 pytestmark = pytest.mark.distributed
 
@@ -129,3 +132,79 @@ def test_jobs_go_to_the_workers_of_the_device_they_ask_for(client: httpx.Client,
     finally:
         service.stop_worker("worker-gpu")
     assert finished["status"] == "succeeded" and finished["worker"].startswith("worker-gpu@")
+
+
+GANG_JOB = {"model": {"hidden_sizes": [32, 32]}, "training": {"epochs": 3, "seed": 0, "batch_size": 64}}
+
+
+def _stored_network(service: RunningService, job: dict) -> dict[str, torch.Tensor]:
+    stored = load_file(service.data_dir / "artifacts" / f"{job['model_id']}.safetensors")
+    return {name: tensor for name, tensor in stored.items() if name.startswith("network.")}
+
+
+def test_a_job_on_two_workers_runs_on_both_and_trains_the_model_two_processes_of_one_worker_train(
+    client: httpx.Client, service: RunningService
+) -> None:
+    across = train(client, job_request(**GANG_JOB, resources={"workers": 2}))
+
+    assert across["world_size"] == 2
+    assert sorted(worker.split("@")[0] for worker in across["workers"]) == sorted(WORKER_NAMES)
+    assert across["workers"][0] == across["worker"]  # member 0, which took the job
+    assert across["devices"] == ["cpu", "cpu"]
+    assert [m["epoch"] for m in across["metrics"]] == [1, 2, 3]
+
+    one_worker = train(client, job_request(**GANG_JOB, resources={"processes": 2}))
+    assert len(one_worker["workers"]) == 1 and one_worker["world_size"] == 2
+    theirs = _stored_network(service, one_worker)
+    ours = _stored_network(service, across)
+    assert set(ours) == set(theirs)
+    for name, value in theirs.items():  # weights, γ, β and every BN layer's running statistics
+        np.testing.assert_allclose(ours[name].numpy(), value.numpy(), atol=1e-5, err_msg=name)
+
+
+def test_a_two_worker_job_without_its_second_worker_goes_back_to_the_queue_and_finishes_once_it_is_free(
+    client: httpx.Client, service: RunningService
+) -> None:
+    blockers = occupy_workers(client, 1)
+    try:
+        job = submit(client, job_request(**GANG_JOB, resources={"workers": 2}))
+        timeout = float(service.env["GANG_JOIN_TIMEOUT_SECONDS"])
+        deadline = time.monotonic() + 4 * timeout + 60
+        while (record := client.get(f"/v1/jobs/{job['id']}").json())["attempts"] < 2:
+            assert time.monotonic() < deadline, record
+            assert record["status"] in {"queued", "running"}, record
+            time.sleep(0.2)
+        assert record["status"] in {"queued", "running"}
+        assert client.get(f"/v1/jobs/{blockers[0]['id']}").json()["status"] == "running"  # never taken from it
+    finally:
+        cancel_all(client, blockers)
+    finished = wait_for(client, job["id"], timeout=240)
+    assert finished["status"] == "succeeded", finished["error"]
+    assert sorted(worker.split("@")[0] for worker in finished["workers"]) == sorted(WORKER_NAMES)
+
+
+def test_killing_a_process_of_a_two_worker_gang_fails_the_attempt_and_the_job_resumes_from_its_checkpoint(
+    client: httpx.Client,
+) -> None:
+    body = job_request(model={"hidden_sizes": [256, 256]}, training={"epochs": 12, "seed": 1}, resources={"workers": 2})
+    job = submit(client, body)
+    running = wait_for_epochs(client, job["id"], 3)
+    assert len(running["workers"]) == 2
+    os.kill(_rank_process(job["id"], rank=1), signal.SIGKILL)  # member 1's, on the worker that joined
+    killed_at = len(running["metrics"])
+
+    finished = wait_for(client, job["id"], timeout=240)
+    assert finished["status"] == "succeeded", finished["error"]
+    assert finished["attempts"] == 2
+    assert finished["resumed_from_epoch"] is not None and finished["resumed_from_epoch"] >= killed_at
+    assert [m["epoch"] for m in finished["metrics"]] == list(range(1, 13))
+    assert len(finished["workers"]) == 2
+
+
+def test_two_jobs_each_asking_for_both_workers_at_once_both_finish(client: httpx.Client) -> None:
+    """Each worker may take one of them first and wait for the other: the join timeout frees one for the other."""
+    jobs = [submit(client, job_request(**GANG_JOB, resources={"workers": 2})) for _ in range(2)]
+    finished = [wait_for(client, job["id"], timeout=300) for job in jobs]
+    assert [job["status"] for job in finished] == ["succeeded", "succeeded"]
+    for job in finished:
+        assert sorted(worker.split("@")[0] for worker in job["workers"]) == sorted(WORKER_NAMES)

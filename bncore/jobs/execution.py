@@ -5,6 +5,7 @@ epoch checkpoint, so the model is the one an uninterrupted run would have produc
 """
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from bncore.data.builtin import PreparedData, prepare_data
 from bncore.data.catalog import BUILT_INS, DatasetCatalog
 from bncore.errors import ArtifactUnavailable, DatasetUnavailable
 from bncore.jobs.background import EpochRecorder, heartbeat
+from bncore.jobs.dispatch import Dispatch, JoinRequest
 from bncore.jobs.recalibration import recalibrate
 from bncore.settings import Settings
 from bncore.specs import JobSpec, Recalibration
@@ -25,7 +27,7 @@ from bncore.storage.job_store import JobStore, Lease, LeaseLost
 from bncore.storage.model_store import new_model_id
 from bncore.storage.wiring import Stores
 from bncore.training.checkpoints import Checkpoint
-from bncore.training.data_parallel import Gang, GangFailed, train_data_parallel
+from bncore.training.data_parallel import Gang, GangFailed, GangIncomplete, free_port, train_data_parallel
 from bncore.training.devices import training_device
 from bncore.training.epoch_metrics import EpochMetrics
 from bncore.training.loop import TrainingDiverged, TrainingInterrupted, TrainingResult, train
@@ -50,12 +52,19 @@ class RunLimits:
     control_poll_seconds: float  # how often a running job looks for a cancel request
     checkpoint_seconds: float  # the least time between two checkpoints; 0: after every epoch
     metrics_seconds: float = 0.5  # the least time between two writes of epoch metrics (EpochRecorder)
+    gang_join_timeout_seconds: int = 60  # for every worker of a job spanning several to join its gang
+    gang_host: str = "127.0.0.1"  # this worker's address, as the other workers of such a gang reach it
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RunLimits":
         """A worker's limits, read from settings here and nowhere else."""
         return cls(
-            settings.job_time_limit_seconds, settings.heartbeat_seconds, settings.cancel_poll_seconds, settings.checkpoint_seconds
+            settings.job_time_limit_seconds,
+            settings.heartbeat_seconds,
+            settings.cancel_poll_seconds,
+            settings.checkpoint_seconds,
+            gang_join_timeout_seconds=settings.gang_join_timeout_seconds,
+            gang_host=settings.gang_host,
         )
 
 
@@ -68,9 +77,11 @@ class _Claimed:
     stores: Stores
     lost: threading.Event  # set once the heartbeat finds the job is no longer this worker's
     interrupt: Callable[[], None]  # called between steps: raises when the job must stop
+    worker: str = "unknown"
+    dispatch: Dispatch | None = None  # how to reach other workers: for a job spanning several
 
 
-def _prepared(spec: JobSpec, datasets: DatasetCatalog) -> tuple[PreparedData, tuple[int, ...]]:
+def prepared(spec: JobSpec, datasets: DatasetCatalog) -> tuple[PreparedData, tuple[int, ...]]:
     dataset = datasets.load(spec.dataset)
     input_shape = tuple(spec.model.input_shape or dataset.info.input_shape)
     return prepare_data(dataset, input_shape, spec.training.validation_fraction, spec.training.seed), input_shape
@@ -80,7 +91,7 @@ def train_model(
     spec: JobSpec, device: torch.device, datasets: DatasetCatalog = BUILT_INS, **callbacks: Callable
 ) -> tuple[TrainedModel, TrainingResult]:
     """Seeded end to end: the same spec on the same device gives the same weights."""
-    data, input_shape = _prepared(spec, datasets)
+    data, input_shape = prepared(spec, datasets)
     data = data.to(device)
     torch.manual_seed(spec.training.seed)
     network = build_network(spec.model, input_shape, for_training=True).to(device)
@@ -93,7 +104,7 @@ def train_model_data_parallel(
     spec: JobSpec, gang: Gang, datasets: DatasetCatalog = BUILT_INS, **callbacks: Callable
 ) -> tuple[TrainedModel, TrainingResult]:
     """`train_model` on a gang of processes; with `model.bn_sync` `global`, the model one process would train."""
-    data, input_shape = _prepared(spec, datasets)
+    data, input_shape = prepared(spec, datasets)
     state, result = train_data_parallel(spec, data, gang, **callbacks)
     network = build_network(spec.model, input_shape)
     network.load_state_dict(state)
@@ -124,7 +135,7 @@ def _interrupt(lease: Lease, jobs: JobStore, limits: RunLimits, lost: threading.
     return interrupt
 
 
-def _stored_checkpoint(checkpoints: ArtifactStore, job_id: str) -> Checkpoint | None:
+def stored_checkpoint(checkpoints: ArtifactStore, job_id: str) -> Checkpoint | None:
     if not checkpoints.exists(job_id):
         return None
     try:
@@ -135,13 +146,14 @@ def _stored_checkpoint(checkpoints: ArtifactStore, job_id: str) -> Checkpoint | 
         return None
 
 
-def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits) -> None:
+def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits, dispatch: Dispatch | None = None) -> None:
     """Claim the job, then train it (from its checkpoint if an earlier attempt left one) or recalibrate
     its parent model, and store the model.
 
     Both kinds run under the same guard: a heartbeat, the lease, the time limit and cancel requests.
     A job that is not queued (cancelled, finished, or running elsewhere) is left alone, so a message
-    delivered twice runs the job once.
+    delivered twice runs the job once. A job spanning several workers needs `dispatch`, to send join
+    tasks to the others and to queue itself again when they do not all join (bncore.jobs.gangs).
     """
     jobs = stores.jobs
     device = training_device()
@@ -159,7 +171,13 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits) -> None
         work = partial(_recalibrate, Recalibration.model_validate(job.recalibration))
     try:
         with heartbeat(lambda: jobs.heartbeat(lease), limits.heartbeat_seconds) as lost:
-            work(_Claimed(lease, job.owner, stores, lost, _interrupt(lease, jobs, limits, lost)))
+            work(_Claimed(lease, job.owner, stores, lost, _interrupt(lease, jobs, limits, lost), worker, dispatch))
+    except GangIncomplete as error:
+        # Frees this worker, and the members that joined (their launchers gave up too), for other jobs.
+        log.warning("job %s: %s; queueing it again", job_id, error)
+        if jobs.requeue_incomplete(lease) and dispatch is not None:
+            dispatch.send_job(job_id, JobSpec.model_validate(job.spec).resources.device)
+        return
     except LeaseLost:
         # Another worker has the job now (and goes on from the checkpoint, if any): leave both alone.
         log.warning("job %s was queued again while this worker ran it; stopping", job_id)
@@ -188,7 +206,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits) -> None
 
 def _resume_point(lease: Lease, stores: Stores) -> Checkpoint | None:
     """The checkpoint an earlier attempt left, with its epochs' metrics recorded again."""
-    checkpoint = _stored_checkpoint(stores.checkpoints, lease.job_id)
+    checkpoint = stored_checkpoint(stores.checkpoints, lease.job_id)
     if checkpoint is not None:
         stores.jobs.mark_resumed(lease, checkpoint.epoch)
         # The lost attempt may have died before it wrote the metrics of the epochs it had checkpointed.
@@ -199,8 +217,8 @@ def _resume_point(lease: Lease, stores: Stores) -> Checkpoint | None:
 def _train(spec: JobSpec, device: torch.device, checkpoint: Checkpoint | None, limits: RunLimits, job: _Claimed) -> None:
     """Train, checkpointing at most every `checkpoint_seconds`, each epoch's metrics written by the recorder."""
     lease, stores = job.lease, job.stores
-    if spec.resources.processes > 1:
-        _train_data_parallel(spec, checkpoint, limits, job)
+    if spec.resources.world_size > 1:
+        _train_data_parallel(spec, device, checkpoint, limits, job)
         return
     with EpochRecorder(partial(stores.jobs.record_epochs, lease), job.lost, limits.metrics_seconds) as recorder:
         last_checkpoint = time.monotonic()
@@ -222,10 +240,13 @@ def _train(spec: JobSpec, device: torch.device, checkpoint: Checkpoint | None, l
         _store_model(lease, job.owner, trained, result.kept.quality(), stores, best_epoch=result.best_epoch)
 
 
-def _train_data_parallel(spec: JobSpec, checkpoint: Checkpoint | None, limits: RunLimits, job: _Claimed) -> None:
-    """Train on `resources.processes` processes; rank 0 decides when to checkpoint, this process saves and records."""
+def _train_data_parallel(
+    spec: JobSpec, device: torch.device, checkpoint: Checkpoint | None, limits: RunLimits, job: _Claimed
+) -> None:
+    """Train on `resources.processes` processes of each of `resources.workers` workers, this one as member 0:
+    rank 0 decides when to checkpoint, this process saves and records."""
     lease, stores = job.lease, job.stores
-    gang = Gang(spec.resources.processes, lease.job_id, limits.checkpoint_seconds)
+    gang = _gather(spec, device, limits, job)
     with EpochRecorder(partial(stores.jobs.record_epochs, lease), job.lost, limits.metrics_seconds) as recorder:
 
         def after_epoch(metrics: EpochMetrics, saved: Checkpoint | None) -> None:
@@ -233,11 +254,45 @@ def _train_data_parallel(spec: JobSpec, checkpoint: Checkpoint | None, limits: R
                 stores.checkpoints.save(lease.job_id, saved.tensors, saved.metadata)
             recorder.record(metrics)
 
-        trained, result = train_model_data_parallel(
-            spec, gang, stores.datasets, on_epoch=after_epoch, interrupt=job.interrupt, resume=checkpoint
-        )
+        try:
+            trained, result = train_model_data_parallel(
+                spec, gang, stores.datasets, on_epoch=after_epoch, interrupt=job.interrupt, resume=checkpoint
+            )
+        except GangFailed as error:
+            if gang.members == 1:
+                raise
+            # A process of another worker may have died, which this worker sees only as its own ranks' errors:
+            # leave the attempt to recovery as a lost one, to resume from the checkpoint (at most MAX_ATTEMPTS times).
+            raise GangFailed(str(error), lost=True) from error
         recorder.flush()
         _store_model(lease, job.owner, trained, result.kept.quality(), stores, best_epoch=result.best_epoch)
+
+
+def _gather(spec: JobSpec, device: torch.device, limits: RunLimits, job: _Claimed) -> Gang:
+    """The gang of this attempt; across workers, its endpoint published and one join task sent per other member."""
+    lease, workers = job.lease, spec.resources.workers
+    run_id = f"{lease.job_id}-{lease.attempt}"
+    if workers == 1:
+        return Gang(spec.resources.processes, run_id, limits.checkpoint_seconds)
+    if job.dispatch is None:
+        raise GangFailed("a job spanning several workers needs a worker that can send join tasks", lost=False)
+    endpoint = f"{limits.gang_host}:{free_port()}"
+    if not job.stores.jobs.gather(lease, endpoint, job.worker, str(device)):
+        raise LeaseLost(lease)
+    for member in range(1, workers):
+        job.dispatch.send_join(JoinRequest(lease.job_id, lease.attempt, member), spec.resources.device, 0)
+    # Up to half as long again, at random: two gangs that started gathering together do not give up together,
+    # so the first to requeue frees its worker for the other's join task before both are taken again.
+    join_timeout = round(limits.gang_join_timeout_seconds * random.uniform(1.0, 1.5))
+    return Gang(
+        spec.resources.processes,
+        run_id,
+        limits.checkpoint_seconds,
+        members=workers,
+        endpoint=endpoint,
+        join_timeout_seconds=join_timeout,
+        host=limits.gang_host,
+    )
 
 
 def _recalibrate(recalibration: Recalibration, job: _Claimed) -> None:

@@ -42,10 +42,6 @@ def _check_recipe(spec: JobSpec, shape: list[int]) -> None:
 def _check_parallelism(spec: JobSpec) -> None:
     """Each process takes an equal share of the global batch; ghost BN is a one-process option."""
     resources, batch_size, model = spec.resources, spec.training.batch_size, spec.model
-    if resources.workers > 1:
-        raise InvalidField(
-            "resources.workers", "a job spanning several workers is not supported yet: expected 1 (use resources.processes)"
-        )
     world_size = resources.world_size
     if batch_size % world_size != 0:
         raise InvalidField(

@@ -75,9 +75,29 @@ class JobRow(Base):
     recalibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     best_epoch: Mapped[int | None] = mapped_column(Integer)  # set under early stopping
     name: Mapped[str | None] = mapped_column(String(255))  # NULL before revision 0007: named from the spec
+    rendezvous_endpoint: Mapped[str | None] = mapped_column(String(255))  # host:port, while a multi-worker gang gathers
     metrics: Mapped[list["EpochRow"]] = relationship(order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan")
 
+    members: Mapped[list["GangMemberRow"]] = relationship(
+        order_by="GangMemberRow.member", lazy="selectin", cascade="all, delete-orphan"
+    )
+
     __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),)
+
+
+class GangMemberRow(Base):
+    """A worker in the gang of one attempt at a job spanning several workers; member 0 took the job."""
+
+    __tablename__ = "job_gang_members"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(32))
+
+    # A worker joins an attempt once: a second join task it takes for it is passed on.
+    __table_args__ = (UniqueConstraint("job_id", "attempt", "worker", name="uq_job_gang_members_worker"),)
 
 
 class EpochRow(Base):

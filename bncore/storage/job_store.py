@@ -1,5 +1,6 @@
 """Job records: the source of truth for a job's status, progress and metrics, in every deployment."""
 
+import enum
 import hashlib
 import json
 import uuid
@@ -12,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bncore.errors import Conflict, JobNotFound
 from bncore.naming import default_name
-from bncore.storage.database import Database, EpochRow, JobRow, utcnow
+from bncore.storage.database import Database, EpochRow, GangMemberRow, JobRow, utcnow
 from bncore.storage.pagination import newest_first
 from bncore.training.epoch_metrics import EpochMetrics
 
@@ -31,6 +32,14 @@ class Lease:
 class LeaseLost(Exception):
     def __init__(self, lease: Lease) -> None:
         super().__init__(f"job {lease.job_id} was taken from attempt {lease.attempt}")
+
+
+class Joined(enum.Enum):
+    """What became of a worker's request to join the gang of an attempt at a job."""
+
+    JOINED = "joined"
+    ALREADY_MEMBER = "already_member"  # this worker is in the gang already: another worker must take the place
+    NOT_GATHERING = "not_gathering"  # the attempt is over, or its place was taken (a join task delivered twice)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,9 @@ class JobRecord:
     name: str = ""
     metrics: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int | None = None  # under early stopping, the epoch whose weights the model holds
+    workers: list[str] = field(default_factory=list)  # of the attempt under way or last, member 0 (`worker`) first
+    devices: list[str] = field(default_factory=list)  # each worker's, in the same order
+    rendezvous_endpoint: str | None = None  # of the last attempt's gang, when it spans several workers
 
     @property
     def epoch(self) -> int:
@@ -75,6 +87,8 @@ class JobRecord:
 
     @classmethod
     def from_row(cls, row: JobRow) -> "JobRecord":
+        # None while queued again, as `worker` is: a new attempt gathers a new gang.
+        members = [member for member in row.members if member.attempt == row.attempts] if row.worker else []
         return cls(
             id=row.id,
             status=row.status,
@@ -101,6 +115,9 @@ class JobRecord:
                 for m in row.metrics
             ],
             best_epoch=row.best_epoch,
+            workers=[member.worker for member in members] or ([row.worker] if row.worker else []),
+            devices=[member.device for member in members] or ([row.device] if row.device else []),
+            rendezvous_endpoint=row.rendezvous_endpoint,
         )
 
 
@@ -248,6 +265,59 @@ class JobStore:
                 .returning(JobRow.attempts)
             )
         return Lease(job_id, attempt) if attempt is not None else None
+
+    def gather(self, lease: Lease, endpoint: str, worker: str, device: str) -> bool:
+        """Publish the rendezvous endpoint of the attempt's gang, with its taker as member 0; False once lost."""
+        with self.db.session() as session, session.begin():
+            held = session.execute(
+                update(JobRow)
+                .where(JobRow.id == lease.job_id, JobRow.status == RUNNING, JobRow.attempts == lease.attempt)
+                .values(rendezvous_endpoint=endpoint, heartbeat_at=utcnow())
+            ).rowcount
+            if held:
+                session.add(GangMemberRow(job_id=lease.job_id, attempt=lease.attempt, member=0, worker=worker, device=device))
+            return bool(held)
+
+    def join(self, lease: Lease, member: int, worker: str, device: str) -> Joined:
+        """Take place `member` in the gang of the attempt `lease` names, if it still gathers and the worker is new to it."""
+        try:
+            with self.db.session() as session, session.begin():
+                gathering = session.scalar(
+                    select(JobRow.id).where(
+                        JobRow.id == lease.job_id,
+                        JobRow.status == RUNNING,
+                        JobRow.attempts == lease.attempt,
+                        JobRow.rendezvous_endpoint.is_not(None),
+                    )
+                )
+                if gathering is None:
+                    return Joined.NOT_GATHERING
+                session.add(
+                    GangMemberRow(job_id=lease.job_id, attempt=lease.attempt, member=member, worker=worker, device=device)
+                )
+            return Joined.JOINED
+        except IntegrityError:
+            with self.db.session() as session:
+                mine = session.scalar(
+                    select(GangMemberRow.member).where(
+                        GangMemberRow.job_id == lease.job_id,
+                        GangMemberRow.attempt == lease.attempt,
+                        GangMemberRow.worker == worker,
+                    )
+                )
+            return Joined.ALREADY_MEMBER if mine is not None and mine != member else Joined.NOT_GATHERING
+
+    def is_current(self, lease: Lease) -> bool:
+        """Whether the attempt `lease` names still runs: a member that is not the job's taker asks this."""
+        with self.db.session() as session:
+            held = session.scalar(
+                select(JobRow.id).where(JobRow.id == lease.job_id, JobRow.status == RUNNING, JobRow.attempts == lease.attempt)
+            )
+            return held is not None
+
+    def requeue_incomplete(self, lease: Lease) -> bool:
+        """Running → queued, by the taker of a gang whose workers did not all join: it frees the ones that did."""
+        return self._leased(lease, status=QUEUED, worker=None, rendezvous_endpoint=None, heartbeat_at=utcnow())
 
     def heartbeat(self, lease: Lease) -> bool:
         """False once the job was queued again or finished: this worker must stop working on it."""

@@ -7,6 +7,12 @@ its checkpoints) to its own callbacks while they train. Ranks are spawned, so th
 arguments: the spec as JSON, the folder, and two proxies of a multiprocessing manager (rank 0's
 messages, and the caller's stop request). One rank failing fails the gang: the elastic agent, with
 no restarts, stops the others and raises `ChildFailedError`, so a lost process never leaves a hang.
+
+A gang may span several workers (`Gang.members`): each member's launcher joins the same c10d
+rendezvous, whose store member 0 hosts at `Gang.endpoint`, with `members` nodes of `processes`
+processes each. Members that do not all join within `Gang.join_timeout_seconds` make the launcher
+raise, here GangIncomplete. The rendezvous ranks nodes by host and pid, so each process takes its
+job rank from its member index instead: member 0 always holds rank 0, and rank 0 reports to it.
 """
 
 import json
@@ -28,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous.api import RendezvousTimeoutError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from bncore.bn.global_batchnorm import GlobalBatchNorm
@@ -53,16 +60,43 @@ class GangFailed(Exception):
         self.lost = lost
 
 
+class GangIncomplete(Exception):
+    """Not every member of a gang spanning several workers joined its rendezvous in time."""
+
+
 @dataclass(frozen=True)
 class Gang:
-    processes: int
-    run_id: str  # the rendezvous's id: the job's
+    processes: int  # on each member
+    run_id: str  # the rendezvous's id: unique per attempt at a job
     checkpoint_seconds: float  # rank 0's least time between two checkpoints; 0: after every epoch
+    members: int = 1  # workers the gang spans, each launching `processes` processes
+    member: int = 0  # this one's index; member 0 hosts the rendezvous and holds rank 0
+    endpoint: str | None = None  # host:port of member 0's rendezvous store; None: a free local port
+    join_timeout_seconds: int = 60  # for every member to join (several members only)
+    host: str = "127.0.0.1"  # this member's address, reachable by the other members
+
+    def launch_config(self) -> LaunchConfig:
+        """The elastic launcher's configuration: one node of a fixed-size c10d rendezvous, never restarted."""
+        rendezvous: dict[str, object] = {}
+        if self.members > 1:
+            # The host is named rather than guessed from the endpoint: on one machine every member would match it.
+            rendezvous = {"is_host": self.member == 0, "join_timeout": self.join_timeout_seconds}
+        return LaunchConfig(
+            min_nodes=self.members,
+            max_nodes=self.members,
+            nproc_per_node=self.processes,
+            rdzv_backend="c10d",
+            rdzv_endpoint=self.endpoint or f"127.0.0.1:{free_port()}",
+            rdzv_configs=rendezvous,
+            run_id=self.run_id,
+            max_restarts=0,
+            local_addr=self.host if self.members > 1 else None,
+        )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind(("", 0))  # free on every interface: the other members may reach this one from elsewhere
         return int(probe.getsockname()[1])
 
 
@@ -91,44 +125,72 @@ def train_data_parallel(
     interrupt: Callable[[], None] = lambda: None,
     resume: Checkpoint | None = None,
 ) -> tuple[dict[str, torch.Tensor], TrainingResult]:
-    """Train on `gang.processes` processes; rank 0's network state (BN statistics included) and result.
+    """Train on the gang as its member 0; rank 0's network state (BN statistics included) and result.
 
     `on_epoch` gets each epoch's metrics, with a checkpoint when one was due; `interrupt` is called
-    while they train and stops the gang by raising. A failed gang raises GangFailed, or TrainingDiverged.
+    while they train and stops the gang by raising. A failed gang raises GangFailed, GangIncomplete
+    or TrainingDiverged.
     """
+    assert gang.member == 0, "rank 0 trains on member 0: the other members join"
+    with tempfile.TemporaryDirectory(prefix=f"{GANG_FOLDER_PREFIX}{gang.run_id}-") as folder:
+        workdir = Path(folder)
+        _launch(spec, data, gang, workdir, on_epoch, interrupt, resume)
+        tensors, metadata = _load(workdir / RESULT)
+    header = json.loads(metadata["result"])
+    history = [EpochMetrics(**metrics) for metrics in header["history"]]
+    return tensors, TrainingResult(history, header["best_epoch"])
+
+
+def join_data_parallel(
+    spec: JobSpec,
+    data: PreparedData,
+    gang: Gang,
+    interrupt: Callable[[], None] = lambda: None,
+    resume: Checkpoint | None = None,
+) -> None:
+    """Train on the gang as one of its other members, until the gang ends; member 0 gets the model.
+
+    Raises as `train_data_parallel` does; GangIncomplete when member 0 is gone before all joined.
+    """
+    assert gang.member > 0, "member 0 trains with train_data_parallel"
+    with tempfile.TemporaryDirectory(prefix=f"{GANG_FOLDER_PREFIX}{gang.run_id}-member-{gang.member}-") as folder:
+        _launch(spec, data, gang, Path(folder), lambda metrics, checkpoint: None, interrupt, resume)
+
+
+def _launch(
+    spec: JobSpec,
+    data: PreparedData,
+    gang: Gang,
+    workdir: Path,
+    on_epoch: Callable[[EpochMetrics, Checkpoint | None], None],
+    interrupt: Callable[[], None],
+    resume: Checkpoint | None,
+) -> None:
+    """This member's processes, from the rendezvous to the end of training, with rank 0's reports pumped."""
     if torch.cuda.is_available() and gang.processes > torch.cuda.device_count():
         raise GangFailed(
             f"the job asks for {gang.processes} processes, one per GPU, and this worker has {torch.cuda.device_count()}",
             lost=False,
         )
-    with (
-        tempfile.TemporaryDirectory(prefix=f"{GANG_FOLDER_PREFIX}{gang.run_id}-") as folder,
-        get_context("spawn").Manager() as manager,
-    ):
-        workdir = Path(folder)
+    with get_context("spawn").Manager() as manager:
         _save(workdir / DATA, _data_tensors(data), {})
         if resume is not None:
             _save(workdir / RESUME, resume.tensors, resume.metadata)
         messages, stop = manager.Queue(), manager.Event()
-        config = LaunchConfig(
-            min_nodes=1,
-            max_nodes=1,
-            nproc_per_node=gang.processes,
-            rdzv_backend="c10d",
-            rdzv_endpoint=f"127.0.0.1:{_free_port()}",
-            run_id=gang.run_id,
-            max_restarts=0,
-        )
+        config = gang.launch_config()
         outcome: dict[str, BaseException] = {}
+        first_rank = gang.member * gang.processes
 
         def launch() -> None:
             try:
-                elastic_launch(config, run_rank)(spec.model_dump_json(), str(workdir), gang.checkpoint_seconds, messages, stop)
+                elastic_launch(config, run_rank)(
+                    spec.model_dump_json(), str(workdir), gang.checkpoint_seconds, messages, stop, first_rank
+                )
             except BaseException as error:  # handed to the caller's thread
                 outcome["error"] = error
 
         # The launcher runs in a thread of its own: in the main thread it would take over SIGTERM and SIGINT.
-        launcher = threading.Thread(target=launch, name=f"gang-{gang.run_id}", daemon=True)
+        launcher = threading.Thread(target=launch, name=f"gang-{gang.run_id}-{gang.member}", daemon=True)
         launcher.start()
         diverged: TrainingDiverged | None = None
         try:
@@ -143,11 +205,11 @@ def train_data_parallel(
             raise diverged
         if "error" in outcome:
             error = outcome["error"]
+            if isinstance(error, RendezvousTimeoutError):
+                raise GangIncomplete(
+                    f"not all {gang.members} workers joined the gang within {gang.join_timeout_seconds} s"
+                ) from error
             raise _gang_failed(error) from error
-        tensors, metadata = _load(workdir / RESULT)
-    header = json.loads(metadata["result"])
-    history = [EpochMetrics(**metrics) for metrics in header["history"]]
-    return tensors, TrainingResult(history, header["best_epoch"])
 
 
 def _pump(messages: Any, on_epoch: Callable[[EpochMetrics, Checkpoint | None], None]) -> TrainingDiverged | None:
@@ -181,12 +243,14 @@ def _data_tensors(data: PreparedData) -> dict[str, torch.Tensor]:
     return {name: getattr(data, name) for name in names}
 
 
-def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: Any, stop: Any) -> None:
+def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: Any, stop: Any, first_rank: int = 0) -> None:
     """One process of the gang: the same network from the same seed, its share of each batch of the same order.
 
-    Rank 0 reports each epoch (with a checkpoint when one is due) and writes the trained state.
+    Its rank is `first_rank` (its member's) + its local rank, not the launcher's RANK: the rendezvous
+    orders members by host and pid, and rank 0 must be on member 0. Rank 0 reports each epoch (with a
+    checkpoint when one is due) and writes the trained state.
     """
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    rank, world_size = first_rank + int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
@@ -194,7 +258,8 @@ def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: A
         device = torch.device("cpu")
     workdir = Path(folder)
     (workdir / f"rank-{rank}.pid").write_text(str(os.getpid()))  # which process is which, for an operator
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # The launcher's own store serves every process as a client, so any assignment of ranks is safe here.
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
     try:
         spec = JobSpec.model_validate_json(spec_json)
         tensors, _ = _load(workdir / DATA)
@@ -205,6 +270,7 @@ def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: A
         if spec.model.bn_sync != "local":
             network = sync_batchnorm(network, device)
         resume = Checkpoint.from_stored(*_load(workdir / RESUME)) if (workdir / RESUME).exists() else None
+        _agree_on(resume)
         last_checkpoint, last_poll = time.monotonic(), time.monotonic()
 
         def on_epoch(metrics: EpochMetrics, capture: Callable[[], Checkpoint]) -> None:
@@ -237,3 +303,11 @@ def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: A
             _save(workdir / RESULT, network.state_dict(), {"result": json.dumps(header)})
     finally:
         dist.destroy_process_group()
+
+
+def _agree_on(resume: Checkpoint | None) -> None:
+    """Every process goes on from the same epoch: the members of a gang across workers each read the checkpoint."""
+    epochs: list[int | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(epochs, resume.epoch if resume is not None else 0)
+    if len(set(epochs)) > 1:
+        raise RuntimeError(f"the processes of the gang would resume from different epochs: {epochs}")

@@ -152,6 +152,8 @@ def job_details(job: JobOut) -> Table:
             "finished": when(job.finished_at),
             "device": job.device,
             "worker": job.worker,
+            "workers": ", ".join(job.workers) if len(job.workers) > 1 else None,
+            "devices": ", ".join(job.devices) if len(job.devices) > 1 else None,
             "world size": job.world_size,
             "attempts": job.attempts,
             "model id": job.model_id,

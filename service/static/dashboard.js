@@ -282,8 +282,12 @@ function showJob(job) {
       + (recalibration.dataset ? datasetLabel(recalibration.dataset) : "its training split")]
     : [`${datasetLabel(job.spec.dataset)}, ${networkOf(job.spec.model)}`,
       `${job.spec.training.optimizer} lr ${job.spec.training.learning_rate}, batch ${job.spec.training.batch_size}`];
+  if (job.workers && job.workers.length > 1) {
+    parts.push(`workers ${job.workers.map((worker, i) => `${worker} (${job.devices[i]})`).join(", ")}`);
+  } else if (job.worker) {
+    parts.push(`worker ${job.worker}`);
+  }
   if (job.world_size > 1) parts.push(`world size ${job.world_size}`);  // data-parallel: the batch shared by that many processes
-  if (job.worker) parts.push(`worker ${job.worker}`);
   if (job.error) parts.push(`${job.error.code}: ${job.error.message}`);
   $("#job-info").textContent = parts.join(" · ");
   $("#job-model").hidden = !job.model_id;
