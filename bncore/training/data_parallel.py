@@ -180,11 +180,14 @@ def _launch(
         config = gang.launch_config()
         outcome: dict[str, BaseException] = {}
         first_rank = gang.member * gang.processes
+        # This worker's CPU threads, shared by its processes: each spawned one would otherwise take every core
+        # (torchrun sets one thread each; an even share keeps the worker's budget).
+        cpu_threads = max(1, torch.get_num_threads() // gang.processes)
 
         def launch() -> None:
             try:
                 elastic_launch(config, run_rank)(
-                    spec.model_dump_json(), str(workdir), gang.checkpoint_seconds, messages, stop, first_rank
+                    spec.model_dump_json(), str(workdir), gang.checkpoint_seconds, messages, stop, first_rank, cpu_threads
                 )
             except BaseException as error:  # handed to the caller's thread
                 outcome["error"] = error
@@ -243,7 +246,9 @@ def _data_tensors(data: PreparedData) -> dict[str, torch.Tensor]:
     return {name: getattr(data, name) for name in names}
 
 
-def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: Any, stop: Any, first_rank: int = 0) -> None:
+def run_rank(
+    spec_json: str, folder: str, checkpoint_seconds: float, messages: Any, stop: Any, first_rank: int = 0, cpu_threads: int = 1
+) -> None:
     """One process of the gang: the same network from the same seed, its share of each batch of the same order.
 
     Its rank is `first_rank` (its member's) + its local rank, not the launcher's RANK: the rendezvous
@@ -256,6 +261,7 @@ def run_rank(spec_json: str, folder: str, checkpoint_seconds: float, messages: A
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+        torch.set_num_threads(cpu_threads)
     workdir = Path(folder)
     (workdir / f"rank-{rank}.pid").write_text(str(os.getpid()))  # which process is which, for an operator
     # The launcher's own store serves every process as a client, so any assignment of ranks is safe here.
