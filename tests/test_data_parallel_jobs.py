@@ -1,11 +1,5 @@
 """A job on two processes with BN over the global batch trains the model one process would; `local` BN does not."""
 
-import os
-import signal
-import tempfile
-import time
-from pathlib import Path
-
 import httpx
 import numpy as np
 import pytest
@@ -14,10 +8,11 @@ import torch
 from bncore.data.builtin import PreparedData, prepare_data
 from bncore.data.catalog import BUILT_INS
 from bncore.specs import DatasetRef, JobSpec
-from bncore.training.data_parallel import GANG_FOLDER_PREFIX, Gang, train_data_parallel
+from bncore.training.data_parallel import Gang, train_data_parallel
 from bncore.training.loop import train
 from bncore.training.networks import build_network
-from tests.support.jobs import job_request, submit, wait_for, wait_for_epochs
+from tests.support.gangs import kill_rank_1_and_see_the_job_resume
+from tests.support.jobs import job_request
 from tests.support.jobs import train as train_job
 
 # iris: 120 training samples, batches of 16 → 7 full batches and a trailing 8, split 4 + 4.
@@ -129,27 +124,7 @@ def test_ghost_bn_trains_differently_from_bn_on_the_whole_batch(one_process: tup
     assert ghost_state["bn1.num_batches_tracked"].item() == 6 * 30
 
 
-def _rank_process(job_id: str, rank: int) -> int:
-    """The pid of the gang's process `rank`, as it left it in the gang's work folder."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for pid_file in Path(tempfile.gettempdir()).glob(f"{GANG_FOLDER_PREFIX}{job_id}-*/rank-{rank}.pid"):
-            return int(pid_file.read_text())
-        time.sleep(0.05)
-    raise AssertionError(f"no process of rank {rank} for job {job_id}")
-
-
 def test_killing_one_process_of_a_gang_fails_the_attempt_and_the_job_resumes_from_its_checkpoint(
     client: httpx.Client,
 ) -> None:
-    body = job_request(model={"hidden_sizes": [256, 256]}, training={"epochs": 12, "seed": 1}, resources={"processes": 2})
-    job = submit(client, body)
-    running = wait_for_epochs(client, job["id"], 3)
-    os.kill(_rank_process(job["id"], rank=1), signal.SIGKILL)
-    killed_at = len(running["metrics"])
-
-    finished = wait_for(client, job["id"], timeout=240)
-    assert finished["status"] == "succeeded", finished["error"]
-    assert finished["attempts"] == 2
-    assert finished["resumed_from_epoch"] is not None and finished["resumed_from_epoch"] >= killed_at
-    assert [m["epoch"] for m in finished["metrics"]] == list(range(1, 13))
+    kill_rank_1_and_see_the_job_resume(client, {"processes": 2})

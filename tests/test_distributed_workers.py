@@ -2,7 +2,6 @@
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import WORKER_NAMES, RunningService
-from tests.support.jobs import cancel_all, job_request, occupy_workers, submit, train, wait_for, wait_for_epochs
+from tests.support.gangs import kill_rank_1_and_see_the_job_resume
+from tests.support.jobs import cancel_all, job_request, occupy_workers, submit, train, wait_for
 from tests.support.processes import ROOT
-from tests.test_data_parallel_jobs import _rank_process
 
 pytestmark = pytest.mark.distributed
 
@@ -186,19 +185,8 @@ def test_a_two_worker_job_without_its_second_worker_goes_back_to_the_queue_and_f
 def test_killing_a_process_of_a_two_worker_gang_fails_the_attempt_and_the_job_resumes_from_its_checkpoint(
     client: httpx.Client,
 ) -> None:
-    body = job_request(model={"hidden_sizes": [256, 256]}, training={"epochs": 12, "seed": 1}, resources={"workers": 2})
-    job = submit(client, body)
-    running = wait_for_epochs(client, job["id"], 3)
-    assert len(running["workers"]) == 2
-    os.kill(_rank_process(job["id"], rank=1), signal.SIGKILL)  # member 1's, on the worker that joined
-    killed_at = len(running["metrics"])
-
-    finished = wait_for(client, job["id"], timeout=240)
-    assert finished["status"] == "succeeded", finished["error"]
-    assert finished["attempts"] == 2
-    assert finished["resumed_from_epoch"] is not None and finished["resumed_from_epoch"] >= killed_at
-    assert [m["epoch"] for m in finished["metrics"]] == list(range(1, 13))
-    assert len(finished["workers"]) == 2
+    running, finished = kill_rank_1_and_see_the_job_resume(client, {"workers": 2})  # member 1's, on the worker that joined
+    assert len(running["workers"]) == 2 and len(finished["workers"]) == 2
 
 
 def test_two_jobs_each_asking_for_both_workers_at_once_both_finish(client: httpx.Client) -> None:
