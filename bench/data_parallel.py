@@ -97,7 +97,7 @@ def _processes(count: int) -> str:
 def _threads(device: torch.device) -> str:
     if device.type == "cuda":
         return f"one GPU per process ({torch.cuda.get_device_name(device)}), NCCL"
-    return f"gloo, on {os.cpu_count()} CPU cores; every process with torch's default threads"
+    return f"gloo, on {os.cpu_count()} CPU cores; the {torch.get_num_threads()} torch threads shared by the processes"
 
 
 def wide_mlp(samples: int, epochs: int, batch_size: int = efficiency.BATCH) -> Case:
