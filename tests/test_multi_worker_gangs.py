@@ -15,6 +15,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from bncore.jobs.recovery import recover_lost_jobs
 from bncore.specs import JobSpec
 from bncore.storage.job_store import JobRecord, Joined
 from bncore.training.data_parallel import (
@@ -146,3 +147,19 @@ def test_a_worker_joins_a_gang_once_and_only_while_its_attempt_gathers(tmp_path:
     assert jobs.join(lease, 1, "worker-c@h", "cpu") is Joined.NOT_GATHERING  # a join task of an attempt that is over
     requeued = jobs.get(job.id)
     assert (requeued.status, requeued.rendezvous_endpoint, requeued.workers) == ("queued", None, [])
+
+
+def test_gangs_that_did_not_gather_do_not_count_as_lost_workers(tmp_path: Path) -> None:
+    """MAX_ATTEMPTS limits workers lost; a job that waited out three gatherings and then lost one worker goes on."""
+    jobs = stores_in(tmp_path).jobs
+    job, _ = jobs.create(_two_workers(_spec("global", 1)).model_dump(mode="json"), owner="alice")
+    for _ in range(3):
+        lease = jobs.start(job.id, "cpu", "worker-a@h")
+        assert lease is not None and jobs.requeue_incomplete(lease)
+    lease = jobs.start(job.id, "cpu", "worker-a@h")  # this attempt's worker is then lost
+    assert lease is not None
+
+    # Any heartbeat before now is stale: recovery finds the worker lost, once, and queues the job again.
+    assert recover_lost_jobs(jobs, lambda job_id, device: None, stale_after_seconds=0, max_attempts=3) == [job.id]
+    requeued = jobs.get(job.id)
+    assert (requeued.status, requeued.attempts, requeued.workers_lost) == ("queued", 4, 1)

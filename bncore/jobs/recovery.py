@@ -24,9 +24,9 @@ def recover_lost_jobs(
     cutoff = utcnow() - timedelta(seconds=stale_after_seconds)
     requeued = []
     for job in jobs.stale_running(heartbeat_before=cutoff):
-        if job.attempts >= max_attempts:
-            log.warning("job %s lost its worker %d times; failing it", job.id, job.attempts)
-            jobs.fail(job.id, "worker_lost", f"the job's worker was lost {job.attempts} times (the limit)")
+        if job.workers_lost >= max_attempts:
+            log.warning("job %s lost its worker %d times; failing it", job.id, job.workers_lost)
+            jobs.fail(job.id, "worker_lost", f"the job's worker was lost {job.workers_lost} times (the limit)")
         elif jobs.requeue_if_stale(job.id, heartbeat_before=cutoff):
             log.warning("job %s lost its worker %s; queueing it again", job.id, job.worker)
             enqueue(job.id, JobSpec.model_validate(job.spec).resources.device)

@@ -76,6 +76,8 @@ class JobRow(Base):
     best_epoch: Mapped[int | None] = mapped_column(Integer)  # set under early stopping
     name: Mapped[str | None] = mapped_column(String(255))  # NULL before revision 0007: named from the spec
     rendezvous_endpoint: Mapped[str | None] = mapped_column(String(255))  # host:port, while a multi-worker gang gathers
+    # Attempts whose gang did not gather in time: they count in `attempts` (a lease each) but lost no worker.
+    gatherings_missed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     metrics: Mapped[list["EpochRow"]] = relationship(order_by="EpochRow.epoch", lazy="selectin", cascade="all, delete-orphan")
 
     members: Mapped[list["GangMemberRow"]] = relationship(

@@ -73,6 +73,12 @@ class JobRecord:
     workers: list[str] = field(default_factory=list)  # of the attempt under way or last, member 0 (`worker`) first
     devices: list[str] = field(default_factory=list)  # each worker's, in the same order
     rendezvous_endpoint: str | None = None  # of the last attempt's gang, when it spans several workers
+    gatherings_missed: int = 0  # attempts given up because their gang did not gather in time
+
+    @property
+    def workers_lost(self) -> int:
+        """Attempts that ended by losing a worker (or are under way): what MAX_ATTEMPTS limits."""
+        return self.attempts - self.gatherings_missed
 
     @property
     def epoch(self) -> int:
@@ -118,6 +124,7 @@ class JobRecord:
             workers=[member.worker for member in members] or ([row.worker] if row.worker else []),
             devices=[member.device for member in members] or ([row.device] if row.device else []),
             rendezvous_endpoint=row.rendezvous_endpoint,
+            gatherings_missed=row.gatherings_missed or 0,
         )
 
 
@@ -317,7 +324,14 @@ class JobStore:
 
     def requeue_incomplete(self, lease: Lease) -> bool:
         """Running → queued, by the taker of a gang whose workers did not all join: it frees the ones that did."""
-        return self._leased(lease, status=QUEUED, worker=None, rendezvous_endpoint=None, heartbeat_at=utcnow())
+        return self._leased(
+            lease,
+            status=QUEUED,
+            worker=None,
+            rendezvous_endpoint=None,
+            heartbeat_at=utcnow(),
+            gatherings_missed=JobRow.gatherings_missed + 1,
+        )
 
     def heartbeat(self, lease: Lease) -> bool:
         """False once the job was queued again or finished: this worker must stop working on it."""
