@@ -15,6 +15,7 @@ from bncore.errors import Conflict, JobNotFound
 from bncore.naming import default_name
 from bncore.storage.database import Database, EpochRow, GangMemberRow, JobRow, utcnow
 from bncore.storage.pagination import newest_first
+from bncore.storage.records import record_from_row
 from bncore.training.epoch_metrics import EpochMetrics
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -95,23 +96,9 @@ class JobRecord:
     def from_row(cls, row: JobRow) -> "JobRecord":
         # None while queued again, as `worker` is: a new attempt gathers a new gang.
         members = [member for member in row.members if member.attempt == row.attempts] if row.worker else []
-        return cls(
-            id=row.id,
-            status=row.status,
-            spec=row.spec,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            epochs=row.epochs,
-            device=row.device,
-            worker=row.worker,
-            model_id=row.model_id,
-            cancel_requested=row.cancel_requested,
-            attempts=row.attempts,
-            heartbeat_at=row.heartbeat_at,
-            resumed_from_epoch=row.resumed_from_epoch,
-            owner=row.owner,
-            recalibration=row.recalibration,
+        return record_from_row(
+            cls,
+            row,
             name=row.name or default_name(row.spec),
             error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
             metrics=[
@@ -120,10 +107,8 @@ class JobRecord:
                 )
                 for m in row.metrics
             ],
-            best_epoch=row.best_epoch,
             workers=[member.worker for member in members] or ([row.worker] if row.worker else []),
             devices=[member.device for member in members] or ([row.device] if row.device else []),
-            rendezvous_endpoint=row.rendezvous_endpoint,
             gatherings_missed=row.gatherings_missed or 0,
         )
 
