@@ -152,7 +152,10 @@ class JobOut(BaseModel):
         "first; several for a job spanning `resources.workers` workers (those that joined so far, while it gathers them)",
     )
     devices: list[str] = Field([], description="each of `workers`' device, in the same order")
-    attempts: int = Field(description="workers that took the job; more than 1 after a worker was lost")
+    attempts: int = Field(
+        description="times a worker took the job; more than 1 after a worker was lost, or after a job spanning "
+        "several workers went back to the queue for want of free ones"
+    )
     world_size: int = Field(1, description="processes that train the job together (processes × workers); 1: no data parallelism")
     resumed_from_epoch: int | None = Field(description="the checkpoint the last attempt went on from, if any")
     best_epoch: int | None = Field(
