@@ -91,3 +91,44 @@ def test_an_error_response_names_its_request_id(service: RunningService, client:
     assert response.status_code == 404
     assert response.json()["error"]["request_id"] == "trace-404"
     assert access_line(service, "trace-404")["status"] == 404
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_a_workers_resource_tracker_writes_its_plain_text_warnings_nowhere_the_logs_go(service: RunningService) -> None:
+    """A killed worker's tracker warns about the semaphores of its data-parallel jobs it cleans up: not into the logs."""
+    if service.workers:
+        workers = [process.pid for process in service.workers.values()]
+    else:
+        assert service.api is not None
+        workers = [pid for pid in children(service.api.pid) if " -m worker" in command_line(pid)]
+    assert workers
+    for worker in workers:
+        tracker = tracker_of(worker)
+        assert Path(f"/proc/{tracker}/fd/2").resolve() == Path("/dev/null")
+
+
+def tracker_of(worker: int, timeout: float = 60) -> int:
+    """The worker's resource tracker, once the worker has started it (it may still be importing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        trackers = [pid for pid in children(worker) if "resource_tracker" in command_line(pid)]
+        if trackers:
+            return trackers[0]
+        time.sleep(0.1)
+    raise AssertionError(f"worker {worker} started no resource tracker in {timeout}s")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import celery.apps.worker
@@ -74,6 +75,23 @@ def say_as_json(message: str, stream: object = None) -> None:
     os.write(2, (json.dumps(line) + "\n").encode())
 
 
+def start_resource_tracker_without_stderr() -> None:
+    """multiprocessing's resource tracker, which a data-parallel job's processes share, started with stderr on /dev/null.
+
+    It inherits stderr, and when its worker dies (killed, say) it warns there in plain text about the
+    semaphores it cleans up, breaking the logs' one JSON object per line. Started first, here, it is the
+    one every later job uses.
+    """
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["healthcheck"]:
         sys.exit(healthcheck(argv[1:]))
@@ -83,6 +101,7 @@ def main(argv: list[str]) -> None:
     setup_logging.connect(lambda **_: None, weak=False)
     if settings.log_format == "json":
         celery.apps.worker.safe_say = say_as_json
+        start_resource_tracker_without_stderr()
     if parent := os.environ.get(PARENT_PID_VARIABLE):
         in_background(lambda: exit_with_parent(int(parent)), "parent-watch")
     # Celery names the node (`--hostname`, `%h` expanded) as the worker starts: that names its alive file.
