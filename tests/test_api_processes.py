@@ -37,15 +37,20 @@ class TwoProcesses:
     def client(self, who: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {KEYS[who]['key']}"}, timeout=60)
 
-    def round(self, who: str, send: Callable[[httpx.Client, dict[str, str]], httpx.Response]) -> list[tuple[httpx.Response, int]]:
-        """ROUND requests at once, each on a connection of its own: each response with the pid that answered."""
+    def round(
+        self, who: str, send: Callable[[httpx.Client, dict[str, str]], httpx.Response], at_once: bool = True
+    ) -> list[tuple[httpx.Response, int]]:
+        """ROUND requests, each on a connection of its own: each response with the pid that answered.
+
+        At once, or one after the other (`at_once=False`): then each process's answers are in the order it gave them.
+        """
 
         def one(_: int) -> tuple[str, httpx.Response]:
             request_id = f"test-{uuid.uuid4().hex}"
             with self.client(who) as client:
                 return request_id, send(client, {"X-Request-ID": request_id})
 
-        with ThreadPoolExecutor(ROUND) as pool:
+        with ThreadPoolExecutor(ROUND if at_once else 1) as pool:
             sent = list(pool.map(one, range(ROUND)))
         pids = pids_of_requests(self.log, {request_id for request_id, _ in sent})
         return [(response, pids[request_id]) for request_id, response in sent]
@@ -132,7 +137,7 @@ def test_a_deleted_model_is_refused_by_both_processes(service: TwoProcesses, mod
     # MODEL_RECHECK_SECONDS=1: past it, no process serves the model; rounds until both have said 404.
     statuses_by_pid: dict[int, list[int]] = {}
     for _ in range(20):
-        for response, pid in service.round("bob", predict(model_id, rows=1)):
+        for response, pid in service.round("bob", predict(model_id, rows=1), at_once=False):
             statuses_by_pid.setdefault(pid, []).append(response.status_code)
         if len(statuses_by_pid) == 2 and all(statuses[-1] == 404 for statuses in statuses_by_pid.values()):
             break
