@@ -109,7 +109,6 @@ class JobRecord:
             ],
             workers=[member.worker for member in members] or ([row.worker] if row.worker else []),
             devices=[member.device for member in members] or ([row.device] if row.device else []),
-            gatherings_missed=row.gatherings_missed or 0,
         )
 
 
@@ -145,6 +144,11 @@ def new_job_row(
 def dataset_is(spec: Any, dataset: str) -> ColumnElement[bool]:
     """The stored spec's `dataset.name` or `dataset.id` is `dataset`."""
     return or_(spec[("dataset", "name")].as_string() == dataset, spec[("dataset", "id")].as_string() == dataset)
+
+
+def _current(lease: Lease) -> tuple[ColumnElement[bool], ...]:
+    """Where the job is running on the attempt `lease` names: what every write of that attempt requires."""
+    return (JobRow.id == lease.job_id, JobRow.status == RUNNING, JobRow.attempts == lease.attempt)
 
 
 class JobStore:
@@ -262,9 +266,7 @@ class JobStore:
         """Publish the rendezvous endpoint of the attempt's gang, with its taker as member 0; False once lost."""
         with self.db.session() as session, session.begin():
             held = session.execute(
-                update(JobRow)
-                .where(JobRow.id == lease.job_id, JobRow.status == RUNNING, JobRow.attempts == lease.attempt)
-                .values(rendezvous_endpoint=endpoint, heartbeat_at=utcnow())
+                update(JobRow).where(*_current(lease)).values(rendezvous_endpoint=endpoint, heartbeat_at=utcnow())
             ).rowcount
             if held:
                 session.add(GangMemberRow(job_id=lease.job_id, attempt=lease.attempt, member=0, worker=worker, device=device))
@@ -276,9 +278,7 @@ class JobStore:
             with self.db.session() as session, session.begin():
                 gathering = session.scalar(
                     select(JobRow.id).where(
-                        JobRow.id == lease.job_id,
-                        JobRow.status == RUNNING,
-                        JobRow.attempts == lease.attempt,
+                        *_current(lease),
                         JobRow.rendezvous_endpoint.is_not(None),
                     )
                 )
@@ -302,9 +302,7 @@ class JobStore:
     def is_current(self, lease: Lease) -> bool:
         """Whether the attempt `lease` names still runs: a member that is not the job's taker asks this."""
         with self.db.session() as session:
-            held = session.scalar(
-                select(JobRow.id).where(JobRow.id == lease.job_id, JobRow.status == RUNNING, JobRow.attempts == lease.attempt)
-            )
+            held = session.scalar(select(JobRow.id).where(*_current(lease)))
             return held is not None
 
     def requeue_incomplete(self, lease: Lease) -> bool:
@@ -328,11 +326,7 @@ class JobStore:
     def record_epochs(self, lease: Lease, epochs: list[EpochMetrics]) -> None:
         """In one transaction; an epoch recorded before, by an attempt that lost the job, is replaced."""
         with self.db.session() as session, session.begin():
-            held = session.execute(
-                update(JobRow)
-                .where(JobRow.id == lease.job_id, JobRow.status == RUNNING, JobRow.attempts == lease.attempt)
-                .values(heartbeat_at=utcnow())
-            ).rowcount
+            held = session.execute(update(JobRow).where(*_current(lease)).values(heartbeat_at=utcnow())).rowcount
             if not held:
                 raise LeaseLost(lease)
             # Delete then insert rather than merge, which selects each row first: two statements for any number.
