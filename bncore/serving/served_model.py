@@ -91,11 +91,14 @@ def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor)
     if _finite(logits, seen):
         drift.record(len(raw_inputs), seen)
         return _Answer(Prediction.from_logits(logits), [])
-    # Rare: find the rows that overflow, one at a time (inference never depends on the rest of the batch).
-    overflowed = [row for row in range(len(raw_inputs)) if not _finite(*_observed_forward(graph, raw_inputs[row : row + 1]))]
-    kept = sorted(set(range(len(raw_inputs))) - set(overflowed))
-    if kept:
-        drift.record(len(kept), _observed_forward(graph, raw_inputs[kept])[1])
+    # Rare: each row alone (inference never depends on the rest of the batch); the finite ones are recorded.
+    overflowed = []
+    for row in range(len(raw_inputs)):
+        row_logits, row_seen = _observed_forward(graph, raw_inputs[row : row + 1])
+        if _finite(row_logits, row_seen):
+            drift.record(1, row_seen)
+        else:
+            overflowed.append(row)
     return _Answer(Prediction.from_logits(logits), overflowed)
 
 
