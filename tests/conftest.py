@@ -35,6 +35,9 @@ MODELS_KEPT = {"MODEL_RECHECK_SECONDS": "3600"}
 GANG_JOIN_TIMEOUT = {"GANG_JOIN_TIMEOUT_SECONDS": "15"}
 # Two workers and the API share this machine's cores: one torch thread each keeps them from thrashing.
 ONE_THREAD_EACH = {"TORCH_THREADS": "1"} if MODE == "distributed" else {}
+# The session's service takes every test's jobs, more than 60 a minute on a fast machine; the limit
+# itself is tested on a service of its own (test_api_keys.py).
+NO_SUBMISSION_LIMIT = {"JOB_SUBMISSIONS_PER_MINUTE": "100000"}
 
 
 @dataclass
@@ -144,6 +147,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService
         **MODELS_KEPT,
         **ONE_THREAD_EACH,
         **GANG_JOIN_TIMEOUT,
+        **NO_SUBMISSION_LIMIT,
     }
     running = RunningService(data_dir=data_dir, env=env)
     with ExitStack() as stack:
