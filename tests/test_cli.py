@@ -9,11 +9,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import tomllib
 from sklearn.datasets import load_digits
 
-from tests.support.jobs import job_request, long_job, train, wait_for
-from tests.support.processes import ROOT, free_port, stop, wait_ready
+from tests.support.jobs import job_request, long_job, submit, train, wait_for
+from tests.support.processes import ROOT, free_port, own_service, stop, wait_ready
 from tests.support.uploads import iris_csv
 
 IRIS_SPEC = """\
@@ -295,6 +296,28 @@ def test_serve_starts_the_api_with_its_options(tmp_path: Path) -> None:
         assert (data_dir / "bnjobs.sqlite3").exists()
     finally:
         stop(process)
+
+
+@pytest.mark.embedded_only
+def test_a_worker_started_by_bnjobs_trains_the_services_jobs(tmp_path: Path) -> None:
+    """An API without workers, and one started with `bnjobs worker --hostname`, as docs/sdk-cli.md shows."""
+    env = {"DATA_DIR": str(tmp_path)}
+    with own_service(tmp_path, {"EMBEDDED_WORKERS": "0", **env}) as url, httpx.Client(base_url=url, timeout=60) as client:
+        job = submit(client, job_request(dataset={"name": "iris"}, model={"num_classes": 3}, training={"epochs": 1}))
+        with (tmp_path / "worker.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bnjobs", "worker", "--hostname", "cli-1@%h"],
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            finished = wait_for(client, job["id"], timeout=120)
+        finally:
+            stop(worker)
+    assert finished["status"] == "succeeded", finished
+    assert finished["worker"].startswith("cli-1@"), finished["worker"]
 
 
 def test_the_bnjobs_console_script_is_declared() -> None:

@@ -1,10 +1,10 @@
-"""The curl and SDK examples of README.md and every docs/*.md page, run as written against the running service.
+"""The curl, `bnjobs` and SDK examples of README.md and every docs/*.md page, run as written against the running service.
 
 Placeholders (JOB_ID, MODEL_ID, …) become real ids; DATASET_ID is the upload the page made just before
 (or one made for it). Commands that change something a later example needs (cancel, delete) get a
 throwaway job, model or dataset of their own, and whatever a page starts is cancelled at once so that it
 does not hold up the workers. The `.venv/bin/python -c` commands that make data files run too, and the
-`grep`s that read what a curl wrote. A shell command or block that cannot run here is excluded below,
+`grep`s that read what a curl wrote; a YAML block headed `# NAME.yaml` is the file a command names. A shell command or block that cannot run here is excluded below,
 with the reason; anything else a page adds is run, or fails the test until it is excluded.
 """
 
@@ -30,7 +30,7 @@ DOCS_PYTHON = ".venv/bin/python -c "
 PLACEHOLDER = re.compile(r"\b[A-Z]+_ID\b")
 PAGES = ["README.md", *sorted(str(page.relative_to(ROOT)) for page in (ROOT / "docs").glob("*.md"))]
 
-RUN_PREFIXES = ("curl ", DOCS_PYTHON, "grep ")
+RUN_PREFIXES = ("curl ", DOCS_PYTHON, "grep ", "bnjobs ")
 # Shell commands the pages show but this test cannot run, by how they start, each with the reason.
 NOT_RUN = {
     "make ": "installs, starts the service or runs the whole suite: what this test session itself does",
@@ -41,7 +41,8 @@ NOT_RUN = {
     ".venv/bin/python -m worker": "starts a worker: tests/conftest.py starts the same command in distributed mode",
     "WORKER_QUEUES=gpu,any .venv/bin/python -m worker": "starts a GPU worker, and no GPU is here",
     "docker compose": "needs Docker; tests/test_deployment_files.py checks what compose runs",
-    "bnjobs ": "the `bnjobs` command: tests/test_cli.py runs it against a real service",
+    "bnjobs serve": "starts the API: tests/test_cli.py::test_serve_starts_the_api_with_its_options runs it",
+    "bnjobs worker": "starts a worker: tests/test_cli.py::test_a_worker_started_by_bnjobs_trains_the_services_jobs runs it",
 }
 # Fenced blocks that are neither run nor data, by their language, each with the reason.
 NOT_RUN_FENCES = {"console": "a transcript: commands with the output they print"}
@@ -58,6 +59,15 @@ class CurlExample:
     @property
     def changes_its_target(self) -> bool:
         return self.method == "DELETE" or self.path.endswith("/cancel")
+
+
+@dataclass(frozen=True)
+class CliExample:
+    command: str  # bnjobs …
+
+    @property
+    def changes_its_target(self) -> bool:
+        return bool({"cancel", "rm"} & set(self.command.split()[:3]))
 
 
 def read(page: str) -> str:
@@ -88,8 +98,18 @@ def sh_commands(markdown: str) -> Iterator[str]:
 
 
 def runnable_commands(page: str) -> list[str]:
-    """A page's commands this test runs, in order: curl, the python one-liners that make data files, grep."""
-    return [command for command in sh_commands(read(page)) if command.startswith(RUN_PREFIXES)]
+    """A page's commands this test runs, in order: curl, bnjobs, the python one-liners that make data files, grep."""
+    return [
+        command
+        for command in sh_commands(read(page))
+        if command.startswith(RUN_PREFIXES) and not command.startswith(tuple(NOT_RUN))
+    ]
+
+
+def write_named_yaml_files(page: str, folder: Path) -> None:
+    for language, block in fenced_blocks(read(page)):
+        if language == "yaml" and (name := re.fullmatch(r"# ([\w.-]+\.yaml)", block.split("\n", 1)[0])):
+            (folder / name.group(1)).write_text(block)
 
 
 def python_blocks(page: str) -> list[str]:
@@ -206,7 +226,7 @@ class Ids:
         if example.method == "POST" and example.path == "/v1/datasets":
             self.shared["DATASET_ID"] = json.loads(output)["id"]
 
-    def fill(self, example: CurlExample) -> str:
+    def fill(self, example: CurlExample | CliExample) -> str:
         def replace(match: re.Match[str]) -> str:
             name = match.group()
             return self.throwaway(name) if example.changes_its_target else self.shared_id(name)
@@ -223,7 +243,10 @@ def ids(service: RunningService, digits_model: dict) -> Iterator[Ids]:
 def run_command(command: str, service: RunningService, cwd: Path) -> str:
     command = command.replace(DOCS_URL, service.url).replace("curl ", "curl --fail-with-body --max-time 120 ", 1)
     command = command.replace(DOCS_PYTHON, f"{sys.executable} -c ", 1)
-    result = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=150)
+    if command.startswith("bnjobs "):
+        command = f"{sys.executable} -m bnjobs --url {service.url} " + command.removeprefix("bnjobs ")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -252,16 +275,20 @@ def assert_downloaded(example: CurlExample, before: set[Path], cwd: Path) -> Non
         assert new and all(path.stat().st_size > 0 for path in new), example.command
 
 
-PAGES_WITH_CURL = [page for page in PAGES if curl_examples(page)]
+PAGES_WITH_SHELL = [page for page in PAGES if runnable_commands(page)]
 PAGES_WITH_PYTHON = [page for page in PAGES if python_blocks(page)]
 
 
-@pytest.mark.parametrize("page", PAGES_WITH_CURL)
-def test_the_curl_examples_work_as_written(
+@pytest.mark.parametrize("page", PAGES_WITH_SHELL)
+def test_the_shell_examples_work_as_written(
     page: str, service: RunningService, client: httpx.Client, ids: Ids, tmp_path: Path
 ) -> None:
+    write_named_yaml_files(page, tmp_path)
     examples = {example.command: example for example in curl_examples(page)}
     for command in runnable_commands(page):
+        if command.startswith("bnjobs "):
+            run_command(ids.fill(CliExample(command)), service, tmp_path)
+            continue
         if command not in examples:
             run_command(command, service, tmp_path)
             continue
@@ -293,7 +320,10 @@ def test_the_python_examples_run_as_written(page: str, service: RunningService, 
 
 def test_the_pages_with_examples_are_the_readme_and_the_docs() -> None:
     """A page whose examples vanished from the run (a renamed fence, a lost block) fails here."""
-    assert {"README.md", "docs/api.md", "docs/bn-serving.md", "docs/operations.md"} <= set(PAGES_WITH_CURL)
+    assert {"README.md", "docs/api.md", "docs/bn-serving.md", "docs/operations.md"} <= {
+        page for page in PAGES if curl_examples(page)
+    }
+    assert len([command for command in runnable_commands("docs/sdk-cli.md") if command.startswith("bnjobs ")]) >= 10
     assert {"README.md", "docs/api.md", "docs/sdk-cli.md"} <= set(PAGES_WITH_PYTHON)
 
 
