@@ -4,8 +4,9 @@ Placeholders (JOB_ID, MODEL_ID, …) become real ids; DATASET_ID is the upload t
 (or one made for it). Commands that change something a later example needs (cancel, delete) get a
 throwaway job, model or dataset of their own, and whatever a page starts is cancelled at once so that it
 does not hold up the workers. The `.venv/bin/python -c` commands that make data files run too, and the
-`grep`s that read what a curl wrote; a YAML block headed `# NAME.yaml` is the file a command names. A shell command or block that cannot run here is excluded below,
-with the reason; anything else a page adds is run, or fails the test until it is excluded.
+`grep`s that read what a curl wrote; a YAML block headed `# NAME.yaml` is the file a command names. A
+shell command or block that cannot run here is excluded below, with the reason; anything else a page
+adds is run, or fails the test until it is excluded.
 """
 
 import json
