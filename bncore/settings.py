@@ -1,8 +1,9 @@
 """Every setting of the service, API and workers alike, read from the environment."""
 
+from dataclasses import MISSING, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -170,3 +171,19 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+Record = TypeVar("Record")
+
+
+def from_settings(record: type[Record], settings: Settings, prefix: str = "") -> Record:
+    """The dataclass `record` with each field that has no default read from the setting `prefix` + its name.
+
+    A part's settings are named as the setting they come from, so that this one place reads them all.
+    """
+    values: dict[str, Any] = {
+        field.name: getattr(settings, prefix + field.name)
+        for field in fields(record)  # type: ignore[arg-type]
+        if field.default is MISSING and field.default_factory is MISSING
+    }
+    return record(**values)

@@ -332,7 +332,12 @@ class DriftOut(BaseModel):
             model_id=model_id,
             since=report.since,
             samples_seen=report.samples_seen,
-            thresholds=DriftThresholdsOut.model_validate(report.thresholds, from_attributes=True),
+            thresholds=DriftThresholdsOut(
+                mean_shift=report.thresholds.mean_shift_threshold,
+                variance_ratio_min=report.thresholds.variance_ratio_min,
+                variance_ratio_max=report.thresholds.variance_ratio_max,
+                min_samples=report.thresholds.min_samples,
+            ),
             drifted=report.drifted,
             layers=[LayerDriftOut.model_validate(layer, from_attributes=True) for layer in report.layers],
         )

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bncore.jobs.execution import RunLimits, run_job, train_model
-from bncore.settings import Settings
+from bncore.settings import Settings, from_settings
 from bncore.specs import JobSpec
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database
@@ -21,7 +21,7 @@ from tests.support.jobs import job_request
 from tests.support.stores import stores_in
 
 EPOCHS = 5
-LIMITS = RunLimits.from_settings(Settings())  # a worker's, as the settings' defaults make them
+LIMITS = from_settings(RunLimits, Settings())  # a worker's, as the settings' defaults make them
 
 
 class CountingStore(ArtifactStore):

@@ -17,7 +17,7 @@ from bncore.storage.drift_store import LayerMoments, PublishedMoments
 from tests.support.jobs import job_request, train
 from tests.support.trained_models import ARCHITECTURES, digits_inputs, train_digits
 
-THRESHOLDS = DriftThresholds(mean_shift=0.5, variance_ratio_min=0.5, variance_ratio_max=2.0, min_samples=100)
+THRESHOLDS = DriftThresholds(mean_shift_threshold=0.5, variance_ratio_min=0.5, variance_ratio_max=2.0, min_samples=100)
 
 
 def test_training_like_inputs_keep_every_layer_calm_and_shifted_inputs_raise_the_alarm(client: httpx.Client) -> None:
@@ -133,7 +133,7 @@ def test_a_handful_of_odd_samples_is_not_yet_called_drift() -> None:
     served.predict(odd[99:])
     late = served.drift.report(THRESHOLDS)
 
-    assert early.samples_seen == 99 and early.layers[0].mean_shift > THRESHOLDS.mean_shift and not early.drifted
+    assert early.samples_seen == 99 and early.layers[0].mean_shift > THRESHOLDS.mean_shift_threshold and not early.drifted
     assert late.samples_seen == 150 and late.drifted and all(layer.drifted for layer in late.layers)
 
 

@@ -15,7 +15,7 @@ from bncore.data.builtin import Dataset
 from bncore.data.catalog import DatasetCatalog
 from bncore.jobs.execution import RunLimits, run_job
 from bncore.jobs.recovery import recover_lost_jobs
-from bncore.settings import Settings
+from bncore.settings import Settings, from_settings
 from bncore.specs import DatasetRef
 from bncore.storage.job_store import JobRecord
 from bncore.storage.model_store import ModelRecord
@@ -25,7 +25,7 @@ from tests.support.stores import stores_in
 
 STALE_SECONDS = 0.5  # the recovery loop's JOB_STALE_SECONDS, ten heartbeats
 LIMITS = replace(
-    RunLimits.from_settings(Settings()), heartbeat_seconds=STALE_SECONDS / 10, control_poll_seconds=0.0, metrics_seconds=0.0
+    from_settings(RunLimits, Settings()), heartbeat_seconds=STALE_SECONDS / 10, cancel_poll_seconds=0.0, metrics_seconds=0.0
 )
 
 

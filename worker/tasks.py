@@ -10,7 +10,7 @@ from celery import Celery, Task
 from bncore.jobs.dispatch import Dispatch, JoinRequest
 from bncore.jobs.execution import RunLimits, run_job
 from bncore.jobs.gangs import join_job
-from bncore.settings import Settings
+from bncore.settings import Settings, from_settings
 from bncore.storage.wiring import build_stores
 from bncore.structured_logs import log_context
 
@@ -41,7 +41,7 @@ def add_tasks(app: Celery, settings: Callable[[], Settings]) -> None:
         started = time.monotonic()
         with log_context(job_id=job_id):
             log.info("job %s: taken by this worker", job_id)
-            limits = RunLimits.from_settings(settings())
+            limits = from_settings(RunLimits, settings())
             run_job(job_id, stores(), worker=task.request.hostname or "unknown", limits=limits, dispatch=dispatch(app))
             log.info("job %s: worker done after %.1f s", job_id, time.monotonic() - started)
 
@@ -54,6 +54,6 @@ def add_tasks(app: Celery, settings: Callable[[], Settings]) -> None:
                 request,
                 stores(),
                 worker=task.request.hostname or "unknown",
-                limits=RunLimits.from_settings(settings()),
+                limits=from_settings(RunLimits, settings()),
                 pass_on=lambda: dispatch(app).send_join(request, queue, PASS_ON_SECONDS),
             )

@@ -26,8 +26,10 @@ MAX_INFLATION = 4
 
 @dataclass(frozen=True)
 class UploadLimits:
-    max_bytes: int
-    max_features: int
+    """Named as the settings they come from: `from_settings(UploadLimits, settings)`."""
+
+    max_upload_bytes: int
+    max_dataset_features: int
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,8 @@ def detect_format(filename: str | None) -> Format:
 def parse_upload(content: bytes, filename: str | None, label_column: str | None, limits: UploadLimits) -> ParsedDataset:
     """The dataset in `content`, validated; the format follows the file name's extension."""
     file_format = detect_format(filename)
-    if len(content) > limits.max_bytes:
-        raise PayloadTooLarge("file", f"the file is larger than this service's limit of {limits.max_bytes:,} bytes")
+    if len(content) > limits.max_upload_bytes:
+        raise PayloadTooLarge("file", f"the file is larger than this service's limit of {limits.max_upload_bytes:,} bytes")
     if not content:
         raise InvalidField("file", "the file is empty")
     if file_format == "csv":
@@ -92,8 +94,8 @@ def _read_csv(content: bytes, label_column: str | None, limits: UploadLimits) ->
     width = len(rows[0][1])
     if width < 2:
         raise InvalidField("file", "a CSV needs at least two columns: one or more features, then the label")
-    if width - 1 > min(limits.max_features, MAX_DIMENSION):
-        raise InvalidField("file", f"{width - 1:,} feature columns; at most {min(limits.max_features, MAX_DIMENSION):,}")
+    if width - 1 > min(limits.max_dataset_features, MAX_DIMENSION):
+        raise InvalidField("file", f"{width - 1:,} feature columns; at most {min(limits.max_dataset_features, MAX_DIMENSION):,}")
     for number, row in data:
         if len(row) != width:
             raise InvalidField("file", f"line {number} has {len(row)} columns, the first row has {width}")
@@ -176,8 +178,10 @@ def _read_npz(content: bytes, limits: UploadLimits) -> tuple[np.ndarray, np.ndar
             inflated = sum(member.file_size for member in archive.infolist())
     except (zipfile.BadZipFile, ValueError, OSError):
         raise InvalidField("file", "not a valid .npz file (an NPZ is a zip archive of .npy arrays)") from None
-    if inflated > MAX_INFLATION * limits.max_bytes:
-        raise PayloadTooLarge("file", f"the archive inflates to {inflated:,} bytes; at most {MAX_INFLATION * limits.max_bytes:,}")
+    if inflated > MAX_INFLATION * limits.max_upload_bytes:
+        raise PayloadTooLarge(
+            "file", f"the archive inflates to {inflated:,} bytes; at most {MAX_INFLATION * limits.max_upload_bytes:,}"
+        )
     try:
         with np.load(io.BytesIO(content), allow_pickle=False) as arrays:
             missing = [key for key in ("x", "y") if key not in arrays.files]
@@ -201,10 +205,11 @@ def _read_npz(content: bytes, limits: UploadLimits) -> tuple[np.ndarray, np.ndar
         raise InvalidField("file", f"`x` is shaped {x.shape}; expected (N, features), (N, H, W) or (N, C, H, W)")
     if y.shape != (len(x),):
         raise InvalidField("file", f"`y` is shaped {y.shape}; expected ({len(x)},), one label per sample of `x`")
-    if max(x.shape[1:]) > MAX_DIMENSION or math.prod(x.shape[1:]) > limits.max_features:
+    if max(x.shape[1:]) > MAX_DIMENSION or math.prod(x.shape[1:]) > limits.max_dataset_features:
         raise InvalidField(
             "file",
-            f"samples shaped {list(x.shape[1:])}; at most {limits.max_features:,} values and {MAX_DIMENSION} along each side",
+            f"samples shaped {list(x.shape[1:])}; "
+            f"at most {limits.max_dataset_features:,} values and {MAX_DIMENSION} along each side",
         )
     _enough(len(x))
     with np.errstate(over="ignore"):

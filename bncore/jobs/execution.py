@@ -20,7 +20,6 @@ from bncore.errors import ArtifactUnavailable, DatasetUnavailable
 from bncore.jobs.background import EpochRecorder, heartbeat
 from bncore.jobs.dispatch import Dispatch, JoinRequest
 from bncore.jobs.recalibration import recalibrate
-from bncore.settings import Settings
 from bncore.specs import JobSpec, Recalibration
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.job_store import JobStore, Lease, LeaseLost
@@ -47,25 +46,15 @@ class JobTimedOut(TrainingInterrupted):
 
 @dataclass(frozen=True)
 class RunLimits:
-    time_limit_seconds: float
-    heartbeat_seconds: float
-    control_poll_seconds: float  # how often a running job looks for a cancel request
-    checkpoint_seconds: float  # the least time between two checkpoints; 0: after every epoch
-    metrics_seconds: float = 0.5  # the least time between two writes of epoch metrics (EpochRecorder)
-    gang_join_timeout_seconds: int = 60  # for every worker of a job spanning several to join its gang
-    gang_host: str = "127.0.0.1"  # this worker's address, as the other workers of such a gang reach it
+    """A worker's limits, named as the settings they come from (`from_settings(RunLimits, settings)`)."""
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "RunLimits":
-        """A worker's limits, read from settings here and nowhere else."""
-        return cls(
-            settings.job_time_limit_seconds,
-            settings.heartbeat_seconds,
-            settings.cancel_poll_seconds,
-            settings.checkpoint_seconds,
-            gang_join_timeout_seconds=settings.gang_join_timeout_seconds,
-            gang_host=settings.gang_host,
-        )
+    job_time_limit_seconds: float
+    heartbeat_seconds: float
+    cancel_poll_seconds: float  # how often a running job looks for a cancel request
+    checkpoint_seconds: float  # the least time between two checkpoints; 0: after every epoch
+    gang_join_timeout_seconds: int  # for every worker of a job spanning several to join its gang
+    gang_host: str  # this worker's address, as the other workers of such a gang reach it
+    metrics_seconds: float = 0.5  # the least time between two writes of epoch metrics (EpochRecorder); no setting
 
 
 @dataclass(frozen=True)
@@ -124,10 +113,10 @@ def _interrupt(lease: Lease, jobs: JobStore, limits: RunLimits, lost: threading.
         if lost.is_set():
             raise LeaseLost(lease)
         now = time.monotonic()
-        if now - last_poll < limits.control_poll_seconds:
+        if now - last_poll < limits.cancel_poll_seconds:
             return
         last_poll = now
-        if now - started > limits.time_limit_seconds:
+        if now - started > limits.job_time_limit_seconds:
             raise JobTimedOut()
         if jobs.is_cancel_requested(lease.job_id):
             raise JobCancelled()
@@ -165,7 +154,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits, dispatc
     if job.recalibration is None:
         spec = JobSpec.model_validate(job.spec)
         if spec.training.time_limit_seconds is not None:
-            limits = replace(limits, time_limit_seconds=min(limits.time_limit_seconds, spec.training.time_limit_seconds))
+            limits = replace(limits, job_time_limit_seconds=min(limits.job_time_limit_seconds, spec.training.time_limit_seconds))
         work = partial(_train, spec, device, _resume_point(lease, stores), limits)
     else:
         work = partial(_recalibrate, Recalibration.model_validate(job.recalibration))
@@ -193,7 +182,7 @@ def run_job(job_id: str, stores: Stores, worker: str, limits: RunLimits, dispatc
     except JobCancelled:
         jobs.mark_cancelled(lease)
     except JobTimedOut:
-        jobs.fail(job_id, "timeout", f"the job ran past its time limit of {limits.time_limit_seconds:g} s", lease)
+        jobs.fail(job_id, "timeout", f"the job ran past its time limit of {limits.job_time_limit_seconds:g} s", lease)
     except TrainingDiverged as error:
         jobs.fail(job_id, "diverged", str(error), lease)
     except DatasetUnavailable as error:

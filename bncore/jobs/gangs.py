@@ -76,7 +76,7 @@ def _attempt_watch(lease: Lease, stores: Stores, limits: RunLimits) -> Callable[
     def interrupt() -> None:
         nonlocal last_poll
         now = time.monotonic()
-        if now - last_poll < limits.control_poll_seconds:
+        if now - last_poll < limits.cancel_poll_seconds:
             return
         last_poll = now
         if not stores.jobs.is_current(lease):

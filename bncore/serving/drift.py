@@ -15,25 +15,17 @@ import torch
 
 from bncore.bn.folding import GAMMA_FLOOR, PreBatchNorm, ServedBatchNorm
 from bncore.bn.moments import BatchMoments
-from bncore.settings import Settings
 from bncore.storage.drift_store import LayerMoments, PublishedMoments
 
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    mean_shift: float  # a layer drifts when its mean_shift is above this...
+    """Named as the settings they come from: `from_settings(DriftThresholds, settings, prefix="drift_")`."""
+
+    mean_shift_threshold: float  # a layer drifts when its mean_shift is above this...
     variance_ratio_min: float  # ...or its variance_ratio is outside [min, max]
     variance_ratio_max: float
     min_samples: int  # with fewer samples served nothing is flagged
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "DriftThresholds":
-        return cls(
-            settings.drift_mean_shift_threshold,
-            settings.drift_variance_ratio_min,
-            settings.drift_variance_ratio_max,
-            settings.drift_min_samples,
-        )
 
 
 @dataclass(frozen=True)
@@ -160,7 +152,7 @@ class DriftMonitor:
         ratio = (served.variance + bn.eps) / train_variance
         mean_shift, variance_ratio = shift[used].mean().item(), ratio[used].mean().item()
         drifted = served.samples >= thresholds.min_samples and (
-            mean_shift > thresholds.mean_shift
+            mean_shift > thresholds.mean_shift_threshold
             or not thresholds.variance_ratio_min <= variance_ratio <= thresholds.variance_ratio_max
         )
         return LayerDrift(name, served.samples, mean_shift, variance_ratio, drifted)

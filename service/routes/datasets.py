@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from bncore.data.builtin import list_datasets
 from bncore.data.uploads import UploadLimits, parse_upload
 from bncore.free_text import ONE_LINE, TEXT
+from bncore.settings import from_settings
 from bncore.storage.dataset_store import DatasetStore
 from service.auth import Caller, Trainer
 from service.deps import ServicesDep
@@ -72,9 +73,7 @@ def upload_dataset(
     under its sha256."""
     settings = services.settings
     content = file.file.read(settings.max_upload_bytes + 1)
-    parsed = parse_upload(
-        content, file.filename, label_column, UploadLimits(settings.max_upload_bytes, settings.max_dataset_features)
-    )
+    parsed = parse_upload(content, file.filename, label_column, from_settings(UploadLimits, settings))
     record = store.add(parsed, caller.owner, name or _default_name(file.filename), description)
     response.headers["Location"] = f"/v1/datasets/{record.id}"
     return DatasetOut.from_record(record)

@@ -13,7 +13,7 @@ from bncore.jobs.recalibration import check_recalibration
 from bncore.serving.drift import DriftThresholds
 from bncore.serving.inputs import parse_inputs
 from bncore.serving.served_model import ServedModel
-from bncore.settings import Settings
+from bncore.settings import Settings, from_settings
 from bncore.specs import Recalibration, RecalibrationRequest
 from bncore.training.plots import batchnorm_png
 from service.auth import Inferrer, Reader, Trainer
@@ -141,7 +141,7 @@ def read_drift(model_id: str, model: ReadableModel, services: ServicesDep) -> Dr
 
     Counted over every API process: this one's moments now, the others' as they last published them.
     """
-    thresholds = DriftThresholds.from_settings(services.settings)
+    thresholds = from_settings(DriftThresholds, services.settings, prefix="drift_")
     report = services.drift.report(model_id, model, thresholds)
     return DriftOut.from_report(model_id, report, drift_note(model.trained.spec.model.normalization))
 
