@@ -25,14 +25,6 @@ MAX_INFLATION = 4
 
 
 @dataclass(frozen=True)
-class UploadLimits:
-    """Named as the settings they come from: `from_settings(UploadLimits, settings)`."""
-
-    max_upload_bytes: int
-    max_dataset_features: int
-
-
-@dataclass(frozen=True)
 class ParsedDataset:
     format: Format
     samples: np.ndarray  # (N, *input_shape) float32, all finite
@@ -42,6 +34,14 @@ class ParsedDataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.samples.shape[1:])
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Named as the settings they come from: `from_settings(UploadLimits, settings)`."""
+
+    max_upload_bytes: int
+    max_dataset_features: int
 
 
 def detect_format(filename: str | None) -> Format:
