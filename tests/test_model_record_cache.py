@@ -1,15 +1,25 @@
 """An API process serves cached models without reading their records each time, yet never a deleted one for long."""
 
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
+from bncore.errors import ModelNotFound
+from bncore.jobs.execution import RunLimits, run_job
+from bncore.serving.model_cache import ModelCache
+from bncore.settings import Settings, from_settings
+from bncore.storage.wiring import Stores
 from tests.conftest import RunningService
 from tests.support.jobs import job_request, train
 from tests.support.processes import free_port, start, stop, wait_ready
+from tests.support.stores import stores_in
 
 SAMPLE = {"inputs": [[0.0] * 64]}
 RECHECK_SECONDS = 1.0
+# As the API stores a job, planned: the input shape is the dataset's.
+DIGITS_JOB = job_request(model={"input_shape": [64]}, training={"epochs": 1}) | {"resources": {"device": "cpu"}}
 
 
 def test_a_model_deleted_through_this_api_stops_answering_at_once(client: httpx.Client) -> None:
@@ -46,3 +56,37 @@ def test_a_model_deleted_through_another_api_stops_answering_within_the_recheck_
             assert other.post(f"/v1/models/{model_id}/predict", json=SAMPLE).status_code == 404
     finally:
         stop(process)
+
+
+def alices_model(folder: Path) -> tuple[Stores, str]:
+    """Stores in `folder` with one model, trained in this process by a job of alice's."""
+    stores = stores_in(folder)
+    job, _ = stores.jobs.create(DIGITS_JOB, "alice")
+    run_job(job.id, stores, "worker-1", from_settings(RunLimits, Settings()))
+    return stores, stores.jobs.get(job.id).model_id
+
+
+def test_a_request_that_read_the_record_before_another_api_deleted_the_model_cannot_bring_it_back(tmp_path: Path) -> None:
+    """Two requests of one API process race a deletion made through another: the one that read the record
+    too late is refused, and from then on the other, which read it just before, is refused too."""
+    stores, model_id = alices_model(tmp_path)
+    cache = ModelCache(stores.artifacts, capacity=4, fold_batchnorm=True)
+    assert cache.load(stores.models, model_id, "alice") is not None  # cached
+
+    read_before = stores.models.get(model_id, "alice")  # the first request reads the record...
+    stores.models.delete(model_id)  # ...another API process deletes the model...
+    with pytest.raises(ModelNotFound):  # ...the second request reads no record: 404
+        cache.load(stores.models, model_id, "alice")
+    with pytest.raises(ModelNotFound):  # the first request's older record loads nothing after that 404
+        cache.get(read_before)
+    assert cache.lookup(model_id, "alice") is None
+
+
+def test_another_owners_request_for_a_model_does_not_evict_it(tmp_path: Path) -> None:
+    stores, model_id = alices_model(tmp_path)
+    cache = ModelCache(stores.artifacts, capacity=4, fold_batchnorm=True)
+    served = cache.load(stores.models, model_id, "alice")
+
+    with pytest.raises(ModelNotFound):
+        cache.load(stores.models, model_id, "mallory")
+    assert cache.lookup(model_id, "alice") is served

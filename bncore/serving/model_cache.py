@@ -9,7 +9,7 @@ from bncore.errors import ModelNotFound
 from bncore.serving.batching import NO_BATCHING, BatchingPolicy, BatchObserver
 from bncore.serving.served_model import ServedModel
 from bncore.storage.artifacts import ArtifactStore
-from bncore.storage.model_store import ModelRecord
+from bncore.storage.model_store import ModelRecord, ModelStore
 from bncore.training.trained_model import TrainedModel
 
 
@@ -78,6 +78,20 @@ class ModelCache:
     def count_hit(self) -> None:
         with self._lock:
             self._hits += 1
+
+    def load(self, models: ModelStore, model_id: str, owner: str | None) -> ServedModel:
+        """The served model of the record read now (`get`), ModelNotFound as `models.get` answers it.
+
+        A model found deleted is forgotten here for good, as `evict` does: a request of this process that read
+        its record before another process deleted it cannot bring it back after this one has been refused.
+        """
+        try:
+            record = models.get(model_id, owner)
+        except ModelNotFound:
+            if owner is None or not models.exists(model_id):
+                self.evict(model_id)
+            raise
+        return self.get(record)
 
     def get(self, record: ModelRecord) -> ServedModel:
         """The served model of a record just read from the database, loaded from its verified artifact on first use."""

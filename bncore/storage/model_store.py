@@ -78,6 +78,11 @@ class ModelStore:
                 raise ModelNotFound(model_id)
             return ModelRecord.from_row(row)
 
+    def exists(self, model_id: str) -> bool:
+        """Whether the model is stored, whoever owns it."""
+        with self.db.session() as session:
+            return session.get(ModelRow, model_id) is not None
+
     def page(
         self,
         limit: int,

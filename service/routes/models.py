@@ -59,7 +59,7 @@ async def served_model(services: Services, model_id: str, owner: str | None) -> 
     cached = services.cache.lookup(model_id, owner)
     if cached is not None:
         return cached
-    return await run_in_threadpool(lambda: services.cache.get(services.models.get(model_id, owner)))
+    return await run_in_threadpool(services.cache.load, services.models, model_id, owner)
 
 
 async def readable_model(model_id: str, services: ServicesDep, caller: Reader) -> ServedModel:
