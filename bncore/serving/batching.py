@@ -69,9 +69,12 @@ class _Request(Generic[Result]):
         self.result: Result | None = None
         self.error: BaseException | None = None
 
-    def answer(self) -> None:
+    def answer(self, running_loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Wake the caller; a coroutine's future is settled at once when `running_loop`, where this runs, is its own."""
         if self.answered is not None:
             self.answered.set()
+        elif self.future.get_loop() is running_loop:
+            _settle(self.future, self.result, self.error)  # no wake-up of the loop: its caller awaits a done future
         else:
             with contextlib.suppress(RuntimeError):  # its event loop is closed: nobody waits for the answer
                 self.future.get_loop().call_soon_threadsafe(_settle, self.future, self.result, self.error)
@@ -193,7 +196,7 @@ class DynamicBatcher(Generic[Result]):
                     elif successor.future is None:
                         successor.leads = True
                 for request in batch:
-                    request.answer()
+                    request.answer(on_loop)
             if successor is None:
                 return
             if successor.answered is not None:
