@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bncore.structured_logs import LOG_CONTEXT
+from bncore.structured_logs import LOG_CONTEXT, write_info_line
 from service.observability.metrics import UNMATCHED_ROUTE, ServiceMetrics
 from service.observability.request_id import HEADER, request_id_of
 
@@ -59,20 +59,11 @@ class RequestObserver:
             seconds = time.perf_counter() - started
             self.metrics.observe_request(scope["method"], route_template(scope), status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    extra={
-                        "fields": {
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "status": status,
-                            "duration_ms": round(seconds * 1000, 3),
-                        }
-                    },
-                )
+                method, path = scope["method"], scope["path"]
+                message = f"{method} {path} {status}"
+                fields = {"method": method, "path": path, "status": status, "duration_ms": round(seconds * 1000, 3)}
+                if not write_info_line(access_log, message, fields):
+                    access_log.info(message, extra={"fields": fields})
         # Only once the app returned: uvicorn logs an exception that escapes it after us, in this context,
         # and that traceback should carry the request id. Each request is a task of its own, so nothing leaks.
         LOG_CONTEXT.reset(token)
