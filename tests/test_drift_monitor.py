@@ -123,6 +123,27 @@ def test_folded_and_unfolded_monitors_report_the_statistics_bn_sees(architecture
         assert a.variance_ratio == pytest.approx(b.variance_ratio, rel=1e-4, abs=1e-4)
 
 
+def test_one_row_requests_add_up_to_the_statistics_bn_sees() -> None:
+    """One-row passes' values are summed together later (on a read, or once enough are waiting): none is lost."""
+    trained = train_digits(ARCHITECTURES["cnn"], epochs=1)
+    rows = digits_inputs(trained)[:300] * 1.5 - 2
+    served = ServedModel.of(trained, fold_batchnorm=True)
+
+    for row in range(150):
+        served.predict(rows[row : row + 1])
+    halfway = served.drift.statistics()
+    for row in range(150, 300):
+        served.predict(rows[row : row + 1])
+
+    for seen, count in ((halfway, 150), (served.drift.statistics(), 300)):
+        expected = recorded_bn_inputs(trained.network, (rows[:count] - trained.input_mean) / trained.input_std)
+        assert list(seen) == list(expected)
+        for name, values in expected.items():
+            assert seen[name].samples == count
+            np.testing.assert_allclose(seen[name].mean.numpy(), values.mean(axis=0), rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(seen[name].variance.numpy(), values.var(axis=0), rtol=1e-4, atol=1e-4)
+
+
 def test_a_handful_of_odd_samples_is_not_yet_called_drift() -> None:
     trained = train_digits(ARCHITECTURES["mlp"], epochs=1)
     served = ServedModel.of(trained, fold_batchnorm=True)

@@ -16,6 +16,8 @@ def feature_rows(activations: torch.Tensor) -> torch.Tensor:
 
     A view, not a copy, for 2-D and channels_last activations.
     """
+    if activations.dim() == 2:
+        return activations
     return activations.movedim(1, -1).reshape(-1, activations.shape[1])
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bncore.bn.folding import GAMMA_FLOOR, PreBatchNorm, ServedBatchNorm
-from bncore.bn.moments import BatchMoments
+from bncore.bn.moments import NUMPY_MOMENTS_VALUES, BatchMoments
 from bncore.storage.drift_store import LayerMoments, PublishedMoments
 
 
@@ -58,10 +58,15 @@ class FeatureStatistics:
     variance: torch.Tensor
 
 
+Seen = BatchMoments | torch.Tensor  # a pass's moments, or a small pass's feature rows (values, features) to sum later
+
+
 class _Moments:
     """Running moments of what one BN layer saw; the caller holds the monitor's lock.
 
     For a folded layer they are of the folded layer's output, and `unfold` turns them into those of BN's input.
+    Small passes' feature rows wait in `pending` and are summed together, before any reading and whenever
+    they reach NUMPY_MOMENTS_VALUES values: one sum for many one-row requests instead of one each.
     """
 
     def __init__(self, features: int, unfold: PreBatchNorm | None) -> None:
@@ -70,18 +75,37 @@ class _Moments:
         self.count = 0
         self.total = np.zeros(features)
         self.squares = np.zeros(features)
+        self.pending: list[torch.Tensor] = []
+        self.pending_values = 0
 
-    def add(self, samples: int, batch: BatchMoments) -> None:
+    def add(self, samples: int, seen: Seen) -> None:
         self.samples += samples
+        if isinstance(seen, BatchMoments):
+            self._add(seen)
+            return
+        self.pending.append(seen)
+        self.pending_values += seen.numel()
+        if self.pending_values >= NUMPY_MOMENTS_VALUES:
+            self.fold()
+
+    def fold(self) -> None:
+        """Sum the pending feature rows into the moments."""
+        if self.pending:
+            self._add(BatchMoments.of(torch.cat(self.pending)))
+            self.pending, self.pending_values = [], 0
+
+    def _add(self, batch: BatchMoments) -> None:
         self.count += batch.count
         self.total += batch.total
         self.squares += batch.squares
 
     def published(self) -> LayerMoments:
+        self.fold()
         return LayerMoments(self.samples, self.count, self.total.tolist(), self.squares.tolist())
 
     def statistics(self, others: Sequence[LayerMoments] = ()) -> FeatureStatistics:
         """Of what this monitor saw, and what `others` (other processes' monitors of the model) saw."""
+        self.fold()
         samples = self.samples + sum(other.samples for other in others)
         count = max(self.count + sum(other.count for other in others), 1)
         total = self.total + sum((np.asarray(other.total) for other in others), np.zeros_like(self.total))
@@ -103,8 +127,8 @@ class DriftMonitor:
         self._samples = 0
         self._lock = threading.Lock()
 
-    def record(self, samples: int, batch: Mapping[str, BatchMoments]) -> None:
-        """Add one batch of `samples` rows: the moments of what each BN layer saw, as ServingGraph.forward shows it."""
+    def record(self, samples: int, batch: Mapping[str, Seen]) -> None:
+        """Add one batch of `samples` rows: what each BN layer saw, as ServingGraph.forward shows it."""
         with self._lock:
             self._samples += samples
             for name, moments in batch.items():

@@ -7,13 +7,17 @@ import numpy as np
 import torch
 
 from bncore.bn.folding import ServingGraph, serving_graph
-from bncore.bn.moments import BatchMoments
+from bncore.bn.moments import BatchMoments, feature_rows
 from bncore.bn.tracing import MODULE_CALLS
 from bncore.errors import InvalidField
 from bncore.serving.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
-from bncore.serving.drift import DriftMonitor
+from bncore.serving.drift import DriftMonitor, Seen
 from bncore.serving.onnx_export import OnnxExport
 from bncore.training.trained_model import Prediction, TrainedModel
+
+# A pass whose BN layers each see at most this many values keeps a copy of them, summed by the drift monitor
+# together with other small passes' (one sum for many one-row requests); a larger pass's moments are summed at once.
+DEFERRED_MOMENTS_VALUES = 4096
 
 
 @dataclass(frozen=True)
@@ -102,14 +106,22 @@ def _forward(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor)
     return _Answer(Prediction.from_logits(logits), overflowed)
 
 
-def _observed_forward(graph: ServingGraph, raw_inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, BatchMoments]]:
-    seen: dict[str, BatchMoments] = {}
-    logits = graph.forward(raw_inputs, observe=lambda name, values: seen.__setitem__(name, BatchMoments.of(values)))
+def _observed_forward(graph: ServingGraph, raw_inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, Seen]]:
+    seen: dict[str, Seen] = {}
+    logits = graph.forward(raw_inputs, observe=lambda name, values: seen.__setitem__(name, _seen(values)))
     return logits, seen
 
 
-def _finite(logits: torch.Tensor, seen: dict[str, BatchMoments]) -> bool:
-    return bool(np.isfinite(logits.numpy()).all()) and all(np.isfinite(m.squares).all() for m in seen.values())
+def _seen(values: torch.Tensor) -> Seen:
+    rows = feature_rows(values)
+    return rows.clone() if rows.numel() <= DEFERRED_MOMENTS_VALUES else BatchMoments.of(rows)
+
+
+def _finite(logits: torch.Tensor, seen: dict[str, Seen]) -> bool:
+    """Whether the logits and every value a BN layer saw are finite."""
+    values = [logits.reshape(-1), *(rows.reshape(-1) for rows in seen.values() if isinstance(rows, torch.Tensor))]
+    summed = (moments.squares for moments in seen.values() if isinstance(moments, BatchMoments))
+    return bool(np.isfinite(torch.cat(values).numpy()).all()) and all(np.isfinite(squares).all() for squares in summed)
 
 
 def _rows(answer: _Answer, start: int, stop: int) -> _Answer:
