@@ -1,15 +1,19 @@
 """An API process serves cached models without reading their records each time, yet never a deleted one for long."""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from bncore.errors import ModelNotFound
 from bncore.jobs.execution import RunLimits, run_job
 from bncore.serving.model_cache import ModelCache
 from bncore.settings import Settings, from_settings
+from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.wiring import Stores
 from tests.conftest import RunningService
 from tests.support.jobs import job_request, train
@@ -90,3 +94,33 @@ def test_another_owners_request_for_a_model_does_not_evict_it(tmp_path: Path) ->
     with pytest.raises(ModelNotFound):
         cache.load(stores.models, model_id, "mallory")
     assert cache.lookup(model_id, "alice") is served
+
+
+class CountingArtifacts(ArtifactStore):
+    """Real artifacts that count the loads, each a little slow, as a large model's is."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.loads = 0
+
+    def load(self, name: str, sha256: str) -> dict[str, torch.Tensor]:
+        self.loads += 1
+        time.sleep(0.2)
+        return super().load(name, sha256)
+
+
+def test_a_burst_of_first_requests_loads_the_model_once(tmp_path: Path) -> None:
+    stores, model_id = alices_model(tmp_path)
+    artifacts = CountingArtifacts(stores.artifacts.root)
+    cache = ModelCache(artifacts, capacity=4, fold_batchnorm=True)
+    record, start = stores.models.get(model_id), threading.Barrier(8)
+
+    def first_request() -> object:
+        start.wait()
+        return cache.get(record)
+
+    with ThreadPoolExecutor(8) as pool:
+        served = list(pool.map(lambda _: first_request(), range(8)))
+
+    assert artifacts.loads == 1 and all(model is served[0] for model in served)
+    assert (cache.stats().misses, cache.stats().hits) == (1, 7)

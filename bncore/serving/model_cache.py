@@ -3,6 +3,7 @@
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from bncore.errors import ModelNotFound
@@ -54,6 +55,7 @@ class ModelCache:
         self.recheck_seconds = recheck_seconds
         self._models: OrderedDict[str, _Cached] = OrderedDict()
         self._deleted: set[str] = set()  # model ids are never reused
+        self._loading: dict[str, Future[ServedModel]] = {}  # models some request is loading now
         self._lock = threading.Lock()
         self._hits = self._misses = self._onnx_exports = 0
 
@@ -94,7 +96,11 @@ class ModelCache:
         return self.get(record)
 
     def get(self, record: ModelRecord) -> ServedModel:
-        """The served model of a record just read from the database, loaded from its verified artifact on first use."""
+        """The served model of a record just read from the database, loaded from its verified artifact on first use.
+
+        Requests that come while it loads wait for that one load (and share its error, if any): a burst of
+        first requests loads a model once, not once each.
+        """
         with self._lock:
             self._refuse_deleted(record.id)
             if record.id in self._models:
@@ -103,19 +109,36 @@ class ModelCache:
                 cached.checked_at = time.monotonic()
                 self._models.move_to_end(record.id)
                 return cached.model
-            self._misses += 1
+            loading = self._loading.get(record.id)
+            leads = loading is None
+            if leads:
+                self._misses += 1
+                loading = self._loading[record.id] = Future()
+            else:
+                self._hits += 1
+        if not leads:
+            return loading.result()
+        try:
+            served = self._load(record)
+        except BaseException as error:
+            loading.set_exception(error)
+            raise
+        finally:
+            with self._lock:
+                self._loading.pop(record.id, None)
+        loading.set_result(served)
+        return served
+
+    def _load(self, record: ModelRecord) -> ServedModel:
         trained = TrainedModel.from_tensors(record.spec, self.artifacts.load(record.id, record.artifact_sha256))
         served = ServedModel.of(trained, self.fold_batchnorm, self.batching, self.on_batch)
-        loaded = _Cached(served, record, time.monotonic())
         with self._lock:
             # A deletion may have come while the artifact loaded: a deleted model never enters the cache.
             self._refuse_deleted(record.id)
-            # Two first requests may race to load: keep one, so no request feeds an orphaned drift monitor.
-            cached = self._models.setdefault(record.id, loaded)
-            self._models.move_to_end(record.id)
+            self._models[record.id] = _Cached(served, record, time.monotonic())
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
-        return cached.model
+        return served
 
     def evict(self, model_id: str) -> None:
         """Forget a deleted model for good: a request that read its record before the deletion cannot bring it back."""
