@@ -1,9 +1,9 @@
 """`python -m bench.profile_predict`: where a one-row predict spends its time, in the API process.
 
 A model is trained through a real service; then the app is built in this process on the same
-DATA_DIR and called as uvicorn calls it (ASGI), N times, under cProfile. The event loop's thread and
-the forward pass (which runs in an executor thread, so cProfile of the loop's thread cannot see it)
-are profiled apart. Prints the top lines of each by own time.
+DATA_DIR and called as uvicorn calls it (ASGI), N times, under cProfile. The event loop's thread (where
+a lone small request runs its forward pass) and the forward pass alone, called as the service calls
+it, are profiled apart. Prints the top lines of each by own time.
 """
 
 import asyncio
