@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bncore.bn.folding import GAMMA_FLOOR, PreBatchNorm, ServedBatchNorm
-from bncore.bn.moments import NUMPY_MOMENTS_VALUES, BatchMoments
+from bncore.bn.moments import BatchMoments
 from bncore.storage.drift_store import LayerMoments, PublishedMoments
 
 
@@ -59,6 +59,9 @@ class FeatureStatistics:
 
 
 Seen = BatchMoments | torch.Tensor  # a pass's moments, or a small pass's feature rows (values, features) to sum later
+# Per layer, at most this many values wait to be summed (32 KiB of float32): a cached model of many layers
+# holds little, and one sum still covers dozens of one-row requests.
+PENDING_VALUES = 8192
 
 
 class _Moments:
@@ -66,7 +69,7 @@ class _Moments:
 
     For a folded layer they are of the folded layer's output, and `unfold` turns them into those of BN's input.
     Small passes' feature rows wait in `pending` and are summed together, before any reading and whenever
-    they reach NUMPY_MOMENTS_VALUES values: one sum for many one-row requests instead of one each.
+    they reach PENDING_VALUES values: one sum for many one-row requests instead of one each.
     """
 
     def __init__(self, features: int, unfold: PreBatchNorm | None) -> None:
@@ -85,7 +88,7 @@ class _Moments:
             return
         self.pending.append(seen)
         self.pending_values += seen.numel()
-        if self.pending_values >= NUMPY_MOMENTS_VALUES:
+        if self.pending_values >= PENDING_VALUES:
             self.fold()
 
     def fold(self) -> None:
