@@ -119,9 +119,10 @@ def plot_batchnorm(model_id: str, model: ReadableModel) -> Response:
     return Response(png, media_type="image/png")
 
 
-# Most predict requests never reach this route: the fast path (service/predict_fast_path.py, an ASGI
-# middleware) answers a plain JSON request for a cached model first, with the same bytes. What it passes
-# on comes here, so this route is the one that explains what is wrong with a request.
+# Most predict requests never reach this route: the fast path (service/predict_fast_path.py, in front of
+# FastAPI's middleware: ServiceApp in service/app.py) answers a plain JSON request for a cached model
+# first, with the same bytes. What it passes on comes here, so this route is the one that explains what
+# is wrong with a request.
 @router.post(
     PREDICT_ROUTE.removeprefix(router.prefix),
     response_model=PredictOut,
