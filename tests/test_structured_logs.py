@@ -3,15 +3,21 @@
 import io
 import json
 import logging
+import math
+import random
 import re
+import select
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bncore.structured_logs import LOG_CONTEXT, JsonFormatter, TextFormatter, write_info_line
+from bncore.structured_logs import LOG_CONTEXT, BufferedInfoLines, JsonFormatter, TextFormatter, _utc_time
 from tests.conftest import RunningService
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
@@ -137,29 +143,95 @@ def tracker_of(worker: int, timeout: float = 60) -> int:
     raise AssertionError(f"worker {worker} started no resource tracker in {timeout}s")
 
 
-def test_an_access_line_written_past_logging_is_the_line_logging_writes() -> None:
-    """The API writes its access lines without a LogRecord (they cost a predict more than its forward pass):
-    the same JSON object, key for key; with the text format they go through logging as before."""
-    stream = io.StringIO()
+class _Writes(io.StringIO):
+    """A stream that remembers each write, as a pipe would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+@contextmanager
+def root_handler(formatter: logging.Formatter, level: int = logging.INFO) -> Iterator[_Writes]:
+    stream = _Writes()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    root, access = logging.getLogger(), logging.getLogger("service.access")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    root.handlers, fields = [handler], {"method": "POST", "path": "/v1/x", "status": 200, "duration_ms": 0.25}
-    root.setLevel(logging.INFO)
-    token = LOG_CONTEXT.set({"request_id": "r-1"})
+    root.handlers = [handler]
+    root.setLevel(level)
     try:
-        assert write_info_line(access, "POST /v1/x 200", fields)
-        access.info("POST /v1/x 200", extra={"fields": fields})
-        handler.setFormatter(TextFormatter())
-        assert not write_info_line(access, "POST /v1/x 200", fields)
-        root.setLevel(logging.WARNING)
-        handler.setFormatter(JsonFormatter())
-        assert not write_info_line(access, "POST /v1/x 200", fields)
+        yield stream
     finally:
-        LOG_CONTEXT.reset(token)
         root.handlers = saved_handlers
         root.setLevel(saved_level)
-    written, logged = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert list(written) == list(logged) and written.pop("time")[:16] == logged.pop("time")[:16]
-    assert written == logged
+
+
+FIELDS = {"method": "POST", "path": "/v1/x", "status": 200, "duration_ms": 0.25}
+
+
+def test_buffered_access_lines_are_the_lines_logging_writes_each_with_its_own_request() -> None:
+    """The API buffers its access lines (written one by one they cost a predict more than its forward pass):
+    once written, each is the object logging's formatter writes, key for key, with its request's id and
+    time, though the batch is written outside any request."""
+    access = logging.getLogger("service.access")
+    lines = BufferedInfoLines(access, max_lines=100)
+    with root_handler(JsonFormatter()) as stream:
+        for request_id in ("r-1", "r-2"):
+            token = LOG_CONTEXT.set({"request_id": request_id})
+            assert lines.add("POST /v1/x 200", FIELDS)
+            access.info("POST /v1/x 200", extra={"fields": FIELDS})
+            LOG_CONTEXT.reset(token)
+        assert lines.pending == 2 and len(stream.writes) == 2  # logging's two; the buffered ones wait
+        lines.flush()
+    logged = [json.loads(line) for line in stream.writes[:2]]
+    written = [json.loads(line) for line in "".join(stream.writes[2:]).splitlines()]
+    assert [line["request_id"] for line in written] == ["r-1", "r-2"]
+    for mine, theirs in zip(written, logged, strict=True):
+        assert list(mine) == list(theirs) and abs(_epoch(mine.pop("time")) - _epoch(theirs.pop("time"))) < 1
+        assert mine == theirs
+
+
+def test_buffered_lines_go_through_logging_when_it_is_set_up_otherwise() -> None:
+    access = logging.getLogger("service.access")
+    lines = BufferedInfoLines(access)
+    with root_handler(TextFormatter()) as stream:
+        assert not lines.add("POST /v1/x 200", FIELDS)  # the caller logs it as usual
+    with root_handler(JsonFormatter(), level=logging.WARNING):
+        assert not lines.add("POST /v1/x 200", FIELDS)
+    with root_handler(JsonFormatter()):
+        token = LOG_CONTEXT.set({"request_id": "r-3"})
+        assert lines.add("POST /v1/x 200", FIELDS)
+        LOG_CONTEXT.reset(token)
+    with root_handler(TextFormatter()) as stream:  # logging set up again before the line was written
+        lines.flush()
+    [line] = stream.getvalue().splitlines()
+    assert "POST /v1/x 200" in line and "request_id=r-3" in line and "status=200" in line
+
+
+def test_a_batch_of_lines_is_written_in_whole_lines_of_at_most_pipe_buf_bytes() -> None:
+    """Several API processes share one stderr: a write of at most PIPE_BUF bytes to a pipe is never torn."""
+    lines = BufferedInfoLines(logging.getLogger("service.access"), max_lines=1000)
+    with root_handler(JsonFormatter()) as stream:
+        for number in range(200):
+            lines.add(f"POST /v1/models/{'m' * (number % 50)}/predict 200", FIELDS)
+        lines.flush()
+    assert len(stream.writes) > 1
+    assert all(len(piece.encode()) <= select.PIPE_BUF and piece.endswith("\n") for piece in stream.writes)
+    assert len(stream.getvalue().splitlines()) == 200
+
+
+def test_log_times_are_what_datetime_writes() -> None:
+    rng = random.Random(7)
+    moments = [rng.uniform(0, 4e9) for _ in range(20_000)]
+    moments += [math.floor(moment) + fraction for moment in moments[:500] for fraction in (0.0, 0.0005, 0.9995, 0.9999996)]
+    for moment in moments:
+        assert _utc_time(moment) == datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
