@@ -1,5 +1,6 @@
 """The FastAPI application: stores built once in the lifespan, routers, one error handler."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -131,11 +132,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recovery = RecoveryLoop(partial(recover_jobs, services, settings), interval=settings.heartbeat_seconds)
         recovery.start()
         services.drift.start()
+        # What start-up built (torch, the app, the stores) lives as long as the process: frozen, a full
+        # collection (every few seconds under load) scans only what came later; scanning it all took ~160 ms.
+        gc.freeze()
         yield
         services.drift.stop()
         recovery.stop()
         service_metrics.unwatch()
         services.database.engine.dispose()
+        observer.access_lines.flush()
 
     app = ServiceApp(
         title="BatchNorm job service",
@@ -152,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_request_bytes,
         larger={datasets.UPLOAD_PATH: settings.max_upload_bytes + datasets.FORM_FIELDS_BYTES},
     )
-    app.outer = RequestObserver(limited, metrics=service_metrics)  # outermost: it sees even the 413s
+    app.outer = observer = RequestObserver(limited, metrics=service_metrics)  # outermost: it sees even the 413s
     install_error_handlers(app)
     for module in (jobs, models, serving, experiments, datasets, health, metrics):
         app.include_router(module.router)
