@@ -59,17 +59,17 @@ class FeatureStatistics:
 
 
 Seen = BatchMoments | torch.Tensor  # a pass's moments, or a small pass's feature rows (values, features) to sum later
-# Per layer, at most this many values wait to be summed (32 KiB of float32): a cached model of many layers
-# holds little, and one sum still covers dozens of one-row requests.
+# Per layer, room for this many values waiting to be summed (32 KiB of float32, taken on its first small
+# pass): a cached model of many layers holds little, and one sum still covers dozens of one-row requests.
 PENDING_VALUES = 8192
 
 
 class _Moments:
-    """Running moments of what one BN layer saw; the caller holds the monitor's lock.
+    """Running moments of what one BN layer saw; the caller holds the monitor's lock and folds before reading.
 
     For a folded layer they are of the folded layer's output, and `unfold` turns them into those of BN's input.
-    Small passes' feature rows wait in `pending` and are summed together, before any reading and whenever
-    they reach PENDING_VALUES values: one sum for many one-row requests instead of one each.
+    Small passes' feature rows are copied into `pending` and summed together, before any reading and whenever
+    it is full: one sum for many one-row requests instead of one each, over rows already side by side.
     """
 
     def __init__(self, features: int, unfold: PreBatchNorm | None) -> None:
@@ -78,24 +78,30 @@ class _Moments:
         self.count = 0
         self.total = np.zeros(features)
         self.squares = np.zeros(features)
-        self.pending: list[torch.Tensor] = []
-        self.pending_values = 0
+        self.pending: torch.Tensor | None = None
+        self.pending_rows = 0
 
     def add(self, samples: int, seen: Seen) -> None:
         self.samples += samples
         if isinstance(seen, BatchMoments):
             self._add(seen)
             return
-        self.pending.append(seen)
-        self.pending_values += seen.numel()
-        if self.pending_values >= PENDING_VALUES:
+        if self.pending is None:
+            self.pending = seen.new_empty(max(1, PENDING_VALUES // seen.shape[1]), seen.shape[1])
+        rows = len(seen)
+        if self.pending_rows + rows > len(self.pending):
             self.fold()
+        if rows > len(self.pending):
+            self._add(BatchMoments.of(seen))
+            return
+        self.pending[self.pending_rows : self.pending_rows + rows] = seen
+        self.pending_rows += rows
 
     def fold(self) -> None:
         """Sum the pending feature rows into the moments."""
-        if self.pending:
-            self._add(BatchMoments.of(torch.cat(self.pending)))
-            self.pending, self.pending_values = [], 0
+        if self.pending_rows:
+            self._add(BatchMoments.of(self.pending[: self.pending_rows]))
+            self.pending_rows = 0
 
     def _add(self, batch: BatchMoments) -> None:
         self.count += batch.count
@@ -103,12 +109,10 @@ class _Moments:
         self.squares += batch.squares
 
     def published(self) -> LayerMoments:
-        self.fold()
         return LayerMoments(self.samples, self.count, self.total.tolist(), self.squares.tolist())
 
     def statistics(self, others: Sequence[LayerMoments] = ()) -> FeatureStatistics:
         """Of what this monitor saw, and what `others` (other processes' monitors of the model) saw."""
-        self.fold()
         samples = self.samples + sum(other.samples for other in others)
         count = max(self.count + sum(other.count for other in others), 1)
         total = self.total + sum((np.asarray(other.total) for other in others), np.zeros_like(self.total))
@@ -137,6 +141,11 @@ class DriftMonitor:
             for name, moments in batch.items():
                 self._moments[name].add(samples, moments)
 
+    def _fold(self) -> None:
+        """Sum every layer's pending feature rows; the caller holds the lock."""
+        for moments in self._moments.values():
+            moments.fold()
+
     @property
     def samples(self) -> int:
         return self._samples
@@ -144,6 +153,7 @@ class DriftMonitor:
     def published(self) -> PublishedMoments:
         """The moments as other processes read them (bncore.storage.drift_store)."""
         with self._lock:
+            self._fold()
             layers = {name: moments.published() for name, moments in self._moments.items()}
             return PublishedMoments(self.since, self._samples, layers)
 
@@ -159,6 +169,7 @@ class DriftMonitor:
 
     def _snapshot(self, others: Sequence[PublishedMoments]) -> tuple[int, dict[str, FeatureStatistics]]:
         with self._lock:
+            self._fold()
             samples = self._samples + sum(other.samples for other in others)
             return samples, {
                 name: moments.statistics([other.layers[name] for other in others if name in other.layers])
