@@ -80,19 +80,27 @@ class PredictFastPath:
         await send({"type": "http.response.body", "body": answer})
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    """The first value of a header, as Starlette reads it."""
-    return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), "")
+_READ_HEADERS = (b"content-type", b"content-length", b"authorization")
+
+
+def _headers(scope: Scope) -> dict[bytes, str]:
+    """The first value of each header the fast path reads, as Starlette reads it."""
+    found: dict[bytes, str] = {}
+    for key, value in scope["headers"]:
+        if key in _READ_HEADERS and key not in found:
+            found[key] = value.decode("latin-1")
+    return found
 
 
 def _servable(services: Services, scope: Scope, model_id: str) -> ServedModel | None:
     """The cached model, if the caller may predict with it and sends JSON of declared length."""
-    if media_type_of(_header(scope, b"content-type")) != "application/json" or not _header(scope, b"content-length"):
+    headers = _headers(scope)
+    if media_type_of(headers.get(b"content-type", "")) != "application/json" or not headers.get(b"content-length"):
         return None
     if scope.get("query_string"):
         return None  # the route refuses query parameters it does not take
     try:
-        caller = principal_of(_header(scope, b"authorization"), services.api_keys)
+        caller = principal_of(headers.get(b"authorization", ""), services.api_keys)
         # Not counted as a hit yet: a request handed on to the route is looked up, and counted, there.
         return services.cache.lookup(model_id, caller.owner_filter, count_hit=False) if caller.holds_any(INFER) else None
     except DomainError:
