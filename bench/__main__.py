@@ -117,7 +117,7 @@ def service_rows(folder: Path, scale: Scale) -> list[Row]:
         rows.append(memory.row(process.pid, len(models), rss_at_start))
         if resnet.available():
             progress(f"row 8: a ResNet-20 job on {scale.resnet_samples} images and the plain loop")
-            rows.append(resnet.training_row(client, scale.resnet_samples, scale.resnet_epochs))
+            rows.append(resnet.training_row(client, scale.resnet_samples, scale.resnet_epochs, scale.training_rounds))
     return rows
 
 

@@ -48,27 +48,34 @@ def upload_images(client: httpx.Client, count: int) -> str:
     return response.json()["id"]
 
 
-def training_row(client: httpx.Client, samples: int, epochs: int) -> Row:
+def training_row(client: httpx.Client, samples: int, epochs: int, rounds: int) -> Row:
+    """Best of `rounds` alternating runs of each side: one epoch of ten steps moves by a fifth from run to run here."""
     dataset_id = upload_images(client, samples)
     body = {"model": RESNET_20, "dataset": {"id": dataset_id}, "training": {"seed": 0, "epochs": epochs, **RECIPE}}
-    response = client.post("/v1/jobs", json=body)
-    if response.status_code != 202:
-        raise RuntimeError(f"submitting the ResNet job: HTTP {response.status_code} {response.text}")
-    job = wait_finished(client, response.json()["id"], timeout=1800, poll_seconds=POLL_SECONDS)
     data = prepare_data(image_dataset(samples), SHAPE, 0.2, 0)
     trained = epochs * len(data.x_train)
-    job_rate = trained / sum(epoch["seconds"] for epoch in job["metrics"])
-    plain_seconds = plain_loop.train_resnet_seconds(data, DEPTH, WIDTH, 10, epochs, BATCH_SIZE)
+    job_rates, plain_rates = [], []
+    for _ in range(rounds):
+        job = _run_job(client, body)
+        job_rates.append(trained / sum(epoch["seconds"] for epoch in job["metrics"]))
+        plain_rates.append(trained / plain_loop.train_resnet_seconds(data, DEPTH, WIDTH, 10, epochs, BATCH_SIZE))
     return ratio_row(
         f"8. training, ResNet-{DEPTH} on 3×32×32, batch {BATCH_SIZE}, cosine + crops + flips (job vs plain loop)",
-        job_rate,
-        trained / plain_seconds,
+        max(job_rates),
+        max(plain_rates),
         "samples/s",
         TARGET,
         higher_is_better=True,
-        note=f"{samples} synthetic images uploaded as .npz, {epochs} epoch(s); both time only their epochs, "
-        f"as row 4; final val acc {job['metrics'][-1]['val_accuracy']:.3f}",
+        note=f"{samples} synthetic images uploaded as .npz, {epochs} epoch(s), best of {rounds}; both time only their "
+        f"epochs, as row 4; final val acc {job['metrics'][-1]['val_accuracy']:.3f}",
     )
+
+
+def _run_job(client: httpx.Client, body: dict) -> dict:
+    response = client.post("/v1/jobs", json=body)
+    if response.status_code != 202:
+        raise RuntimeError(f"submitting the ResNet job: HTTP {response.status_code} {response.text}")
+    return wait_finished(client, response.json()["id"], timeout=1800, poll_seconds=POLL_SECONDS)
 
 
 def predict_rows(seconds_per_case: float) -> list[Row]:
