@@ -6,6 +6,7 @@ app answering a constant (the ceiling). Then the service's throughput with API_P
 the second service on the same database and artifacts.
 """
 
+import statistics
 from pathlib import Path
 
 from bench import http_load, wrk_load
@@ -17,6 +18,9 @@ P99_VS_OWN_P50 = 2.0
 THROUGHPUT_VS_ASYNC = 3.0
 THROUGHPUT_VS_CEILING = 0.25
 MANY = 64  # connections for throughput
+# The service and its baseline alternate this many times: on 2 shared cores one 5 s measurement of a
+# p50 moves by ±15 % from run to run.
+ROUNDS = 3
 
 
 def measure(url: str, model_id: str, artifact: Path, sample: dict, sync_url: str, folder: Path, seconds: float) -> list[Row]:
@@ -33,10 +37,15 @@ def measure(url: str, model_id: str, artifact: Path, sample: dict, sync_url: str
         ),
     ):
         targets |= {"raw": f"http://127.0.0.1:{raw_port}/", "async": f"http://127.0.0.1:{async_port}/predict"}
-        one = {name: _load(target, sample, 1, seconds) for name, target in targets.items()}
-        many = {name: _load(target, sample, MANY, seconds) for name, target in targets.items()}
+        compared = ("service", "async")
+        rounds = [{name: _both(targets[name], sample, seconds) for name in compared} for _ in range(ROUNDS)]
+        one, many = ({name: _median([measured[name][load] for measured in rounds]) for name in compared} for load in (0, 1))
+        for name in ("sync", "raw"):
+            one[name], many[name] = _both(targets[name], sample, seconds)
     tool = one["service"].tool
-    note = f"{tool}; {seconds:g} s per measurement" + ("" if tool == "wrk" else f"; {wrk_load.INSTALL}")
+    note = f"{tool}; {seconds:g} s per measurement, service and async def: median of {ROUNDS} alternating rounds" + (
+        "" if tool == "wrk" else f"; {wrk_load.INSTALL}"
+    )
     rows = [
         ratio_row(
             "11. predict p50, 1 connection (service vs FastAPI async def, 1 torch thread)",
@@ -98,6 +107,21 @@ def _two_processes(folder: Path, model_id: str, sample: dict, one_process: float
         None,
         higher_is_better=True,
         note="the second service on the same SQLite database and artifacts; 2 cores, shared with the load generator",
+    )
+
+
+def _both(url: str, sample: dict, seconds: float) -> tuple[wrk_load.Load, wrk_load.Load]:
+    """At one connection (latency), then at MANY (throughput)."""
+    return _load(url, sample, 1, seconds), _load(url, sample, MANY, seconds)
+
+
+def _median(loads: list[wrk_load.Load]) -> wrk_load.Load:
+    """Each number's median over the rounds."""
+    return wrk_load.Load(
+        statistics.median(load.p50_ms for load in loads),
+        statistics.median(load.p99_ms for load in loads),
+        statistics.median(load.requests_per_second for load in loads),
+        loads[0].tool,
     )
 
 
