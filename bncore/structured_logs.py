@@ -123,9 +123,8 @@ class BufferedInfoLines:
                     self.logger.name, logging.INFO, "", 0, message, (), None, extra={"fields": fields}
                 )
                 record.created, record.msecs = created, created % 1 * 1000
-                token = LOG_CONTEXT.set(context)
-                self.logger.handle(record)
-                LOG_CONTEXT.reset(token)
+                with log_context(**context):
+                    self.logger.handle(record)
             return
         pid, name, terminator = os.getpid(), self.logger.name, handler.terminator
         entries = (_entry(created, "INFO", name, message, pid, context, fields) for created, message, context, fields in lines)
