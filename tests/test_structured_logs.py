@@ -225,6 +225,18 @@ def test_a_batch_of_lines_is_written_in_whole_lines_of_at_most_pipe_buf_bytes() 
     assert len(stream.getvalue().splitlines()) == 200
 
 
+def test_a_line_is_ascii_json_whatever_its_message_and_fields_hold() -> None:
+    """Each piece of a batch must fit PIPE_BUF bytes, counted in characters: only ASCII makes those equal."""
+    fields = {"file": Path("/data/naïve.csv"), "found": {1, 2}, "ratio": float("inf"), "owner": object()}
+    with root_handler(JsonFormatter()) as stream:
+        logging.getLogger("bncore.story").info("déjà vu ✓", extra={"fields": fields})
+    [line] = stream.writes
+    assert line.isascii() and "\\u00e9" in line
+    entry = json.loads(line)
+    assert entry["message"] == "déjà vu ✓" and entry["file"] == "/data/naïve.csv"
+    assert sorted(entry["found"]) == [1, 2] and entry["ratio"] == math.inf and entry["owner"].startswith("<object")
+
+
 def test_log_times_are_what_datetime_writes() -> None:
     rng = random.Random(7)
     moments = [rng.uniform(0, 4e9) for _ in range(20_000)]
