@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the SDK and the CLI import these models: they must load wit
     from bncore.storage.job_store import JobRecord
     from bncore.storage.model_store import ModelRecord
     from bncore.training.epoch_metrics import EpochMetrics
-    from bncore.training.trained_model import Prediction
+    from bncore.training.trained_model import PredictionLists
 
 
 def _is_none(value: object) -> bool:
@@ -385,22 +385,22 @@ class PredictOut(BaseModel):
     predictions: list[int] = Field(description="the most probable class of each sample")
 
     @classmethod
-    def of(cls, model_id: str, prediction: Prediction) -> PredictOut:
+    def of(cls, model_id: str, prediction: PredictionLists) -> PredictOut:
         """Not validated again: the values come straight from float and integer tensors."""
         return cls.model_construct(**_predict_out_fields(model_id, prediction))
 
     @staticmethod
-    def json_of(model_id: str, prediction: Prediction) -> bytes:
+    def json_of(model_id: str, prediction: PredictionLists) -> bytes:
         """The JSON of `of(...)` as the route sends it, at a third of the cost: no model is built."""
         return to_json(_predict_out_fields(model_id, prediction), inf_nan_mode="null")
 
 
-def _predict_out_fields(model_id: str, prediction: Prediction) -> dict[str, Any]:
+def _predict_out_fields(model_id: str, prediction: PredictionLists) -> dict[str, Any]:
     return {
         "model_id": model_id,
-        "outputs": prediction.logits.tolist(),
-        "probabilities": prediction.probabilities.tolist(),
-        "predictions": prediction.classes.tolist(),
+        "outputs": prediction.logits,
+        "probabilities": prediction.probabilities,
+        "predictions": prediction.classes,
     }
 
 

@@ -61,7 +61,7 @@ class BatchingStats:
 class _Request(Generic[Result]):
     def __init__(self, inputs: torch.Tensor, future: "asyncio.Future[Result] | None" = None) -> None:
         self.inputs = inputs
-        self.rows = len(inputs)
+        self.rows = inputs.shape[0]
         self.future = future  # a coroutine's request is answered through its future, on its event loop
         # A thread's request: set once answered, or once it is its turn to lead.
         self.answered = threading.Event() if future is None else None
@@ -69,24 +69,35 @@ class _Request(Generic[Result]):
         self.result: Result | None = None
         self.error: BaseException | None = None
 
-    def answer(self, running_loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Wake the caller; a coroutine's future is settled at once when `running_loop`, where this runs, is its own."""
-        if self.answered is not None:
-            self.answered.set()
-        elif self.future.get_loop() is running_loop:
-            _settle(self.future, self.result, self.error)  # no wake-up of the loop: its caller awaits a done future
+    def settle(self) -> None:
+        """Hand a coroutine's future its answer, on the future's event loop."""
+        if self.future.cancelled():  # its client went away
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
         else:
-            with contextlib.suppress(RuntimeError):  # its event loop is closed: nobody waits for the answer
-                self.future.get_loop().call_soon_threadsafe(_settle, self.future, self.result, self.error)
+            self.future.set_result(self.result)
 
 
-def _settle(future: "asyncio.Future[Result]", result: Result, error: BaseException | None) -> None:
-    if future.cancelled():  # its client went away
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _answer(batch: "list[_Request[Result]]", running_loop: asyncio.AbstractEventLoop | None) -> None:
+    """Wake a batch's callers: a thread's by its event, coroutines' with one call into each of their event
+    loops (one wake-up of a loop a batch, not one a request), or at once where this runs on their loop."""
+    elsewhere: dict[asyncio.AbstractEventLoop, list[_Request[Result]]] = {}
+    for request in batch:
+        if request.answered is not None:
+            request.answered.set()
+        elif (loop := request.future.get_loop()) is running_loop:
+            request.settle()  # no wake-up of the loop: its caller awaits a done future
+        else:
+            elsewhere.setdefault(loop, []).append(request)
+    for loop, requests in elsewhere.items():
+        with contextlib.suppress(RuntimeError):  # its event loop is closed: nobody waits for the answers
+            loop.call_soon_threadsafe(_settle_all, requests)
+
+
+def _settle_all(requests: "list[_Request[Result]]") -> None:
+    for request in requests:
+        request.settle()
 
 
 class DynamicBatcher(Generic[Result]):
@@ -132,10 +143,11 @@ class DynamicBatcher(Generic[Result]):
     async def run_async(self, inputs: torch.Tensor) -> Result:
         """As `run`, awaited on an event loop; the forward pass runs in the loop's default executor."""
         loop = asyncio.get_running_loop()
-        inline = len(inputs) <= INLINE_ROWS and self._inline_allowed()
+        rows = inputs.shape[0]  # not len(): Tensor.__len__ is Python, ~1 µs a call on the event loop
+        inline = rows <= INLINE_ROWS and self._inline_allowed()
         if not self.policy.enabled:
             result = self._forward(inputs) if inline else await loop.run_in_executor(None, self._forward, inputs)
-            self._count([len(inputs)])
+            self._count([rows])
             return result
         request: _Request[Result] = _Request(inputs, loop.create_future())
         if not self._enqueue(request):
@@ -195,8 +207,7 @@ class DynamicBatcher(Generic[Result]):
                         self._leader = False
                     elif successor.future is None:
                         successor.leads = True
-                for request in batch:
-                    request.answer(on_loop)
+                _answer(batch, on_loop)
             if successor is None:
                 return
             if successor.answered is not None:

@@ -1,7 +1,7 @@
 """A trained model as the service runs it: serving graph, drift monitor, dynamic batcher, ONNX export."""
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from bncore.errors import InvalidField
 from bncore.serving.batching import NO_BATCHING, BatchingPolicy, BatchingStats, BatchObserver, DynamicBatcher
 from bncore.serving.drift import DriftMonitor, Seen
 from bncore.serving.onnx_export import OnnxExport
-from bncore.training.trained_model import Prediction, TrainedModel
+from bncore.training.trained_model import Prediction, PredictionLists, TrainedModel
 
 # A pass whose BN layers each see at most this many values keeps a copy of them, summed by the drift monitor
 # together with other small passes' (one sum for many one-row requests); a larger pass's moments are summed at once.
@@ -27,7 +27,7 @@ class ServedModel:
     trained: TrainedModel  # the training form, as stored
     graph: ServingGraph
     drift: DriftMonitor
-    batcher: DynamicBatcher["_Answer"]
+    batcher: DynamicBatcher["_Share"]
     onnx: OnnxExport
 
     @classmethod
@@ -41,7 +41,7 @@ class ServedModel:
         graph = serving_graph(trained, fold_batchnorm)
         drift = DriftMonitor(graph.batchnorms)
         # While a model loads, its tracing excludes every forward pass: none may wait for it on the event loop.
-        batcher = DynamicBatcher(partial(_forward, graph, drift), _rows, batching, on_batch, inline_allowed=_not_tracing)
+        batcher = DynamicBatcher(partial(_whole, graph, drift), _rows, batching, on_batch, inline_allowed=_not_tracing)
         return cls(trained, graph, drift, batcher, OnnxExport(trained))
 
     @property
@@ -53,11 +53,12 @@ class ServedModel:
 
         InvalidField when finite inputs still overflow the network: an answer of NaNs is no answer.
         """
-        return _checked(self.batcher.run(raw_inputs))
+        return _checked(self.batcher.run(raw_inputs)).prediction()
 
-    async def predict_async(self, raw_inputs: torch.Tensor) -> Prediction:
-        """As `predict`, awaited: no thread waits for the batch, and the forward pass runs off the event loop."""
-        return _checked(await self.batcher.run_async(raw_inputs))
+    async def predict_async(self, raw_inputs: torch.Tensor) -> PredictionLists:
+        """As `predict`, awaited, as the lists a JSON answer holds: no thread waits for the batch, and the
+        forward pass runs off the event loop."""
+        return _checked(await self.batcher.run_async(raw_inputs)).lists()
 
     def forward(self, inputs: torch.Tensor) -> Prediction:
         """One forward pass exactly as a batch of the batcher runs it (drift taps included), for the benchmark."""
@@ -74,14 +75,45 @@ def _not_tracing() -> bool:
 
 @dataclass(frozen=True)
 class _Answer:
+    """One forward pass's answer, for all the requests of its batch."""
+
     prediction: Prediction
     overflowed: list[int]  # rows whose logits are not all finite, usually none
 
+    @cached_property
+    def lists(self) -> PredictionLists:
+        """Converted once for the whole batch: a request's rows are then slices of lists, not of tensors."""
+        return self.prediction.tolist()
 
-def _checked(answer: _Answer) -> Prediction:
-    if answer.overflowed:
-        raise InvalidField(f"inputs[{answer.overflowed[0]}]", "values so large the network overflows float32")
-    return answer.prediction
+
+@dataclass(frozen=True)
+class _Share:
+    """A request's rows of a batch's answer."""
+
+    answer: _Answer
+    start: int
+    stop: int
+
+    def overflowed(self) -> list[int]:
+        return [row - self.start for row in self.answer.overflowed if self.start <= row < self.stop]
+
+    def prediction(self) -> Prediction:
+        whole = self.answer.prediction
+        rows = slice(self.start, self.stop)
+        return Prediction(whole.logits[rows], whole.probabilities[rows], whole.classes[rows])
+
+    def lists(self) -> PredictionLists:
+        return self.answer.lists.rows(self.start, self.stop)
+
+
+def _checked(share: _Share) -> _Share:
+    if overflowed := share.overflowed():
+        raise InvalidField(f"inputs[{overflowed[0]}]", "values so large the network overflows float32")
+    return share
+
+
+def _whole(graph: ServingGraph, drift: DriftMonitor, raw_inputs: torch.Tensor) -> _Share:
+    return _Share(_forward(graph, drift, raw_inputs), 0, len(raw_inputs))
 
 
 @torch.inference_mode()
@@ -124,9 +156,5 @@ def _finite(logits: torch.Tensor, seen: dict[str, Seen]) -> bool:
     return bool(np.isfinite(torch.cat(values).numpy()).all()) and all(np.isfinite(squares).all() for squares in summed)
 
 
-def _rows(answer: _Answer, start: int, stop: int) -> _Answer:
-    prediction = answer.prediction
-    return _Answer(
-        Prediction(prediction.logits[start:stop], prediction.probabilities[start:stop], prediction.classes[start:stop]),
-        [row - start for row in answer.overflowed if start <= row < stop],
-    )
+def _rows(batch: _Share, start: int, stop: int) -> _Share:
+    return _Share(batch.answer, start, stop)

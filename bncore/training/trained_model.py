@@ -24,6 +24,21 @@ class Prediction:
         probabilities = torch.softmax(logits, dim=1)
         return cls(logits, probabilities, probabilities.argmax(dim=1))
 
+    def tolist(self) -> "PredictionLists":
+        return PredictionLists(self.logits.tolist(), self.probabilities.tolist(), self.classes.tolist())
+
+
+@dataclass(frozen=True)
+class PredictionLists:
+    """A prediction as plain Python lists, the values a JSON answer holds."""
+
+    logits: list[list[float]]
+    probabilities: list[list[float]]
+    classes: list[int]
+
+    def rows(self, start: int, stop: int) -> "PredictionLists":
+        return PredictionLists(self.logits[start:stop], self.probabilities[start:stop], self.classes[start:stop])
+
 
 class Standardize(nn.Module):
     """Per-feature (x − mean) / std with the training split's statistics, as a layer of the served graph."""
