@@ -51,8 +51,11 @@ class BodySizeLimit:
             return
         max_bytes = self.larger.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            await self._refuse(send, max_bytes)
+        if declared is not None and declared.isdigit():
+            if int(declared) > max_bytes:
+                await self._refuse(send, max_bytes)
+            else:  # the server delivers exactly the declared length: nothing to count
+                await self.app(scope, receive, send)
             return
         received = 0
 

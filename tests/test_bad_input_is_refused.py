@@ -2,6 +2,7 @@
 
 import base64
 import math
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -239,6 +240,22 @@ def test_a_body_over_the_size_limit_is_refused_with_413(client: httpx.Client, di
     body = b'{"inputs": [' + b",".join([b"[" + b",".join([b"0.000000"] * 64) + b"]"] * 40_000) + b"]}"
     assert len(body) > 16 * 2**20
     response = client.post(f"/v1/models/{digits_model['id']}/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "exceeds 16777216 bytes" in response.json()["error"]["message"]
+
+
+def test_a_body_sent_without_its_length_is_refused_with_413_once_it_outgrows_the_limit(
+    client: httpx.Client, digits_model: dict
+) -> None:
+    row = b"[" + b",".join([b"0.000000"] * 64) + b"]"
+
+    def chunks() -> Iterator[bytes]:  # chunked: no Content-Length to refuse it by
+        yield b'{"inputs": [' + row
+        for _ in range(40):
+            yield b"," + b",".join([row] * 1_000)
+        yield b"]}"
+
+    response = client.post(f"/v1/models/{digits_model['id']}/predict", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert "exceeds 16777216 bytes" in response.json()["error"]["message"]
 
