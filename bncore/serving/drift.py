@@ -58,7 +58,7 @@ class FeatureStatistics:
     variance: torch.Tensor
 
 
-Seen = BatchMoments | torch.Tensor  # a pass's moments, or a small pass's feature rows (values, features) to sum later
+Seen = BatchMoments | np.ndarray  # a pass's moments, or a copy of a small pass's feature rows (values, features) to sum later
 # Per layer, room for this many values waiting to be summed (32 KiB of float32, taken on its first small
 # pass): a cached model of many layers holds little, and one sum still covers dozens of one-row requests.
 PENDING_VALUES = 8192
@@ -86,16 +86,15 @@ class _Moments:
         if isinstance(seen, BatchMoments):
             self._add(seen)
             return
-        values = seen.numpy()
         if self.pending is None:
-            self.pending = np.empty((max(1, PENDING_VALUES // values.shape[1]), values.shape[1]), values.dtype)
-        rows = len(values)
+            self.pending = np.empty((max(1, PENDING_VALUES // seen.shape[1]), seen.shape[1]), seen.dtype)
+        rows = len(seen)
         if self.pending_rows + rows > len(self.pending):
             self.fold()
         if rows > len(self.pending):
-            self._add(BatchMoments.of(seen))
+            self._add(BatchMoments.of(torch.from_numpy(seen)))
             return
-        self.pending[self.pending_rows : self.pending_rows + rows] = values
+        self.pending[self.pending_rows : self.pending_rows + rows] = seen
         self.pending_rows += rows
 
     def fold(self) -> None:

@@ -146,14 +146,13 @@ def _observed_forward(graph: ServingGraph, raw_inputs: torch.Tensor) -> tuple[to
 
 def _seen(values: torch.Tensor) -> Seen:
     rows = feature_rows(values)
-    return rows.clone() if rows.numel() <= DEFERRED_MOMENTS_VALUES else BatchMoments.of(rows)
+    return rows.numpy().copy() if rows.numel() <= DEFERRED_MOMENTS_VALUES else BatchMoments.of(rows)
 
 
 def _finite(logits: torch.Tensor, seen: dict[str, Seen]) -> bool:
-    """Whether the logits and every value a BN layer saw are finite."""
-    values = [logits.reshape(-1), *(rows.reshape(-1) for rows in seen.values() if isinstance(rows, torch.Tensor))]
-    summed = (moments.squares for moments in seen.values() if isinstance(moments, BatchMoments))
-    return bool(np.isfinite(torch.cat(values).numpy()).all()) and all(np.isfinite(squares).all() for squares in summed)
+    """Whether the logits and every value a BN layer saw are finite (a sum of squares is, only if they all are)."""
+    arrays = (moments.squares if isinstance(moments, BatchMoments) else moments for moments in seen.values())
+    return bool(np.isfinite(logits.numpy()).all()) and all(np.isfinite(array).all() for array in arrays)
 
 
 def _rows(batch: _Share, start: int, stop: int) -> _Share:
