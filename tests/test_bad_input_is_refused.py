@@ -255,7 +255,8 @@ def test_a_body_sent_without_its_length_is_refused_with_413_once_it_outgrows_the
             yield b"," + b",".join([row] * 1_000)
         yield b"]}"
 
-    response = client.post(f"/v1/models/{digits_model['id']}/predict", content=chunks(), headers={"content-type": "application/json"})
+    url = f"/v1/models/{digits_model['id']}/predict"
+    response = client.post(url, content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert "exceeds 16777216 bytes" in response.json()["error"]["message"]
 
