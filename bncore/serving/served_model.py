@@ -151,8 +151,8 @@ def _seen(values: torch.Tensor) -> Seen:
 
 def _finite(logits: torch.Tensor, seen: dict[str, Seen]) -> bool:
     """Whether the logits and every value a BN layer saw are finite (a sum of squares is, only if they all are)."""
-    arrays = (moments.squares if isinstance(moments, BatchMoments) else moments for moments in seen.values())
-    return bool(np.isfinite(logits.numpy()).all()) and all(np.isfinite(array).all() for array in arrays)
+    arrays = [moments.squares if isinstance(moments, BatchMoments) else moments for moments in seen.values()]
+    return bool(np.isfinite(np.concatenate([logits.numpy().ravel(), *(array.ravel() for array in arrays)])).all())
 
 
 def _rows(batch: _Share, start: int, stop: int) -> _Share:
