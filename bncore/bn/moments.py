@@ -33,8 +33,8 @@ class BatchMoments:
     def of(cls, values: torch.Tensor) -> "BatchMoments":
         rows = feature_rows(values)
         if rows.numel() <= NUMPY_MOMENTS_VALUES:
-            array = rows.numpy()
-            return cls(len(array), array.sum(axis=0, dtype=np.float64), np.square(array).sum(axis=0, dtype=np.float64))
+            array = rows.numpy().astype(np.float64)  # once: a sum that casts as it goes costs half as much again
+            return cls(len(array), array.sum(axis=0), np.einsum("ij,ij->j", array, array))
         return cls(len(rows), rows.sum(dim=0).double().numpy(), rows.square().sum(dim=0).double().numpy())
 
 

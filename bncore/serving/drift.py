@@ -68,8 +68,9 @@ class _Moments:
     """Running moments of what one BN layer saw; the caller holds the monitor's lock and folds before reading.
 
     For a folded layer they are of the folded layer's output, and `unfold` turns them into those of BN's input.
-    Small passes' feature rows are copied into `pending` and summed together, before any reading and whenever
-    it is full: one sum for many one-row requests instead of one each, over rows already side by side.
+    Small passes' feature rows are copied into `pending` and summed together, before any reading and once it
+    is half full (the monitor sums one layer a pass) or full: one sum for many one-row requests instead of one
+    each, over rows already side by side.
     """
 
     def __init__(self, features: int, unfold: PreBatchNorm | None) -> None:
@@ -96,6 +97,10 @@ class _Moments:
             return
         self.pending[self.pending_rows : self.pending_rows + rows] = seen
         self.pending_rows += rows
+
+    @property
+    def half_full(self) -> bool:
+        return self.pending is not None and 2 * self.pending_rows >= len(self.pending)
 
     def fold(self) -> None:
         """Sum the pending feature rows into the moments."""
@@ -138,8 +143,16 @@ class DriftMonitor:
         """Add one batch of `samples` rows: what each BN layer saw, as ServingGraph.forward shows it."""
         with self._lock:
             self._samples += samples
-            for name, moments in batch.items():
-                self._moments[name].add(samples, moments)
+            due = None
+            for name, seen in batch.items():
+                moments = self._moments[name]
+                moments.add(samples, seen)
+                if due is None and moments.half_full:
+                    due = moments
+            # One layer's sum a pass, from half full: layers of one width fill together, and summing them all
+            # in the pass that fills them (what full buffers force) would hold up that one request several times over.
+            if due is not None:
+                due.fold()
 
     def _fold(self) -> None:
         """Sum every layer's pending feature rows; the caller holds the lock."""
