@@ -108,8 +108,9 @@ class BufferedInfoLines:
 
     def add(self, message: str, fields: Mapping[str, object]) -> bool:
         """Buffer a line (written at once when `max_lines` wait). False, with nothing buffered, when
-        logging is set up otherwise (text, other handlers, a level above INFO): then log it as usual."""
-        if _json_stream_handler(self.logger) is None:
+        logging is set up otherwise (text, other handlers, a level above INFO): then log it as usual.
+        Asked at a batch's first line; `flush` asks again."""
+        if not self._pending and _json_stream_handler(self.logger) is None:
             return False
         self._pending.append((time.time(), message, LOG_CONTEXT.get(), fields))
         if len(self._pending) >= self.max_lines:
@@ -126,6 +127,8 @@ class BufferedInfoLines:
             return
         handler = _json_stream_handler(self.logger)
         if handler is None:  # logging was set up otherwise meanwhile: through it, with each line's own time
+            if not self.logger.isEnabledFor(logging.INFO):
+                return
             for created, message, context, fields in lines:
                 record = self.logger.makeRecord(
                     self.logger.name, logging.INFO, "", 0, message, (), None, extra={"fields": fields}

@@ -211,6 +211,11 @@ def test_buffered_lines_go_through_logging_when_it_is_set_up_otherwise() -> None
         lines.flush()
     [line] = stream.getvalue().splitlines()
     assert "POST /v1/x 200" in line and "request_id=r-3" in line and "status=200" in line
+    with root_handler(JsonFormatter()):
+        assert lines.add("POST /v1/x 200", FIELDS)
+    with root_handler(JsonFormatter(), level=logging.WARNING) as stream:  # INFO turned off before it was written
+        lines.flush()
+    assert stream.writes == []
 
 
 def test_a_batch_of_lines_is_written_in_whole_lines_of_at_most_pipe_buf_bytes() -> None:
