@@ -8,7 +8,7 @@ thread while other threads run forward passes, so tracing excludes them, and the
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch.fx as fx
 from torch import nn
@@ -22,20 +22,23 @@ class SharedExclusiveLock:
         self._sharing = 0
         self._exclusive = False
         self._waiting = 0  # for exclusive
+        self._shared = _Shared(self)
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
+    def shared(self) -> AbstractContextManager[None]:
+        """Held around every forward pass: a plain context manager, not a generator's (~1 µs less a pass)."""
+        return self._shared
+
+    def _enter_shared(self) -> None:
         with self._condition:
             while self._exclusive or self._waiting:
                 self._condition.wait()
             self._sharing += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._sharing -= 1
-                if not self._sharing:
-                    self._condition.notify_all()
+
+    def _exit_shared(self) -> None:
+        with self._condition:
+            self._sharing -= 1
+            if not self._sharing:
+                self._condition.notify_all()
 
     def exclusive_wanted(self) -> bool:
         """Whether `shared` would wait now (a hint: the answer may change at once)."""
@@ -55,6 +58,17 @@ class SharedExclusiveLock:
             with self._condition:
                 self._exclusive = False
                 self._condition.notify_all()
+
+
+class _Shared(AbstractContextManager[None]):
+    def __init__(self, lock: SharedExclusiveLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock._enter_shared()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock._exit_shared()
 
 
 MODULE_CALLS = SharedExclusiveLock()  # shared: running modules; exclusive: tracing
