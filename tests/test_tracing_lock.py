@@ -2,8 +2,8 @@
 forward passes running, and forward passes arriving meanwhile must wait for the tracing."""
 
 import threading
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 
 from bncore.bn.tracing import SharedExclusiveLock
 
