@@ -8,14 +8,18 @@ the bytes the route would. Any other request goes on to the route, with its body
 the one place that explains what is wrong with a request.
 """
 
+import functools
 from collections.abc import Awaitable
+from typing import Annotated, Any
 
 import torch
-from pydantic_core import from_json
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, with_config
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from typing_extensions import TypedDict
 
 from bncore.errors import DomainError
+from bncore.serving.inputs import numbers_as_inputs
 from bncore.serving.served_model import ServedModel
 from bncore.settings import Settings
 from service.auth import INFER, principal_of
@@ -24,7 +28,7 @@ from service.errors import domain_error_response
 from service.media_types import media_type_of
 from service.observability.metrics import PREDICT_ROUTE, ServiceMetrics
 from service.observability.middleware import AnsweredFor
-from service.routes.models import INLINE_PARSE_ROWS, parse_predict_inputs
+from service.routes.models import INLINE_PARSE_ROWS
 from service.schemas import PredictOut
 
 _PATH = compile_path(PREDICT_ROUTE)[0]  # the route template, matched as Starlette matches it
@@ -125,18 +129,32 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 def _inputs(body: bytes, model: ServedModel, settings: Settings) -> torch.Tensor | None:
-    try:
-        # A fourth of json.loads's cost (the route's parser); where the two differ, this one refuses
-        # (a BOM, a lone surrogate, nesting over 200 deep) and the route parses the body itself.
-        request = from_json(body)
-    except ValueError:
-        return None
-    if not isinstance(request, dict) or request.keys() != {"inputs"}:
-        return None
-    rows = request["inputs"]
-    if not isinstance(rows, list) or len(rows) > INLINE_PARSE_ROWS:
-        return None
-    try:
-        return parse_predict_inputs(rows, model, settings)
-    except DomainError:
-        return None
+    """The inputs, if the body is exactly `{"inputs": [...]}` of 1 to INLINE_PARSE_ROWS valid rows: nested
+    as the model's input shape, or (an image model) as flat rows."""
+    shape = model.input_shape
+    for depth in (1 + len(shape), 2) if len(shape) > 1 else (2,):
+        try:
+            rows = _request_body(depth).validate_json(body)["inputs"]
+        except ValueError:  # pydantic's ValidationError, for the JSON as for what it holds
+            continue
+        try:
+            return numbers_as_inputs(rows, shape) if len(rows) <= settings.max_predict_rows else None
+        except DomainError:
+            return None
+    return None
+
+
+@functools.cache
+def _request_body(depth: int) -> TypeAdapter[Any]:
+    """`{"inputs": [...]}` and no other key, 1 to INLINE_PARSE_ROWS rows of numbers nested `depth` deep, parsed
+    and checked in one pass over the bytes (a third less than parsing, then checking the values).
+
+    Strict as the route's own check of the values (`parse_inputs`); where pydantic's JSON parser and
+    Python's json differ, this one refuses (a BOM, a lone surrogate, nesting over 200 deep), and the
+    route parses the body itself.
+    """
+    numbers: Any = Annotated[float, Strict()]
+    for _ in range(depth - 1):
+        numbers = list[numbers]
+    rows = Annotated[list[numbers], Field(min_length=1, max_length=INLINE_PARSE_ROWS)]
+    return TypeAdapter(with_config(ConfigDict(extra="forbid"))(TypedDict("PredictBody", {"inputs": rows})))

@@ -19,6 +19,7 @@ from sklearn.datasets import load_digits
 from bnjobs import Client
 from tests.conftest import RunningService
 from tests.support.jobs import job_request, submit, train, wait_for
+from tests.support.metrics import scrape, value
 from tests.support.processes import ROOT
 from worker.broker import Transport
 
@@ -75,10 +76,13 @@ def test_an_image_model_predicts_flat_or_shaped_rows_alike_from_curl_sdk_and_cli
 ) -> None:
     flat = load_digits().data[:10]
     shaped = flat.reshape(10, 1, 8, 8)
+    assert predict(client, cnn_model["id"], flat[:1]).status_code == 200  # the model is in this process's cache
+    before = value(scrape(client), "bnjobs_predict_fast_path_total")
     as_shaped = predict(client, cnn_model["id"], shaped)
     as_flat = predict(client, cnn_model["id"], flat)
     assert as_shaped.status_code == 200 and as_flat.status_code == 200
-    assert as_flat.content == as_shaped.content  # byte for byte, on the fast path
+    assert as_flat.content == as_shaped.content  # byte for byte
+    assert value(scrape(client), "bnjobs_predict_fast_path_total") - before == 2  # both on the fast path
     many = predict(client, cnn_model["id"], load_digits().data[:70])  # over the fast path's rows: the route
     assert many.status_code == 200
     assert many.json()["probabilities"][:10] == as_flat.json()["probabilities"]

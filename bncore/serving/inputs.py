@@ -20,6 +20,11 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
     if len(raw) > max_rows:
         raise PayloadTooLarge("inputs", f"{len(raw)} rows; at most {max_rows} per request")
     _refuse_non_numbers(raw, 1 + len(input_shape))
+    return numbers_as_inputs(raw, input_shape)
+
+
+def numbers_as_inputs(raw: list[Any], input_shape: tuple[int, ...]) -> torch.Tensor:
+    """`parse_inputs` of rows already known to be a non-empty list, not too long, of nothing but numbers."""
     try:
         array = np.asarray(raw, dtype=np.float64)
     except (ValueError, TypeError):
