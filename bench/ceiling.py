@@ -63,6 +63,7 @@ def measure(url: str, model_id: str, artifact: Path, sample: dict, sync_url: str
             "ms",
             P99_VS_OWN_P50,
             higher_is_better=False,
+            note=f"the async def baseline's p99 in the same rounds: {one['async'].p99_ms / one['async'].p50_ms:.2f}× its own p50",
         ),
         ratio_row(
             f"11. predict throughput, {MANY} connections (service vs FastAPI async def)",
