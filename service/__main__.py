@@ -27,16 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         upgrade_database(settings.resolved_database_url)
         return
     # Uvicorn's loggers reach the root handler as they are (log_config=None); RequestObserver writes the access lines.
-    # Nothing reads a client's address or scheme, so uvicorn's X-Forwarded-* layer would only add a coroutine
-    # to every request; and no Server header advertises the software.
-    options = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_config": None,
-        "access_log": False,
-        "proxy_headers": False,
-        "server_header": False,
-    }
+    # No Server header advertises the software.
+    options = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False, "server_header": False}
     if settings.api_processes > 1:
         share_metrics_between_processes(settings.data_dir)  # before any process imports prometheus_client
         upgrade_database(settings.resolved_database_url)  # once, before the processes start
