@@ -13,13 +13,13 @@ from collections.abc import Awaitable
 from typing import Annotated, Any
 
 import torch
-from pydantic import ConfigDict, Field, Strict, TypeAdapter, with_config
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
 
 from bncore.errors import DomainError
-from bncore.serving.inputs import numbers_as_inputs
+from bncore.serving.inputs import nested_numbers, numbers_as_inputs
 from bncore.serving.served_model import ServedModel
 from bncore.settings import Settings
 from service.auth import INFER, principal_of
@@ -153,8 +153,5 @@ def _request_body(depth: int) -> TypeAdapter[Any]:
     Python's json differ, this one refuses (a BOM, a lone surrogate, nesting over 200 deep), and the
     route parses the body itself.
     """
-    numbers: Any = Annotated[float, Strict()]
-    for _ in range(depth - 1):
-        numbers = list[numbers]
-    rows = Annotated[list[numbers], Field(min_length=1, max_length=INLINE_PARSE_ROWS)]
+    rows = Annotated[list[nested_numbers(depth - 1)], Field(min_length=1, max_length=INLINE_PARSE_ROWS)]
     return TypeAdapter(with_config(ConfigDict(extra="forbid"))(TypedDict("PredictBody", {"inputs": rows})))

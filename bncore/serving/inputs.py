@@ -38,13 +38,17 @@ def numbers_as_inputs(raw: list[Any], input_shape: tuple[int, ...]) -> torch.Ten
     return torch.from_numpy(array.astype(np.float32))
 
 
-@functools.cache
-def _nested_numbers(depth: int) -> TypeAdapter[Any]:
-    """Lists `depth` deep of JSON numbers: strict, so "1.5", true and null are refused rather than converted."""
+def nested_numbers(depth: int) -> Any:
+    """The type of lists `depth` deep of JSON numbers: strict, so "1.5", true and null are refused rather than converted."""
     kind: Any = Annotated[float, Strict()]
     for _ in range(depth):
         kind = list[kind]
-    return TypeAdapter(kind)
+    return kind
+
+
+@functools.cache
+def _nested_numbers(depth: int) -> TypeAdapter[Any]:
+    return TypeAdapter(nested_numbers(depth))
 
 
 def _refuse_non_numbers(raw: list[Any], depth: int) -> None:
