@@ -31,6 +31,7 @@ def test_folded_serving_answers_as_the_unfolded_network_in_eval_mode(architectur
     trained = train_digits(ARCHITECTURES[architecture])
     stored_before = {name: tensor.clone() for name, tensor in trained.to_tensors().items()}
     inputs = digits_inputs(trained)
+    inputs_before = inputs.clone()
 
     folded, unfolded = ServedModel.of(trained, fold_batchnorm=True), ServedModel.of(trained, fold_batchnorm=False)
 
@@ -42,6 +43,25 @@ def test_folded_serving_answers_as_the_unfolded_network_in_eval_mode(architectur
     stored_after = trained.to_tensors()
     assert stored_after.keys() == stored_before.keys()
     assert all(torch.equal(stored_after[name], tensor) for name, tensor in stored_before.items())
+    assert torch.equal(inputs, inputs_before)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_a_served_resnet_sums_and_activates_in_place_and_still_answers_as_eval_mode(fold: bool) -> None:
+    """Each residual sum is written into the output of the block's last layer, each ReLU into its input:
+    no new activation-sized tensor beyond one per layer."""
+    trained = train_digits(ARCHITECTURES["resnet"], epochs=1)
+    inputs = digits_inputs(trained)
+    served = ServedModel.of(trained, fold_batchnorm=fold)
+
+    with torch.profiler.profile() as profile:
+        logits = served.predict(inputs).logits
+
+    calls = {event.key: event.count for event in profile.key_averages()}
+    assert calls.get("aten::add_", 0) == 3  # ResNet-8: one sum per block
+    assert "aten::add" not in calls
+    assert calls.get("aten::relu_", 0) == 7 and "aten::relu" not in calls
+    torch.testing.assert_close(logits, trained.predict(inputs).logits, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("architecture", ["cnn", "resnet"])

@@ -178,7 +178,7 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
         graph.delete_submodule(str(node.target))
         batchnorms.append(ServedBatchNorm(name, copy.deepcopy(bn), _trained_name(layer), PreBatchNorm.of(bn)))
         taps.append((layer, name))
-    _activations_in_place(graph)
+    _in_place(graph)
     graph.recompile()
     if any(isinstance(module, nn.Conv2d) for module in graph.modules()):
         # NHWC weights make every layer after the first convolution NHWC too, where CPU convolutions and
@@ -204,18 +204,41 @@ def _trained_name(node: fx.Node) -> str:
     return str(node.target).removeprefix(_NETWORK + ".")
 
 
-def _activations_in_place(graph: fx.GraphModule) -> None:
-    """An activation overwrites its input where nothing reads that again: no new tensor to allocate and fill."""
+def _add_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """fresh + other, written into `fresh` where the sum has its shape and dtype (a residual block's sum)."""
+    if fresh.shape == other.shape and fresh.dtype == other.dtype:
+        return fresh.add_(other)
+    return fresh + other
+
+
+def _is_sum(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in (operator.add, torch.add, _add_into)
+
+
+def _in_place(graph: fx.GraphModule) -> None:
+    """Activations and sums overwrite an input where nothing reads that again: no new tensor to allocate and fill.
+
+    In a residual network at batch 256 the new tensors cost more than the arithmetic: each is tens of
+    megabytes that the C library maps afresh, and the first write to each page faults.
+    """
     modules = dict(graph.named_modules())
-    for node in graph.graph.nodes:
-        module = modules.get(str(node.target)) if node.op == "call_module" else None
-        source = node.args[0] if node.args else None
-        if module is None or getattr(module, "inplace", None) is not False or not isinstance(source, fx.Node):
-            continue
-        fresh = _module(source, modules, _FRESH_OUTPUT) is not None or (
-            source.op == "call_function" and source.target in (operator.add, torch.add)
+
+    def fresh(value: object) -> bool:
+        return (
+            isinstance(value, fx.Node)
+            and len(value.users) == 1
+            and (_module(value, modules, _FRESH_OUTPUT) is not None or _is_sum(value))
         )
-        if fresh and len(source.users) == 1:
+
+    for node in graph.graph.nodes:
+        if _is_sum(node) and not node.kwargs and len(node.args) == 2 and isinstance(node.args[1], fx.Node):
+            if fresh(node.args[0]):
+                node.target = _add_into
+            elif fresh(node.args[1]):
+                node.target, node.args = _add_into, node.args[::-1]
+            continue
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if module is not None and getattr(module, "inplace", None) is False and node.args and fresh(node.args[0]):
             module.inplace = True
 
 
