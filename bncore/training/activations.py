@@ -49,17 +49,23 @@ def probe_indices(train_samples: int, seed: int) -> torch.Tensor:
 def summarise(values: torch.Tensor) -> list[float]:
     """[p15, p50, p85, mean, std] of all values; percentiles interpolated linearly, as numpy's default.
 
-    On the CPU only the order statistics needed are selected (numpy's partition, linear time): a full sort
-    was most of a probe's cost. Elsewhere, sorted once (torch.quantile refuses over 16 million values).
+    The order statistics are picked from the values sorted in their own precision (a float32 value is
+    exactly a float64 one, so the order is the same), interpolated in Python floats. On the CPU numpy's
+    vectorised sort takes a sixth of the time its partition at the six positions needed takes, at 25,600
+    values and at 4 million; torch's CPU sort is slower still. Elsewhere torch sorts on the device
+    (torch.quantile refuses over 16 million values).
     """
-    flat = values.detach().double().flatten()
+    flat = values.detach().flatten()
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
     positions = [q * (len(flat) - 1) for q in QUANTILES]
     below, above = [math.floor(p) for p in positions], [math.ceil(p) for p in positions]
     if flat.device.type == "cpu":
-        ordered = np.partition(flat.numpy(), sorted({*below, *above}))
+        ordered = np.sort(flat.numpy())
         order = [float(ordered[i]) for i in (*below, *above)]
     else:
         order = flat.sort().values[torch.tensor([*below, *above], device=flat.device)].tolist()
+    flat = flat.double()
     low, high = order[: len(QUANTILES)], order[len(QUANTILES) :]
     percentiles = [lo + (hi - lo) * (p - b) for lo, hi, p, b in zip(low, high, positions, below, strict=True)]
     spread = flat.std().item() if len(flat) > 1 else 0.0
