@@ -181,6 +181,27 @@ def test_label_smoothing_is_cross_entropy_against_smoothed_targets() -> None:
     assert result.history[0].train_loss == pytest.approx(expected, rel=1e-5)
 
 
+def test_an_epochs_training_loss_and_accuracy_weigh_each_batch_by_its_length() -> None:
+    """120 samples in batches of 50, 50 and 20, at a learning rate too small to move the network: the epoch's
+    figures are the means over its samples, computed here batch by batch in the job's shuffled order."""
+    spec = TrainingSpec(epochs=1, batch_size=50, learning_rate=1e-12, momentum=0.0, seed=4)
+    torch.manual_seed(0)
+    network = build_network(IRIS_MODEL, (4,))
+    order = torch.randperm(len(IRIS.x_train), generator=torch.Generator().manual_seed(spec.seed))
+    loss_sum, hits = 0.0, 0
+    with torch.no_grad():
+        for batch in order.split(50):
+            logits = network.train()(IRIS.x_train[batch]).double()
+            loss_sum += F.cross_entropy(logits, IRIS.y_train[batch], reduction="sum").item()
+            hits += int((logits.argmax(dim=1) == IRIS.y_train[batch]).sum())
+
+    result = train(network, IRIS, spec)
+
+    assert len(IRIS.x_train) == 120
+    assert result.history[0].train_loss == pytest.approx(loss_sum / 120, rel=1e-5)
+    assert result.history[0].train_accuracy == pytest.approx(hits / 120, abs=1e-6)
+
+
 def test_gradient_clipping_bounds_the_total_norm_of_every_step() -> None:
     def largest_gradient_norm(clip: float | None) -> float:
         norms: list[float] = []

@@ -136,8 +136,8 @@ def train_epoch(
     # Losses and predictions stay on the device, reduced once at the end: reading them every step would
     # sync a GPU each step, and running sums cost every step four more small kernels.
     losses: list[torch.Tensor] = []
-    correct: list[torch.Tensor] = []
-    seen = 0
+    hits: list[torch.Tensor] = []
+    batch_lengths: list[int] = []
     world_size = shard.world_size if shard is not None else 1
     for step, batch in enumerate(order.split(batch_sizes or spec.batch_size), start=1):
         # BN needs more than one value per feature in training: a trailing batch of 1 is dropped, and in a
@@ -171,12 +171,15 @@ def train_epoch(
             scheduler.step()
         if after_step is not None:
             after_step(step)
-        losses.append(loss.detach() * (len(batch) / world_size))  # this process's part of the batch's loss sum
-        correct.append((logits.detach().argmax(dim=1) == targets).sum())
-        seen += len(batch)
-    sums = torch.stack([torch.stack(losses).sum(), torch.stack(correct).sum().to(losses[0].dtype)])
+        losses.append(loss.detach())
+        hits.append(logits.detach().argmax(dim=1) == targets)
+        batch_lengths.append(len(batch))
+    # This process's part of each batch's loss sum: its mean loss times the batch's length over the processes.
+    parts = torch.tensor(batch_lengths, dtype=losses[0].dtype, device=device) / world_size
+    sums = torch.stack([torch.stack(losses) @ parts, torch.cat(hits).sum().to(losses[0].dtype)])
     if shard is not None:
         sums = shard.sum(sums)
+    seen = sum(batch_lengths)
     return (sums[0] / seen).item(), (sums[1] / seen).item()
 
 
