@@ -45,22 +45,22 @@ class Scale:
     throughput_seconds: float
     forward_seconds: float  # per folding case
     training_epochs: int
-    training_rounds: int
+    training_rounds: int  # row 8
     dispatch_jobs: int
     cached_models: int
     efficiency_batches: int
     matmul_size: int
     resnet_samples: int  # synthetic 3×32×32 images for row 8
     resnet_epochs: int
-    activation_epochs: int  # row 10, run `activation_rounds` times with and without tracking
-    activation_rounds: int
+    activation_epochs: int  # row 10
+    best_of_rounds: int  # rows 4 and 10: rounds of the case and its baseline in turns, each side's best counts
     wrk_seconds: float  # per row-11 measurement
     parallel_mlp_samples: int  # row 12: the wide MLP's training samples, on 1 and on 2 processes
     parallel_resnet_samples: int  # row 12: ResNet-20's training images
     parallel_epochs: int  # row 12: the first is warm-up, not timed
 
 
-FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 3, 5.0, 8192, 256, 2)
+FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 9, 5.0, 8192, 256, 2)
 QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1, 1, 1, 1.0, 1024, 128, 2)
 SERVICE_SETTINGS = {"MODEL_CACHE_SIZE": "64"}  # room for the cached models of row 6; everything else default
 STARTED = time.monotonic()
@@ -106,7 +106,7 @@ def service_rows(folder: Path, scale: Scale) -> list[Row]:
         rss_at_start = rss_bytes(process.pid)
         rows = serving_rows(client, url, folder, scale)
         progress("row 4: a training job and the plain loop")
-        rows.append(training.measure(client, scale.training_epochs, scale.training_rounds))
+        rows.append(training.measure(client, scale.training_epochs, scale.best_of_rounds))
         progress(f"row 5: dispatch of {scale.dispatch_jobs} jobs (embedded)")
         latencies, models = dispatch.dispatch_seconds(client, scale.dispatch_jobs)
         rows.append(dispatch.row("embedded: folder broker, SQLite", latencies, 500))
@@ -158,7 +158,7 @@ def main() -> None:
         progress("row 7: matmul peak and a wide MLP epoch")
         rows.append(efficiency.measure(scale.efficiency_batches, scale.matmul_size))
         progress("row 10: training with and without activation tracking")
-        rows.append(activations.measure(scale.activation_epochs, scale.activation_rounds))
+        rows.append(activations.measure(scale.activation_epochs, scale.best_of_rounds))
         progress("row 12: data-parallel training on 2 processes and on 1")
         rows += data_parallel.measure(parallel_cases(scale), 2, torch.device("cpu"))
         progress("starting the service")

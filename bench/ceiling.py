@@ -9,7 +9,7 @@ the second service on the same database and artifacts.
 import statistics
 from pathlib import Path
 
-from bench import http_load, wrk_load
+from bench import host_noise, http_load, wrk_load
 from bench.processes import free_port, python_module, service
 from bench.report import Row, ratio_row
 
@@ -42,6 +42,7 @@ def measure(url: str, model_id: str, artifact: Path, sample: dict, sync_url: str
         one, many = ({name: _median([measured[name][load] for measured in rounds]) for name in compared} for load in (0, 1))
         for name in ("sync", "raw"):
             one[name], many[name] = _both(targets[name], sample, seconds)
+    host_tail = host_noise.p99_over_p50(seconds)
     tool = one["service"].tool
     note = f"{tool}; {seconds:g} s per measurement, service and async def: median of {ROUNDS} alternating rounds" + (
         "" if tool == "wrk" else f"; {wrk_load.INSTALL}"
@@ -63,7 +64,9 @@ def measure(url: str, model_id: str, artifact: Path, sample: dict, sync_url: str
             "ms",
             P99_VS_OWN_P50,
             higher_is_better=False,
-            note=f"the async def baseline's p99 in the same rounds: {one['async'].p99_ms / one['async'].p50_ms:.2f}× its own p50",
+            note=f"in the same run, the async def baseline's p99: {one['async'].p99_ms / one['async'].p50_ms:.2f}× its own p50; "
+            f"the raw ASGI app's: {one['raw'].p99_ms / one['raw'].p50_ms:.2f}×; a fixed ~0.2 ms piece of CPU work "
+            f"(bench/host_noise.py) timed back to back for {seconds:g} s: {host_tail:.2f}×",
         ),
         ratio_row(
             f"11. predict throughput, {MANY} connections (service vs FastAPI async def)",

@@ -9,7 +9,6 @@ are random and the BN statistics made up: the timing does not depend on their va
 includes the input standardisation. Torch uses the threads the API process would (INFERENCE_THREADS, else TORCH_THREADS, else 1).
 """
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,11 +24,14 @@ from bncore.specs import JobSpec
 from bncore.training.networks import build_network
 from bncore.training.trained_model import Standardize, TrainedModel
 
-TARGET_AT_256 = 1.2  # folding alone: at least 1.2× faster at batch 256 on the 3×32×32 CNN
+TARGET_AT_256 = 1.2  # folding alone: at least 1.2× faster at batch 256 on the 3×32×32 CNN (issue 18)
 TARGET_SHAPE = (3, 32, 32)
 SHAPES = ((1, 8, 8), (3, 32, 32))
 BATCHES = (1, 256)
 CNN = {"architecture": "cnn", "num_classes": 10}
+# Each graph's best run counts: this host's speed flips by a third for tenths of a second at a time
+# (bench/host_noise.py), and a ResNet-20 pass at batch 256 is a run of its own.
+RUNS = 9
 
 
 def with_made_up_statistics(model: dict[str, Any], input_shape: tuple[int, ...]) -> TrainedModel:
@@ -52,12 +54,19 @@ def _seconds_per_pass(network: Callable[[torch.Tensor], torch.Tensor], inputs: t
     return (time.perf_counter() - start) / passes
 
 
-def measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]] | None = None) -> list[Row]:
-    """Rows per model, named by its prefix; by default row 3's CNNs."""
+def measure(seconds_per_case: float, models: list[tuple[str, TrainedModel, float | None]] | None = None) -> list[Row]:
+    """Rows per model, named by its prefix, with its target for folding alone at batch 256; by default row 3's CNNs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(get_settings().resolved_inference_threads)
     if models is None:
-        models = [(f"3. CNN {'×'.join(map(str, shape))} forward", with_made_up_statistics(CNN, shape)) for shape in SHAPES]
+        models = [
+            (
+                f"3. CNN {'×'.join(map(str, shape))} forward",
+                with_made_up_statistics(CNN, shape),
+                TARGET_AT_256 if shape == TARGET_SHAPE else None,
+            )
+            for shape in SHAPES
+        ]
     try:
         return _measure(seconds_per_case, models)
     finally:
@@ -65,9 +74,9 @@ def measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]] | No
 
 
 @torch.inference_mode()
-def _measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]]) -> list[Row]:
+def _measure(seconds_per_case: float, models: list[tuple[str, TrainedModel, float | None]]) -> list[Row]:
     rows = []
-    for name, model in models:
+    for name, model, folding_target in models:
         shape = model.input_shape
         served = ServedModel.of(model, fold_batchnorm=True)
         graphs = {
@@ -87,7 +96,7 @@ def _measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]]) ->
                     "samples/s",
                     None,
                     higher_is_better=True,
-                    note=f"{torch.get_num_threads()} torch thread(s), median of 5 alternating runs" if batch == 1 else "",
+                    note=f"{torch.get_num_threads()} torch thread(s), best of {RUNS} alternating runs" if batch == 1 else "",
                 )
             )
             if batch == 256:
@@ -97,7 +106,7 @@ def _measure(seconds_per_case: float, models: list[tuple[str, TrainedModel]]) ->
                         rate["folded NHWC"],
                         rate["unfolded NHWC"],
                         "samples/s",
-                        TARGET_AT_256 if shape == TARGET_SHAPE else None,
+                        folding_target,
                         higher_is_better=True,
                     )
                 )
@@ -112,7 +121,7 @@ def _samples_per_second(
         torch.testing.assert_close(graph(inputs), served, rtol=1e-4, atol=1e-4)
     passes = max(1, int(seconds_per_case / 10 / max(_seconds_per_pass(graphs["eval"], inputs, 3), 1e-6)))
     times: dict[str, list[float]] = {name: [] for name in graphs}
-    for _ in range(5):  # alternate, so that noise from other work falls on all alike
+    for _ in range(RUNS):  # alternate, so that noise from other work falls on all alike
         for name, graph in graphs.items():
             times[name].append(_seconds_per_pass(graph, inputs, passes))
-    return {name: len(inputs) / statistics.median(seconds) for name, seconds in times.items()}
+    return {name: len(inputs) / min(seconds) for name, seconds in times.items()}
