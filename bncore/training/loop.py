@@ -57,9 +57,7 @@ def make_optimizer(network: nn.Module, spec: TrainingSpec) -> torch.optim.Optimi
     the default launches several per parameter tensor. A step of the digits MLP's SGD with momentum: ~140 → ~67 µs."""
     params = network.parameters()
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=spec.learning_rate, momentum=spec.momentum, weight_decay=spec.weight_decay, fused=True
-        )
+        return torch.optim.SGD(params, lr=spec.learning_rate, momentum=spec.momentum, weight_decay=spec.weight_decay, fused=True)
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=True)
     return torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=True)
