@@ -55,13 +55,14 @@ class Scale:
     activation_epochs: int  # row 10
     best_of_rounds: int  # rows 4 and 10: rounds of the case and its baseline in turns, each side's best counts
     wrk_seconds: float  # per row-11 measurement
+    wrk_rounds: int  # row 11: rounds of the service and its baselines in turns
     parallel_mlp_samples: int  # row 12: the wide MLP's training samples, on 1 and on 2 processes
     parallel_resnet_samples: int  # row 12: ResNet-20's training images
     parallel_epochs: int  # row 12: the first is warm-up, not timed
 
 
-FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 9, 3.0, 8192, 256, 2)
-QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1, 1, 1, 1.0, 1024, 128, 2)
+FULL = Scale(5, 300, 3, 4.0, 2.0, 20, 2, 20, 50, 20, 2048, 1280, 1, 10, 9, 3.0, 5, 8192, 256, 2)
+QUICK = Scale(1, 30, 1, 1.0, 0.1, 1, 1, 2, 3, 2, 512, 160, 1, 1, 1, 1.0, 1, 1024, 128, 2)
 SERVICE_SETTINGS = {"MODEL_CACHE_SIZE": "64"}  # room for the cached models of row 6; everything else default
 STARTED = time.monotonic()
 
@@ -87,7 +88,9 @@ def serving_rows(client: httpx.Client, url: str, folder: Path, scale: Scale) -> 
         rows = latency.measure(ours, theirs, scale.latency_rounds, scale.latency_per_round)
         rows.append(throughput.measure(ours, theirs, scale.throughput_rounds, scale.throughput_seconds))
         progress("row 11: wrk against the service, FastAPI async and sync, a raw ASGI app; API_PROCESSES=2")
-        ceiling_rows = ceiling.measure(url, model_id, artifact, sample, f"http://127.0.0.1:{port}", folder, scale.wrk_seconds)
+        ceiling_rows = ceiling.measure(
+            url, model_id, artifact, sample, f"http://127.0.0.1:{port}", folder, scale.wrk_seconds, scale.wrk_rounds
+        )
     stats = client.get(f"/v1/models/{model_id}/serving").json()
     rows[-1] = dataclasses.replace(
         rows[-1],

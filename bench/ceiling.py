@@ -19,14 +19,15 @@ P99_VS_OWN_P50 = 2.0
 THROUGHPUT_VS_ASYNC = 3.0
 THROUGHPUT_VS_CEILING = 0.25
 MANY = 64  # connections for throughput
-# Rounds of the service, its `async def` baseline and the raw app, one after another (which goes first
-# alternates). Each target is judged by the round whose ratio is the median: a round's numbers share the
-# host's state of the moment, which here flips by a third for seconds at a time (bench/host_noise.py).
-ROUNDS = 5
 Round = dict[str, tuple[wrk_load.Load, wrk_load.Load]]  # per server: at one connection, at MANY
 
 
-def measure(url: str, model_id: str, artifact: Path, sample: dict, sync_url: str, folder: Path, seconds: float) -> list[Row]:
+def measure(
+    url: str, model_id: str, artifact: Path, sample: dict, sync_url: str, folder: Path, seconds: float, rounds_count: int
+) -> list[Row]:
+    """`rounds_count` rounds of the service, its `async def` baseline and the raw app, one after another (which goes
+    first alternates). Each target is judged by the round whose ratio is the median: a round's numbers share the
+    host's state of the moment, which here flips by a third for seconds at a time (bench/host_noise.py)."""
     targets = {"service": f"{url}/v1/models/{model_id}/predict", "sync": f"{sync_url}/predict"}
     raw_port, async_port = free_port(), free_port()
     with (
@@ -42,7 +43,7 @@ def measure(url: str, model_id: str, artifact: Path, sample: dict, sync_url: str
         targets |= {"raw": f"http://127.0.0.1:{raw_port}/", "async": f"http://127.0.0.1:{async_port}/predict"}
         compared = ("service", "async", "raw")
         rounds: list[Round] = []
-        for index in range(ROUNDS):
+        for index in range(rounds_count):
             order = compared if index % 2 == 0 else compared[::-1]
             rounds.append({name: _both(targets[name], sample, seconds, warm_up=index == 0) for name in order})
         sync = _both(targets["sync"], sample, seconds, warm_up=True)
@@ -58,8 +59,9 @@ def measure(url: str, model_id: str, artifact: Path, sample: dict, sync_url: str
     async_tail = statistics.median(r["async"][0].p99_ms / r["async"][0].p50_ms for r in rounds)
     raw_tail = statistics.median(r["raw"][0].p99_ms / r["raw"][0].p50_ms for r in rounds)
     tool = latency["service"][0].tool
-    note = f"{tool}; {seconds:g} s per measurement; the median of {ROUNDS} rounds of service, async def and raw app in turns" + (
-        "" if tool == "wrk" else f"; {wrk_load.INSTALL}"
+    note = (
+        f"{tool}; {seconds:g} s per measurement; the median of {rounds_count} rounds of service, async def and raw app in turns"
+        + ("" if tool == "wrk" else f"; {wrk_load.INSTALL}")
     )
     rows = [
         ratio_row(
