@@ -5,10 +5,11 @@ time, whatever runs. A latency tail measured here is partly the host's: row 11's
 ratio, measured in the same run, beside the service's.
 """
 
-import statistics
 import time
 
 import torch
+
+from bench import http_load
 
 PIECE = torch.ones(96, 96)
 MATMULS_PER_PIECE = 16  # ~0.2 ms on this repository's machine, about a one-row predict request in process
@@ -27,5 +28,5 @@ def p99_over_p50(seconds: float) -> float:
             times.append(time.perf_counter() - started)
     finally:
         torch.set_num_threads(threads)
-    times.sort()
-    return times[int(len(times) * 0.99)] / statistics.median(times)
+    latency = http_load.summarise(times)
+    return latency.p99_ms / latency.p50_ms

@@ -79,7 +79,7 @@ def _run_job(client: httpx.Client, body: dict) -> dict:
 
 
 def predict_rows(seconds_per_case: float) -> list[Row]:
-    """Row 9, without targets: issue 18 sets folding's for the plain CNN of row 3. On ResNet-20 folding alone
-    gave 1.13×–1.41× at batch 256 over the runs of 2026-12-01 (the CNN: 1.55×–1.74×)."""
+    """Row 9, without targets: issue 18 sets folding's for the plain CNN of row 3 (docs/performance.md gives
+    both models' folding-alone ratios over runs)."""
     name = f"9. ResNet-{DEPTH} {'×'.join(map(str, SHAPE))} predict"
     return folding.measure(seconds_per_case, [(name, folding.with_made_up_statistics(RESNET_20, SHAPE), None)])
