@@ -64,6 +64,31 @@ def test_a_served_resnet_sums_and_activates_in_place_and_still_answers_as_eval_m
     torch.testing.assert_close(logits, trained.predict(inputs).logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("model", "modules_called"),
+    [
+        ({**ARCHITECTURES["mlp"], "dropout": 0.3}, []),
+        (ARCHITECTURES["cnn"], []),
+        (ARCHITECTURES["resnet"], []),
+        (ARCHITECTURES["after_activation"], ["network.bn1", "network.bn2"]),  # BN after ReLU: nothing absorbs it
+    ],
+)
+def test_a_served_network_calls_its_layers_as_torch_functions_and_answers_as_eval_mode(
+    model: dict, modules_called: list[str]
+) -> None:
+    """At batch 1 a module call costs more than a small layer's arithmetic: the served graph calls the layers'
+    functions (dropout, an identity, a folded BN: nothing at all), and only a BN that stays keeps its module."""
+    trained = train_digits(model, epochs=1)
+    served = ServedModel.of(trained, fold_batchnorm=True)
+
+    called = [str(node.target) for node in served.graph.observed.graph.nodes if node.op == "call_module"]
+
+    assert called == modules_called
+    for rows in (1, 5):
+        inputs = digits_inputs(trained)[:rows]
+        torch.testing.assert_close(served.predict(inputs).logits, trained.predict(inputs).logits, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("architecture", ["cnn", "resnet"])
 def test_folding_holds_for_bn_statistics_far_from_their_initial_values(architecture: str) -> None:
     trained = train_digits(ARCHITECTURES[architecture], epochs=1)

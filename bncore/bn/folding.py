@@ -13,6 +13,7 @@ import types
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -82,7 +83,7 @@ class ServingGraph:
         activation overwrites them next.
         """
         with MODULE_CALLS.shared():
-            return self.observed(inputs, observe)
+            return self.observed.forward(inputs, observe)  # not __call__: a module call costs a few µs
 
 
 class _Tracer(fx.Tracer):
@@ -179,6 +180,7 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
         batchnorms.append(ServedBatchNorm(name, copy.deepcopy(bn), _trained_name(layer), PreBatchNorm.of(bn)))
         taps.append((layer, name))
     _in_place(graph)
+    _functional(graph, keep={node for node, _ in taps})
     graph.recompile()
     if any(isinstance(module, nn.Conv2d) for module in graph.modules()):
         # NHWC weights make every layer after the first convolution NHWC too, where CPU convolutions and
@@ -191,12 +193,14 @@ def serving_graph(model: TrainedModel, fold: bool) -> ServingGraph:
 
 
 def _children_as_attributes(root: nn.Module) -> None:
-    """Every submodule also a plain attribute of its parent. The generated forward reads `self.network.fc1`
-    for each call, and a read through nn.Module.__getattr__ costs a small pass ~15 % of its time. Only
-    submodules: `to()` replaces buffers, and setting a submodule again updates both places."""
+    """Every submodule, parameter and buffer also a plain attribute of its module. The generated forward reads
+    `self.network.fc1.weight` for each call, and a read through nn.Module.__getattr__ costs a small pass ~15 % of
+    its time. Only once nothing changes the modules: `to()` replaces buffers, which these copies would not follow."""
     for module in root.modules():
         for name, child in module.named_children():
             module.__dict__[name] = child
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            module.__dict__[name] = tensor
 
 
 def _trained_name(node: fx.Node) -> str:
@@ -240,6 +244,62 @@ def _in_place(graph: fx.GraphModule) -> None:
         module = modules.get(str(node.target)) if node.op == "call_module" else None
         if module is not None and getattr(module, "inplace", None) is False and node.args and fresh(node.args[0]):
             module.inplace = True
+
+
+@dataclass(frozen=True)
+class _AsFunction:
+    """A layer's forward as one torch function: function(input, *the layer's tensors, *its settings)."""
+
+    function: Callable[..., torch.Tensor]
+    tensors: tuple[str, ...] = ()
+    settings: Callable[[Any], tuple] = lambda layer: ()
+    applies: Callable[[Any], bool] = lambda layer: True  # else the layer keeps its own forward
+
+
+_AS_FUNCTION: dict[type[nn.Module], _AsFunction] = {
+    nn.Linear: _AsFunction(torch._C._nn.linear, ("weight", "bias")),
+    nn.Conv2d: _AsFunction(
+        torch.conv2d,
+        ("weight", "bias"),
+        lambda c: (c.stride, c.padding, c.dilation, c.groups),
+        lambda c: c.padding_mode == "zeros",
+    ),
+    nn.ReLU: _AsFunction(torch.relu_, applies=lambda relu: relu.inplace),
+    nn.Flatten: _AsFunction(torch.flatten, settings=lambda f: (f.start_dim, f.end_dim)),
+    nn.MaxPool2d: _AsFunction(
+        torch.max_pool2d,
+        settings=lambda p: (p.kernel_size, p.stride, p.padding, p.dilation, p.ceil_mode),
+        applies=lambda p: not p.return_indices,
+    ),
+    nn.AdaptiveAvgPool2d: _AsFunction(
+        torch._C._nn.adaptive_avg_pool2d,
+        settings=lambda p: (p.output_size,),
+        applies=lambda p: isinstance(p.output_size, int),  # a tuple may hold None: keep the input's size
+    ),
+}
+_PASS_THROUGH = (nn.Identity, nn.Dropout)  # in eval mode each returns its input
+
+
+def _functional(graph: fx.GraphModule, keep: set[fx.Node]) -> None:
+    """Each call of a common layer as the torch function its forward calls: at batch 1, calling the modules
+    costs a small network about half again its arithmetic. Layers that return their input leave the graph,
+    except the nodes in `keep`. Only layers of exactly these types: a subclass may compute something else."""
+    modules = dict(graph.named_modules())
+    for node in list(graph.graph.nodes):
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if type(module) in _PASS_THROUGH and not module.training and node not in keep:
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+            continue
+        call = _AS_FUNCTION.get(type(module))
+        if call is None or not call.applies(module):
+            continue
+        with graph.graph.inserting_before(node):
+            tensors = [
+                graph.graph.get_attr(f"{node.target}.{name}") if getattr(module, name) is not None else None
+                for name in call.tensors
+            ]
+        node.op, node.target, node.args = "call_function", call.function, (node.args[0], *tensors, *call.settings(module))
 
 
 def _observe(observe: Callable[[str, torch.Tensor], None], name: str, values: torch.Tensor) -> None:
