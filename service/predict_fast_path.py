@@ -105,8 +105,8 @@ def _servable(services: Services, scope: Scope, model_id: str) -> ServedModel | 
         return None  # the route refuses query parameters it does not take
     try:
         caller = principal_of(headers.get(b"authorization", ""), services.api_keys)
-        # Not counted as a hit yet: a request handed on to the route is looked up, and counted, there.
-        return services.cache.lookup(model_id, caller.owner_filter, count_hit=False) if caller.holds_any(INFER) else None
+        # A request handed on to the route is looked up again there: counted as a hit, or reading the record, there.
+        return services.cache.lookup(model_id, caller.owner_filter, handing_on=True) if caller.holds_any(INFER) else None
     except DomainError:
         return None
 

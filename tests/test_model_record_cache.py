@@ -96,6 +96,26 @@ def test_another_owners_request_for_a_model_does_not_evict_it(tmp_path: Path) ->
     assert cache.lookup(model_id, "alice") is served
 
 
+def test_while_one_request_reads_a_due_record_again_the_others_are_served_from_memory(tmp_path: Path) -> None:
+    """Under load a due record is read by one request, not by every request until one of them has read it;
+    what that read finds still counts: a model deleted through another API process stops answering."""
+    stores, model_id = alices_model(tmp_path)
+    cache = ModelCache(stores.artifacts, capacity=4, fold_batchnorm=True, recheck_seconds=RECHECK_SECONDS)
+    served = cache.load(stores.models, model_id, "alice")
+    time.sleep(RECHECK_SECONDS)  # the record is due to be read again
+
+    assert cache.lookup(model_id, "alice", handing_on=True) is None  # the fast path hands the request on...
+    assert cache.lookup(model_id, "alice") is None  # ...to the route, which reads the record
+    assert all(cache.lookup(model_id, "alice") is served for _ in range(5))  # meanwhile the others are served
+    time.sleep(RECHECK_SECONDS)  # that read never came back: another request reads the record instead
+    assert cache.lookup(model_id, "alice") is None
+
+    stores.models.delete(model_id)  # through another API process
+    with pytest.raises(ModelNotFound):
+        cache.load(stores.models, model_id, "alice")
+    assert cache.lookup(model_id, "alice") is None and cache.lookup(model_id, "alice") is None
+
+
 class CountingArtifacts(ArtifactStore):
     """Real artifacts that count the loads, each a little slow, as a large model's is."""
 

@@ -19,6 +19,7 @@ class _Cached:
     model: ServedModel
     record: ModelRecord
     checked_at: float  # time.monotonic() when the record was last read from the database
+    rereading_since: float | None = None  # when a request set out to read it again, until it has
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class ModelCache:
     Each keeps its model record, so a request for a cached model needs no database read: records
     never change, only deletion ends them. A model deleted through this process is evicted and never
     served again here. One deleted through another API process is noticed when its record is read
-    again, at most `recheck_seconds` after the last read; until then this process still serves it.
+    again, by the first request `recheck_seconds` after the last read; until that read answers, this
+    process still serves it, also to the requests that come meanwhile (under load, one read, not one
+    a request).
     """
 
     def __init__(
@@ -59,18 +62,26 @@ class ModelCache:
         self._lock = threading.Lock()
         self._hits = self._misses = self._onnx_exports = 0
 
-    def lookup(self, model_id: str, owner: str | None, count_hit: bool = True) -> ServedModel | None:
-        """The cached model, if its record was read recently; None: read the record and call `get`.
+    def lookup(self, model_id: str, owner: str | None, handing_on: bool = False) -> ServedModel | None:
+        """The cached model, if its record was read recently or another request is reading it now; None:
+        read the record and call `load` (or `get`).
 
-        With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers. A caller
-        that may yet hand the request on to another lookup passes `count_hit=False`, then `count_hit()`
-        once it answers, so that one request is one hit.
+        With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers. A caller that may
+        yet hand the request on to another lookup passes `handing_on=True`: it neither counts a hit (it calls
+        `count_hit()` once it answers, so that one request is one hit) nor takes on a read that is due.
         """
         with self._lock:
             cached = self._models.get(model_id)
-            if cached is None or time.monotonic() - cached.checked_at > self.recheck_seconds:
+            if cached is None:
                 return None
-            if count_hit:
+            now = time.monotonic()
+            if now - cached.checked_at > self.recheck_seconds:
+                if handing_on:
+                    return None
+                if cached.rereading_since is None or now - cached.rereading_since > self.recheck_seconds:
+                    cached.rereading_since = now  # this caller reads it; if it never does, another will
+                    return None
+            if not handing_on:
                 self._hits += 1
             self._models.move_to_end(model_id)
         if owner is not None and cached.record.owner != owner:
@@ -92,6 +103,9 @@ class ModelCache:
         except ModelNotFound:
             if owner is None or not models.exists(model_id):
                 self.evict(model_id)
+            else:  # another owner's model, not deleted: as good as reading its record
+                with self._lock:
+                    self._checked(model_id)
             raise
         return self.get(record)
 
@@ -105,10 +119,8 @@ class ModelCache:
             self._refuse_deleted(record.id)
             if record.id in self._models:
                 self._hits += 1
-                cached = self._models[record.id]
-                cached.checked_at = time.monotonic()
                 self._models.move_to_end(record.id)
-                return cached.model
+                return self._checked(record.id).model
             loading = self._loading.get(record.id)
             leads = loading is None
             if leads:
@@ -162,6 +174,13 @@ class ModelCache:
             with self._lock:
                 self._onnx_exports += 1
         return payload
+
+    def _checked(self, model_id: str) -> _Cached | None:
+        """The cached model, its record just read; the caller holds the lock."""
+        cached = self._models.get(model_id)
+        if cached is not None:
+            cached.checked_at, cached.rereading_since = time.monotonic(), None
+        return cached
 
     def _refuse_deleted(self, model_id: str) -> None:
         if model_id in self._deleted:
