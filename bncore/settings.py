@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     """models kept loaded for inference"""
     model_recheck_seconds: float = Field(5.0, ge=0)
     """how long an API process serves a cached model without reading its record again; a model deleted through another API process
-    is served by this one for at most this long"""
+    is served by this one for at most this long, plus one read of its record"""
     cancel_poll_seconds: float = Field(1.0, gt=0)
     """how often a running job looks for a cancel request"""
     heartbeat_seconds: float = Field(5.0, gt=0)
