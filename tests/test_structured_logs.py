@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import math
+import os
 import random
 import re
 import select
@@ -16,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from bncore.structured_logs import LOG_CONTEXT, BufferedInfoLines, JsonFormatter, TextFormatter, _utc_time
+from bncore.structured_logs import (
+    LOG_CONTEXT,
+    BufferedInfoLines,
+    JsonFormatter,
+    TextFormatter,
+    _entry,
+    _json_text,
+    _utc_time,
+)
 from tests.conftest import RunningService
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
@@ -194,6 +204,31 @@ def test_buffered_access_lines_are_the_lines_logging_writes_each_with_its_own_re
     for mine, theirs in zip(written, logged, strict=True):
         assert list(mine) == list(theirs) and abs(_epoch(mine.pop("time")) - _epoch(theirs.pop("time"))) < 1
         assert mine == theirs
+
+
+@pytest.mark.parametrize(
+    ("message", "context", "fields"),
+    [
+        ("POST /v1/x 200", {"request_id": "r-1"}, FIELDS),
+        ('GET /v1/caf\u00e9/"quoted"\\ 404', {}, {"ratio": float("inf"), "file": Path("/data/na\u00efve.csv")}),
+        ("no context, no fields", {}, {}),
+        ("a field named as the entry's own key", {"request_id": "r-2"}, {"message": "replaced", "pid": 0}),
+    ],
+)
+def test_a_buffered_line_is_byte_for_byte_the_json_of_its_entry(message: str, context: dict, fields: dict) -> None:
+    """Buffered lines write the entry's own keys around the serializer: the text must be what serializing the
+    whole entry writes, whatever the message, context and fields hold."""
+    lines = BufferedInfoLines(logging.getLogger("service.access"))
+    with root_handler(JsonFormatter()) as stream:
+        token = LOG_CONTEXT.set(context)
+        assert lines.add(message, fields)
+        LOG_CONTEXT.reset(token)
+        [(created, *_)] = lines._pending
+        lines.flush()
+
+    expected = _json_text(_entry(created, "INFO", "service.access", message, os.getpid(), context, fields)) + "\n"
+    assert stream.getvalue() == expected
+    assert json.loads(expected)["message"] == fields.get("message", message)
 
 
 def test_buffered_lines_go_through_logging_when_it_is_set_up_otherwise() -> None:
