@@ -67,11 +67,11 @@ def _utc_time(created: float) -> str:
     return f"{_utc_second(second)}.{microseconds // 1000:03d}+00:00"
 
 
-def _json_text(entry: Mapping[str, object]) -> str:
+def _json_text(value: object) -> str:
     """Compact JSON, anything it cannot serialize as its str(), by pydantic-core's serializer (pydantic's own
     dependency): a fifth of json.dumps's cost. ASCII, as json.dumps writes it: a line's length in
     characters is then its length in bytes, which `_pieces` counts."""
-    return to_json(entry, ensure_ascii=True, fallback=str).decode()
+    return to_json(value, ensure_ascii=True, fallback=str).decode()
 
 
 _ENTRY_KEYS = frozenset(("time", "level", "logger", "message", "pid"))

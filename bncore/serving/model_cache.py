@@ -68,19 +68,19 @@ class ModelCache:
 
         With `owner`, ModelNotFound unless the model is theirs, as ModelStore.get answers. A caller that may
         yet hand the request on to another lookup passes `handing_on=True`: it neither counts a hit (it calls
-        `count_hit()` once it answers, so that one request is one hit) nor takes on a read that is due.
+        `count_hit()` once it answers, so that one request is one hit) nor takes on a read that is due (it hands
+        the request on to a caller that will).
         """
         with self._lock:
             cached = self._models.get(model_id)
             if cached is None:
                 return None
             now = time.monotonic()
-            if now - cached.checked_at > self.recheck_seconds:
-                if handing_on:
-                    return None
-                if cached.rereading_since is None or now - cached.rereading_since > self.recheck_seconds:
+            due = now - cached.checked_at > self.recheck_seconds
+            if due and (cached.rereading_since is None or now - cached.rereading_since > self.recheck_seconds):
+                if not handing_on:
                     cached.rereading_since = now  # this caller reads it; if it never does, another will
-                    return None
+                return None
             if not handing_on:
                 self._hits += 1
             self._models.move_to_end(model_id)
