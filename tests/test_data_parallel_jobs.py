@@ -1,5 +1,10 @@
 """A job on two processes with BN over the global batch trains the model one process would; `local` BN does not."""
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -7,6 +12,7 @@ import torch
 
 from bncore.data.builtin import PreparedData, prepare_data
 from bncore.data.catalog import BUILT_INS
+from bncore.parent_process import POLL_SECONDS
 from bncore.specs import DatasetRef, JobSpec
 from bncore.training.data_parallel import Gang, train_data_parallel
 from bncore.training.loop import train
@@ -14,6 +20,7 @@ from bncore.training.networks import build_network
 from tests.support.gangs import kill_rank_1_and_see_the_job_resume
 from tests.support.jobs import job_request
 from tests.support.jobs import train as train_job
+from tests.support.processes import ROOT
 
 # iris: 120 training samples, batches of 16 → 7 full batches and a trailing 8, split 4 + 4.
 SPEC = {
@@ -128,3 +135,30 @@ def test_killing_one_process_of_a_gang_fails_the_attempt_and_the_job_resumes_fro
     client: httpx.Client,
 ) -> None:
     kill_rank_1_and_see_the_job_resume(client, {"processes": 2})
+
+
+def test_the_gangs_helper_process_ends_with_a_worker_killed_mid_gang() -> None:
+    """A worker killed mid-gang (SIGKILL: no time to shut anything down) leaves no process behind: the manager
+    holding the queue its ranks report through ends as soon as it finds itself orphaned."""
+    script = "from bncore.training.data_parallel import gang_manager; import time\n"
+    script += "manager = gang_manager(); print(manager._process.pid, flush=True); time.sleep(600)\n"
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    manager_pid = int(worker.stdout.readline())
+    assert process_alive(manager_pid)
+
+    worker.kill()
+    worker.wait()
+
+    deadline = time.monotonic() + 10 * POLL_SECONDS
+    while process_alive(manager_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(manager_pid), "the gang's manager outlived its worker"
+
+
+def process_alive(pid: int) -> bool:
+    """Running or sleeping: an exited orphan may stay a zombie where the container's init reaps nothing."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status

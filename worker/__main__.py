@@ -20,6 +20,7 @@ import celery.apps.worker
 from celery.signals import celeryd_init, setup_logging
 from celery.utils.nodenames import default_nodename, host_format
 
+from bncore.parent_process import watch_parent
 from bncore.settings import get_settings
 from bncore.structured_logs import configure_logging
 from bncore.training.devices import limit_cpu_threads
@@ -28,13 +29,6 @@ from worker.app import PARENT_PID_VARIABLE, create_celery, worker_queues
 
 def in_background(loop: Callable[[], None], name: str) -> None:
     threading.Thread(target=loop, name=name, daemon=True).start()
-
-
-def exit_with_parent(parent_pid: int) -> None:
-    """An embedded worker ends when the API process that started it is gone, however it died."""
-    while os.getppid() == parent_pid:
-        time.sleep(1)
-    os._exit(0)
 
 
 def alive_file(nodename: str) -> Path:
@@ -102,8 +96,8 @@ def main(argv: list[str]) -> None:
     if settings.log_format == "json":
         celery.apps.worker.safe_say = say_as_json
         start_resource_tracker_without_stderr()
-    if parent := os.environ.get(PARENT_PID_VARIABLE):
-        in_background(lambda: exit_with_parent(int(parent)), "parent-watch")
+    if parent := os.environ.get(PARENT_PID_VARIABLE):  # an embedded worker ends with the API process that started it
+        watch_parent(int(parent))
     # Celery names the node (`--hostname`, `%h` expanded) as the worker starts: that names its alive file.
     celeryd_init.connect(
         lambda sender, **_: in_background(lambda: keep_alive_file(alive_file(sender), settings.heartbeat_seconds), "alive-file"),

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from bncore.bn.global_batchnorm import GlobalBatchNorm
 from bncore.data.builtin import PreparedData
+from bncore.parent_process import watch_parent
 from bncore.specs import JobSpec
 from bncore.training.checkpoints import Checkpoint
 from bncore.training.epoch_metrics import EpochMetrics
@@ -172,7 +174,7 @@ def _launch(
             f"the job asks for {gang.processes} processes, one per GPU, and this worker has {torch.cuda.device_count()}",
             lost=False,
         )
-    with get_context("spawn").Manager() as manager:
+    with gang_manager() as manager:
         _save(workdir / DATA, _data_tensors(data), {})
         if resume is not None:
             _save(workdir / RESUME, resume.tensors, resume.metadata)
@@ -213,6 +215,14 @@ def _launch(
                     f"not all {gang.members} workers joined the gang within {gang.join_timeout_seconds} s"
                 ) from error
             raise _gang_failed(error) from error
+
+
+def gang_manager() -> SyncManager:
+    """The process that holds the queue and the event a gang's ranks share with this worker, started. It ends with
+    the worker, also one killed mid-gang, which has no time to shut it down."""
+    manager = SyncManager(ctx=get_context("spawn"))
+    manager.start(initializer=watch_parent, initargs=(os.getpid(),))
+    return manager
 
 
 def _pump(messages: Any, on_epoch: Callable[[EpochMetrics, Checkpoint | None], None]) -> TrainingDiverged | None:
