@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.jobs import job_request, train
-from tests.support.processes import ROOT, free_port, start, stop, wait_ready
+from tests.support.processes import ROOT, embedded_worker_pids, free_port, start, stop, wait_ready
 from tests.support.servers import RedisServer, fresh_postgres_database
 
 MODE = os.environ.get("BN_TEST_MODE", "embedded")
@@ -81,7 +81,7 @@ class RunningService:
         if name in self.workers:
             return self.workers[name].pid
         assert self.api is not None
-        children = [pid for pid in _children(self.api.pid) if b"-m\x00worker" in _cmdline(pid)]
+        children = embedded_worker_pids(self.api.pid)
         assert len(children) == 1, children
         return children[0]
 
@@ -112,14 +112,6 @@ def own_backends(folder: Path) -> Iterator[dict[str, str]]:
             yield env
     finally:
         redis.stop()
-
-
-def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def pytest_report_header() -> str:

@@ -2,8 +2,6 @@
 
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,7 +18,7 @@ from bncore.training.networks import build_network
 from tests.support.gangs import kill_rank_1_and_see_the_job_resume
 from tests.support.jobs import job_request
 from tests.support.jobs import train as train_job
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, process_alive, wait_until_gone
 
 # iris: 120 training samples, batches of 16 → 7 full batches and a trailing 8, split 4 + 4.
 SPEC = {
@@ -149,16 +147,4 @@ def test_the_gangs_helper_process_ends_with_a_worker_killed_mid_gang() -> None:
     worker.kill()
     worker.wait()
 
-    deadline = time.monotonic() + 10 * POLL_SECONDS
-    while process_alive(manager_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not process_alive(manager_pid), "the gang's manager outlived its worker"
-
-
-def process_alive(pid: int) -> bool:
-    """Running or sleeping: an exited orphan may stay a zombie where the container's init reaps nothing."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in status
+    assert wait_until_gone(manager_pid, timeout=10 * POLL_SECONDS), "the gang's manager outlived its worker"

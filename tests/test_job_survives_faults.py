@@ -11,13 +11,22 @@ import torch
 from safetensors.torch import load_file
 
 from bncore.jobs.recovery import recover_lost_jobs, remove_finished_checkpoints
+from bncore.parent_process import POLL_SECONDS
 from bncore.storage.artifacts import ArtifactStore
 from bncore.storage.database import Database
 from bncore.storage.job_store import JobStore
 from bncore.storage.migrations import upgrade_database
 from tests.conftest import FAST_RECOVERY, RunningService
 from tests.support.jobs import figures, job_request, submit, train, wait_for
-from tests.support.processes import own_service, start, stop
+from tests.support.processes import (
+    embedded_worker_pids,
+    free_port,
+    own_service,
+    start,
+    stop,
+    wait_ready,
+    wait_until_gone,
+)
 
 # Wide enough that an epoch takes a good part of a second: metrics arrive at most every 0.5 s, and the kill
 # must come while the job still has epochs to go. The schedule moves the rate every step: a resumed job must
@@ -183,3 +192,22 @@ def test_the_same_idempotency_key_and_body_return_the_same_job(client: httpx.Cli
     other_key = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-run-2"})
     assert other_key.json()["id"] != first.json()["id"]
     assert wait_for(client, first.json()["id"])["attempts"] == 1
+
+
+@pytest.mark.embedded_only
+def test_an_embedded_worker_ends_with_its_api_process_however_that_died(tmp_path: Path) -> None:
+    """`make run` starts the worker inside the API's process tree: an API killed outright (SIGKILL, OOM) must not
+    leave a worker behind that holds jobs and the port's data directory."""
+    port = free_port()
+    log = tmp_path / "service.log"
+    api = start("service", {"DATA_DIR": str(tmp_path), "PORT": str(port), "HOST": "127.0.0.1", "EMBEDDED_WORKERS": "1"}, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", api, log)
+        [worker] = embedded_worker_pids(api.pid)
+
+        api.kill()
+        api.wait()
+
+        assert wait_until_gone(worker, timeout=10 * POLL_SECONDS), "the embedded worker outlived its API process"
+    finally:
+        stop(api)

@@ -84,3 +84,26 @@ def pids_of_requests(log_path: Path, request_ids: set[str], timeout: float = 10)
         if len(found) == len(request_ids) or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+def embedded_worker_pids(api_pid: int) -> list[int]:
+    """The `python -m worker` children of an API process."""
+    children = Path(f"/proc/{api_pid}/task/{api_pid}/children").read_text().split()
+    return [int(pid) for pid in children if b"-m\x00worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def process_alive(pid: int) -> bool:
+    """Running or sleeping: an exited orphan may stay a zombie where the container's init reaps nothing."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def wait_until_gone(pid: int, timeout: float) -> bool:
+    """Whether the process has ended within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not process_alive(pid)
