@@ -197,7 +197,7 @@ def test_the_same_idempotency_key_and_body_return_the_same_job(client: httpx.Cli
 @pytest.mark.embedded_only
 def test_an_embedded_worker_ends_with_its_api_process_however_that_died(tmp_path: Path) -> None:
     """`make run` starts the worker inside the API's process tree: an API killed outright (SIGKILL, OOM) must not
-    leave a worker behind that holds jobs and the port's data directory."""
+    leave behind a worker that goes on taking jobs from the data directory it shared."""
     port = free_port()
     log = tmp_path / "service.log"
     api = start("service", {"DATA_DIR": str(tmp_path), "PORT": str(port), "HOST": "127.0.0.1", "EMBEDDED_WORKERS": "1"}, log)
