@@ -74,7 +74,7 @@ def _json_text(value: object) -> str:
     return to_json(value, ensure_ascii=True, fallback=str).decode()
 
 
-_ENTRY_KEYS = frozenset(("time", "level", "logger", "message", "pid"))
+_ENTRY_KEYS = frozenset(_entry(0.0, "", "", "", None, {}, {}))  # time, level, logger, message, pid
 BufferedLine = tuple[float, str, Mapping[str, str], Mapping[str, object]]  # created, message, context, fields
 
 
