@@ -27,8 +27,16 @@ def main(argv: list[str] | None = None) -> None:
         upgrade_database(settings.resolved_database_url)
         return
     # Uvicorn's loggers reach the root handler as they are (log_config=None); RequestObserver writes the access lines.
-    # No Server header advertises the software.
-    options = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False, "server_header": False}
+    # No Server header advertises the software. The service reads neither the client's address nor the scheme,
+    # so uvicorn's proxy-headers layer (X-Forwarded-For/-Proto) would only cost each request (~1 µs).
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+    }
     if settings.api_processes > 1:
         share_metrics_between_processes(settings.data_dir)  # before any process imports prometheus_client
         upgrade_database(settings.resolved_database_url)  # once, before the processes start
