@@ -6,10 +6,7 @@ request into the thread its route runs in, and it costs nothing to lines that ar
 
 import logging
 import math
-import os
-import select
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -49,7 +46,7 @@ def _entry(
     context: Mapping[str, str],
     fields: Mapping[str, object],
 ) -> dict:
-    entry = {"time": _utc_time(created), "level": level, "logger": logger, "message": message, "pid": pid}
+    entry = {"time": utc_time(created), "level": level, "logger": logger, "message": message, "pid": pid}
     return {**entry, **context, **fields}
 
 
@@ -58,7 +55,7 @@ def _utc_second(second: int) -> str:
     return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _utc_time(created: float) -> str:
+def utc_time(created: float) -> str:
     """`datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")`, at less than half the cost."""
     second = math.floor(created)
     microseconds = round((created - second) * 1e6)  # rounded as datetime rounds
@@ -67,31 +64,11 @@ def _utc_time(created: float) -> str:
     return f"{_utc_second(second)}.{microseconds // 1000:03d}+00:00"
 
 
-def _json_text(value: object) -> str:
+def json_text(value: object) -> str:
     """Compact JSON, anything it cannot serialize as its str(), by pydantic-core's serializer (pydantic's own
     dependency): a fifth of json.dumps's cost. ASCII, as json.dumps writes it: a line's length in
-    characters is then its length in bytes, which `_pieces` counts."""
+    characters is then its length in bytes, which `whole_line_pieces` counts."""
     return to_json(value, ensure_ascii=True, fallback=str).decode()
-
-
-_ENTRY_KEYS = frozenset(_entry(0.0, "", "", "", None, {}, {}))  # time, level, logger, message, pid
-BufferedLine = tuple[float, str, Mapping[str, str], Mapping[str, object]]  # created, message, context, fields
-
-
-def _info_lines(logger: str, pid: int, lines: list[BufferedLine]) -> Iterator[str]:
-    """Each line as `_json_text(_entry(...))` writes it at INFO, the entry's own keys written around the serializer,
-    which sees only the message and the context and fields: half the cost a line. A line whose context or fields
-    name one of the entry's keys (which they would then replace in place) takes `_entry`'s way."""
-    logger_json = _json_text(logger)
-    for created, message, context, fields in lines:
-        rest = {**context, **fields}
-        if not _ENTRY_KEYS.isdisjoint(rest):
-            yield _json_text(_entry(created, "INFO", logger, message, pid, context, fields))
-            continue
-        head = (
-            f'{{"time":"{_utc_time(created)}","level":"INFO","logger":{logger_json},"message":{_json_text(message)},"pid":{pid}'
-        )
-        yield f"{head},{_json_text(rest)[1:]}" if rest else f"{head}}}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -109,63 +86,10 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return _json_text(entry)
+        return json_text(entry)
 
 
-class BufferedInfoLines:
-    """INFO lines of one busy logger (the API's access lines), written a batch at a time, as the root's one
-    JSON handler writes them (the same object) but without a LogRecord each: on a small machine a line
-    written on its own costs a predict more than its forward pass. The owner calls `flush` soon after a
-    line arrives (the API: within ACCESS_LINES_FLUSH_SECONDS) and at shutdown; a batch is written in
-    pieces of whole lines of at most PIPE_BUF bytes, each one write, so that processes sharing a pipe
-    never tear each other's lines. What a crash can lose: the lines since the last flush.
-    """
-
-    def __init__(self, logger: logging.Logger, max_lines: int = 256) -> None:
-        self.logger = logger
-        self.max_lines = max_lines
-        self._pending: list[BufferedLine] = []
-
-    def add(self, message: str, fields: Mapping[str, object]) -> bool:
-        """Buffer a line (written at once when `max_lines` wait). False, with nothing buffered, when
-        logging is set up otherwise (text, other handlers, a level above INFO): then log it as usual.
-        Asked at a batch's first line; `flush` asks again."""
-        if not self._pending and _json_stream_handler(self.logger) is None:
-            return False
-        self._pending.append((time.time(), message, LOG_CONTEXT.get(), fields))
-        if len(self._pending) >= self.max_lines:
-            self.flush()
-        return True
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def flush(self) -> None:
-        lines, self._pending = self._pending, []
-        if not lines:
-            return
-        handler = _json_stream_handler(self.logger)
-        if handler is None:  # logging was set up otherwise meanwhile: through it, with each line's own time
-            if not self.logger.isEnabledFor(logging.INFO):
-                return
-            for created, message, context, fields in lines:
-                record = self.logger.makeRecord(
-                    self.logger.name, logging.INFO, "", 0, message, (), None, extra={"fields": fields}
-                )
-                record.created, record.msecs = created, created % 1 * 1000
-                with log_context(**context):
-                    self.logger.handle(record)
-            return
-        terminator = handler.terminator
-        texts = [text + terminator for text in _info_lines(self.logger.name, os.getpid(), lines)]
-        with handler.lock:  # type: ignore[union-attr]
-            for piece in _pieces(texts, select.PIPE_BUF):
-                handler.stream.write(piece)
-                handler.flush()
-
-
-def _json_stream_handler(logger: logging.Logger) -> logging.StreamHandler | None:
+def json_stream_handler(logger: logging.Logger) -> logging.StreamHandler | None:
     """The root's one plain JSON stream handler, when it alone writes `logger`'s INFO lines."""
     handlers = logging.getLogger().handlers
     if len(handlers) != 1 or logger.handlers or not logger.isEnabledFor(logging.INFO):
@@ -176,7 +100,7 @@ def _json_stream_handler(logger: logging.Logger) -> logging.StreamHandler | None
     return handler
 
 
-def _pieces(lines: list[str], limit: int) -> Iterator[str]:
+def whole_line_pieces(lines: list[str], limit: int) -> Iterator[str]:
     """The lines joined into pieces of at most `limit` characters (a longer line is a piece of its own)."""
     piece: list[str] = []
     size = 0

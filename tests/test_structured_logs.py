@@ -19,15 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bncore.structured_logs import (
-    LOG_CONTEXT,
-    BufferedInfoLines,
-    JsonFormatter,
-    TextFormatter,
-    _entry,
-    _json_text,
-    _utc_time,
-)
+from bncore.structured_logs import LOG_CONTEXT, JsonFormatter, TextFormatter, _entry, json_text, utc_time
+from service.observability.access_lines import AccessLines, log_line
 from tests.conftest import RunningService
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
@@ -181,73 +174,72 @@ def root_handler(formatter: logging.Formatter, level: int = logging.INFO) -> Ite
         root.setLevel(saved_level)
 
 
-FIELDS = {"method": "POST", "path": "/v1/x", "status": 200, "duration_ms": 0.25}
-
-
 def test_buffered_access_lines_are_the_lines_logging_writes_each_with_its_own_request() -> None:
     """The API buffers its access lines (written one by one they cost a predict more than its forward pass):
     once written, each is the object logging's formatter writes, key for key, with its request's id and
     time, though the batch is written outside any request."""
-    access = logging.getLogger("service.access")
-    lines = BufferedInfoLines(access, max_lines=100)
+    lines = AccessLines(max_lines=100)
     with root_handler(JsonFormatter()) as stream:
         for request_id in ("r-1", "r-2"):
             token = LOG_CONTEXT.set({"request_id": request_id})
-            assert lines.add("POST /v1/x 200", FIELDS)
-            access.info("POST /v1/x 200", extra={"fields": FIELDS})
+            assert lines.add(request_id, "POST", "/v1/x", 200, 0.00025)
+            log_line(request_id, "POST", "/v1/x", 200, 0.00025)
             LOG_CONTEXT.reset(token)
         assert lines.pending == 2 and len(stream.writes) == 2  # logging's two; the buffered ones wait
         lines.flush()
     logged = [json.loads(line) for line in stream.writes[:2]]
     written = [json.loads(line) for line in "".join(stream.writes[2:]).splitlines()]
     assert [line["request_id"] for line in written] == ["r-1", "r-2"]
+    assert written[0]["message"] == "POST /v1/x 200" and written[0]["duration_ms"] == 0.25
     for mine, theirs in zip(written, logged, strict=True):
         assert list(mine) == list(theirs) and abs(_epoch(mine.pop("time")) - _epoch(theirs.pop("time"))) < 1
         assert mine == theirs
 
 
 @pytest.mark.parametrize(
-    ("message", "context", "fields"),
+    ("method", "path", "status", "seconds"),
     [
-        ("POST /v1/x 200", {"request_id": "r-1"}, FIELDS),
-        ('GET /v1/caf\u00e9/"quoted"\\ 404', {}, {"ratio": float("inf"), "file": Path("/data/na\u00efve.csv")}),
-        ("no context, no fields", {}, {}),
-        ("a field named as the entry's own key", {"request_id": "r-2"}, {"message": "replaced", "pid": 0}),
+        ("POST", "/v1/models/model_1/predict", 200, 0.000437),
+        ("GET", '/v1/caf\u00e9/"quoted"\\ and\ttab', 404, 0.0),
+        ("PATCH", "/v1/jobs/j", 500, 12.3456789),
+        ("DELETE", "/", 204, 3e13),  # a duration in milliseconds too large for repr's plain digits
     ],
 )
-def test_a_buffered_line_is_byte_for_byte_the_json_of_its_entry(message: str, context: dict, fields: dict) -> None:
-    """Buffered lines write the entry's own keys around the serializer: the text must be what serializing the
-    whole entry writes, whatever the message, context and fields hold."""
-    lines = BufferedInfoLines(logging.getLogger("service.access"))
+def test_an_access_line_is_byte_for_byte_the_json_logging_writes(method: str, path: str, status: int, seconds: float) -> None:
+    """Access lines are written from text cached per route, not through the serializer: the text must be
+    what serializing the entry of logging's record writes, whatever the path holds."""
+    lines = AccessLines(max_lines=100)
     with root_handler(JsonFormatter()) as stream:
-        token = LOG_CONTEXT.set(context)
-        assert lines.add(message, fields)
-        LOG_CONTEXT.reset(token)
-        [(created, *_)] = lines._pending
+        for request_id in ("r-1", "0f" * 16):  # the second line takes the route's text from the cache
+            assert lines.add(request_id, method, path, status, seconds)
+        created = [line[0] for line in lines._pending]
         lines.flush()
 
-    expected = _json_text(_entry(created, "INFO", "service.access", message, os.getpid(), context, fields)) + "\n"
-    assert stream.getvalue() == expected
-    assert json.loads(expected)["message"] == fields.get("message", message)
+    fields = {"method": method, "path": path, "status": status, "duration_ms": round(seconds * 1000, 3)}
+    expected = [
+        json_text(_entry(moment, "INFO", "service.access", f"{method} {path} {status}", os.getpid(), {"request_id": rid}, fields))
+        for moment, rid in zip(created, ("r-1", "0f" * 16), strict=True)
+    ]
+    assert stream.getvalue().splitlines() == expected
+    assert json.loads(expected[0])["path"] == path
 
 
-def test_buffered_lines_go_through_logging_when_it_is_set_up_otherwise() -> None:
-    access = logging.getLogger("service.access")
-    lines = BufferedInfoLines(access)
+def test_access_lines_go_through_logging_when_it_is_set_up_otherwise() -> None:
+    lines = AccessLines(max_lines=100)
     with root_handler(TextFormatter()) as stream:
-        assert not lines.add("POST /v1/x 200", FIELDS)  # the caller logs it as usual
+        assert not lines.add("r-0", "POST", "/v1/x", 200, 0.001)  # the caller logs it as usual
     with root_handler(JsonFormatter(), level=logging.WARNING):
-        assert not lines.add("POST /v1/x 200", FIELDS)
+        assert not lines.add("r-0", "POST", "/v1/x", 200, 0.001)
     with root_handler(JsonFormatter()):
-        token = LOG_CONTEXT.set({"request_id": "r-3"})
-        assert lines.add("POST /v1/x 200", FIELDS)
-        LOG_CONTEXT.reset(token)
+        assert lines.add("r-3", "POST", "/v1/x", 200, 0.001)
     with root_handler(TextFormatter()) as stream:  # logging set up again before the line was written
+        token = LOG_CONTEXT.set({"request_id": "another request's"})
         lines.flush()
+        LOG_CONTEXT.reset(token)
     [line] = stream.getvalue().splitlines()
     assert "POST /v1/x 200" in line and "request_id=r-3" in line and "status=200" in line
     with root_handler(JsonFormatter()):
-        assert lines.add("POST /v1/x 200", FIELDS)
+        assert lines.add("r-4", "POST", "/v1/x", 200, 0.001)
     with root_handler(JsonFormatter(), level=logging.WARNING) as stream:  # INFO turned off before it was written
         lines.flush()
     assert stream.writes == []
@@ -255,10 +247,10 @@ def test_buffered_lines_go_through_logging_when_it_is_set_up_otherwise() -> None
 
 def test_a_batch_of_lines_is_written_in_whole_lines_of_at_most_pipe_buf_bytes() -> None:
     """Several API processes share one stderr: a write of at most PIPE_BUF bytes to a pipe is never torn."""
-    lines = BufferedInfoLines(logging.getLogger("service.access"), max_lines=1000)
+    lines = AccessLines(max_lines=1000)
     with root_handler(JsonFormatter()) as stream:
         for number in range(200):
-            lines.add(f"POST /v1/models/{'m' * (number % 50)}/predict 200", FIELDS)
+            lines.add(f"r-{number}", "POST", f"/v1/models/{'m' * (number % 50)}/predict", 200, 0.001)
         lines.flush()
     assert len(stream.writes) > 1
     assert all(len(piece.encode()) <= select.PIPE_BUF and piece.endswith("\n") for piece in stream.writes)
@@ -282,7 +274,7 @@ def test_log_times_are_what_datetime_writes() -> None:
     moments = [rng.uniform(0, 4e9) for _ in range(20_000)]
     moments += [math.floor(moment) + fraction for moment in moments[:500] for fraction in (0.0, 0.0005, 0.9995, 0.9999996)]
     for moment in moments:
-        assert _utc_time(moment) == datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds")
+        assert utc_time(moment) == datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _epoch(text: str) -> float:

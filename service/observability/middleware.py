@@ -12,11 +12,11 @@ from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bncore.structured_logs import LOG_CONTEXT, BufferedInfoLines
+from bncore.structured_logs import LOG_CONTEXT
+from service.observability.access_lines import AccessLines, access_log, log_line
 from service.observability.metrics import UNMATCHED_ROUTE, ServiceMetrics
 from service.observability.request_id import HEADER, request_id_of
 
-access_log = logging.getLogger("service.access")
 ACCESS_LINES_FLUSH_SECONDS = 0.1  # how late an access line may be written when few requests come
 # Written together, after the response of the request that makes them this many: ~0.1 ms here, a
 # fraction of a predict, so the request after it hardly waits; a crash loses at most this many.
@@ -42,7 +42,7 @@ class RequestObserver:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.access_lines = BufferedInfoLines(access_log, max_lines=ACCESS_LINES_PER_WRITE)
+        self.access_lines = AccessLines(max_lines=ACCESS_LINES_PER_WRITE)
         self._flush_due: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,11 +67,9 @@ class RequestObserver:
             seconds = time.perf_counter() - started
             self.metrics.observe_request(scope["method"], route_template(scope), status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                method, path = scope["method"], scope["path"]
-                message = f"{method} {path} {status}"
-                fields = {"method": method, "path": path, "status": status, "duration_ms": round(seconds * 1000, 3)}
-                if not self.access_lines.add(message, fields):
-                    access_log.info(message, extra={"fields": fields})
+                line = (request_id, scope["method"], scope["path"], status, seconds)
+                if not self.access_lines.add(*line):
+                    log_line(*line)
                 elif self._flush_due is None:
                     self._flush_due = asyncio.get_running_loop().call_later(ACCESS_LINES_FLUSH_SECONDS, self._flush)
         # Only once the app returned: uvicorn logs an exception that escapes it after us, in this context,
