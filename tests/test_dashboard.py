@@ -59,6 +59,19 @@ def click(browser: WebDriver, selector: str) -> None:
     wait_until(browser, lambda b: b.find_element(By.CSS_SELECTOR, selector).click() or True)
 
 
+def select_model(browser: WebDriver, model_id: str) -> None:
+    """Click the model's row until its panel shows it: a model listed meanwhile (another test's job ending)
+    moves the rows down between finding the row and the click landing on the row now in its place."""
+
+    def shown(b: WebDriver) -> bool:
+        if b.find_element(By.ID, "model-title").text == model_id:
+            return True
+        b.find_element(By.CSS_SELECTOR, f"#model-rows tr[data-model-id='{model_id}']").click()
+        return False
+
+    wait_until(browser, shown)
+
+
 def fill(form: WebElement, name: str, value: str) -> None:
     field = form.find_element(By.NAME, name)
     if field.tag_name == "select":
@@ -219,7 +232,7 @@ def test_a_group_norm_model_shows_gamma_and_beta_with_no_statistics_to_fold_watc
     note = client.get(f"/v1/models/{job['model_id']}").json()["serving"]["note"]
 
     open_dashboard(browser, service.url)
-    click(browser, f"#model-rows tr[data-model-id='{job['model_id']}']")
+    select_model(browser, job["model_id"])
     shown = wait_until(browser, lambda b: (found := [row["text"].split("\t") for row in rows(b, "bn-rows")]) and found)
     # γ and β as stored; the running mean and variance cells stay empty: GroupNorm keeps none.
     assert [row[:6] for row in shown] == [
@@ -437,7 +450,7 @@ def test_with_api_keys_the_page_shows_nothing_until_a_key_is_given_and_then_only
     refreshed = answered(browser)["jobs"] + 2
     wait_until(browser, lambda b: answered(b)["jobs"] >= refreshed)
     assert browser.execute_script("return document.querySelector('#job-rows tr') === window.rowSeen")  # unchanged: kept
-    click(browser, f"#model-rows tr[data-model-id='{alices['model_id']}']")  # listed when its request comes back
+    select_model(browser, alices["model_id"])  # listed when its request comes back
     wait_until(browser, lambda b: plot_width(b) > 0, 60)  # fetched with the key, shown from a blob
 
     browser.find_element(By.ID, "key-forget").click()
@@ -610,7 +623,7 @@ def test_the_first_view_fits_1280_and_1920_pixels_with_every_column_shown(
             best = next(row for row in rows(browser, "model-rows") if "★" in row["text"])
             assert best["text"].split("\t")[4].endswith("★")
 
-            click(browser, f"#model-rows tr[data-model-id='{digits_model['id']}']")
+            select_model(browser, digits_model["id"])
             wait_until(browser, lambda b: plot_width(b) > 0, 60)
             wait_until(browser, lambda b: chart_points(b) == {name: 3 for name in SERIES})  # the curves of its job
             assert browser.find_element(By.ID, "job-title").text == digits_model["job_id"]
