@@ -183,7 +183,7 @@ def test_buffered_access_lines_are_the_lines_logging_writes_each_with_its_own_re
         for request_id in ("r-1", "r-2"):
             token = LOG_CONTEXT.set({"request_id": request_id})
             assert lines.add(request_id, "POST", "/v1/x", 200, 0.00025)
-            log_line(request_id, "POST", "/v1/x", 200, 0.00025)
+            log_line("POST", "/v1/x", 200, 0.00025)
             LOG_CONTEXT.reset(token)
         assert lines.pending == 2 and len(stream.writes) == 2  # logging's two; the buffered ones wait
         lines.flush()

@@ -67,8 +67,8 @@ class AccessLines:
                 handler.flush()
 
 
-def log_line(request_id: str, method: str, path: str, status: int, seconds: float) -> None:
-    """The access line through logging, as any other line: in the request's context, at the current time."""
+def log_line(method: str, path: str, status: int, seconds: float) -> None:
+    """The access line through logging, as any other line: in the request's context (its id), at the current time."""
     access_log.info(_message(method, path, status), extra={"fields": _fields(method, path, status, seconds)})
 
 
@@ -77,7 +77,11 @@ def _message(method: str, path: str, status: int) -> str:
 
 
 def _fields(method: str, path: str, status: int, seconds: float) -> dict[str, object]:
-    return {"method": method, "path": path, "status": status, "duration_ms": round(seconds * 1000, 3)}
+    return {"method": method, "path": path, "status": status, "duration_ms": _milliseconds(seconds)}
+
+
+def _milliseconds(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
 
 def _log_through_logging(created: float, request_id: str, method: str, path: str, status: int, seconds: float) -> None:
@@ -93,7 +97,7 @@ def _log_through_logging(created: float, request_id: str, method: str, path: str
 def _json_line(line: _Line, pid: int, terminator: str) -> str:
     created, request_id, method, path, status, seconds = line
     before_pid, before_duration = _route_text(method, path, status)
-    milliseconds = round(seconds * 1000, 3)
+    milliseconds = _milliseconds(seconds)
     duration = repr(milliseconds) if milliseconds < _LARGEST_REPR_MS else json_text(milliseconds)
     time_text = utc_time(created)
     return f'{{"time":"{time_text}",{before_pid}{pid},"request_id":"{request_id}",{before_duration}{duration}}}{terminator}'

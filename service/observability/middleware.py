@@ -67,9 +67,9 @@ class RequestObserver:
             seconds = time.perf_counter() - started
             self.metrics.observe_request(scope["method"], route_template(scope), status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                line = (request_id, scope["method"], scope["path"], status, seconds)
-                if not self.access_lines.add(*line):
-                    log_line(*line)
+                method, path = scope["method"], scope["path"]
+                if not self.access_lines.add(request_id, method, path, status, seconds):
+                    log_line(method, path, status, seconds)
                 elif self._flush_due is None:
                     self._flush_due = asyncio.get_running_loop().call_later(ACCESS_LINES_FLUSH_SECONDS, self._flush)
         # Only once the app returned: uvicorn logs an exception that escapes it after us, in this context,
