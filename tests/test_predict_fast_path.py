@@ -65,8 +65,10 @@ def test_the_fast_path_answers_byte_for_byte_as_the_route_does(
         (json.dumps({"inputs": [DIGIT], "extra": 1}).encode(), HEADERS, 422),
         (b'{"inputs": [[1, 2,', HEADERS, 422),
         (json.dumps({"inputs": [DIGIT]}).encode(), {"Content-Type": "text/plain"}, 415),
+        (json.dumps({"inputs": [[*DIGIT[:63], 1e39]]}).encode(), HEADERS, 422),
+        (json.dumps({"inputs": [[*DIGIT[:63], float("nan")]]}).encode(), HEADERS, 422),
     ],
-    ids=["65 rows", "UTF-8 BOM", "short row", "unknown field", "broken JSON", "not JSON"],
+    ids=["65 rows", "UTF-8 BOM", "short row", "unknown field", "broken JSON", "not JSON", "beyond float32", "NaN"],
 )
 def test_requests_the_fast_path_does_not_take_get_the_routes_answer(
     client: httpx.Client, digits_model: dict, body: bytes, headers: dict, status: int

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import Strict, TypeAdapter, ValidationError
+from pydantic import Field, Strict, TypeAdapter, ValidationError
 
 from bncore.errors import InvalidField, PayloadTooLarge
 
@@ -23,8 +23,9 @@ def parse_inputs(raw: Any, input_shape: tuple[int, ...], max_rows: int) -> torch
     return numbers_as_inputs(raw, input_shape)
 
 
-def numbers_as_inputs(raw: list[Any], input_shape: tuple[int, ...]) -> torch.Tensor:
-    """`parse_inputs` of rows already known to be a non-empty list, not too long, of nothing but numbers."""
+def numbers_as_inputs(raw: list[Any], input_shape: tuple[int, ...], within_float32: bool = False) -> torch.Tensor:
+    """`parse_inputs` of rows already known to be a non-empty list, not too long, of nothing but numbers
+    (`within_float32`: finite numbers within float32's range, as `nested_numbers(depth, within_float32=True)` takes)."""
     try:
         array = np.asarray(raw, dtype=np.float64)
     except (ValueError, TypeError):
@@ -33,14 +34,19 @@ def numbers_as_inputs(raw: list[Any], input_shape: tuple[int, ...]) -> torch.Ten
         raise InvalidField("inputs", "a number too large for a 64-bit float") from None
     if array.shape[1:] != input_shape:
         array = _flat_rows_reshaped(array, input_shape)
-    if not np.abs(array).max() <= FLOAT32_MAX:  # also true of NaN
+    if not within_float32 and not np.abs(array).max() <= FLOAT32_MAX:  # also true of NaN
         _refuse_out_of_range(array)
     return torch.from_numpy(array.astype(np.float32))
 
 
-def nested_numbers(depth: int) -> Any:
-    """The type of lists `depth` deep of JSON numbers: strict, so "1.5", true and null are refused rather than converted."""
+def nested_numbers(depth: int, within_float32: bool = False) -> Any:
+    """The type of lists `depth` deep of JSON numbers: strict, so "1.5", true and null are refused rather than converted.
+
+    `within_float32`: only finite numbers float32 can hold (NaN fails both bounds), checked as they are parsed.
+    """
     kind: Any = Annotated[float, Strict()]
+    if within_float32:
+        kind = Annotated[kind, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
     for _ in range(depth):
         kind = list[kind]
     return kind
