@@ -75,7 +75,7 @@ def summarise(values: torch.Tensor) -> list[float]:
 @contextlib.contextmanager
 def _untouched(network: nn.Module) -> Iterator[None]:
     """Whatever the probe's forward pass changes, put back: BN buffers, dropout's mode, the random generators."""
-    buffers = {name: buffer.clone() for name, buffer in network.named_buffers()}
+    saved = [(buffer, buffer.clone()) for buffer in network.buffers()]
     dropouts = [module for module in network.modules() if isinstance(module, nn.modules.dropout._DropoutNd)]
     devices = [parameter.device for parameter in network.parameters() if parameter.device.type == "cuda"][:1]
     with torch.random.fork_rng(devices=devices), torch.no_grad():
@@ -86,8 +86,8 @@ def _untouched(network: nn.Module) -> Iterator[None]:
         finally:
             for module in dropouts:
                 module.train()
-            for name, buffer in network.named_buffers():
-                buffer.copy_(buffers[name])
+            for buffer, copy in saved:
+                buffer.copy_(copy)
 
 
 class ActivationProbe:
@@ -98,24 +98,27 @@ class ActivationProbe:
         self.every_steps = spec.every_steps
         self.layers = activation_layer_names(network) if spec.layers == "all" else list(spec.layers)
         self.inputs = inputs
+        modules = dict(network.named_modules())
+        self._tracked = [(name, modules[name]) for name in self.layers]
 
     def measure(self, step: int) -> dict:
         """{"step", "layers": {name: [p15, p50, p85, mean, std]}} at optimisation step `step`."""
-        modules = dict(self.network.named_modules())
         seen: dict[str, torch.Tensor] = {}
         handles = [
-            modules[name].register_forward_pre_hook(lambda module, args, name=name: seen.__setitem__(name, args[0]))
-            for name in self.layers
+            module.register_forward_pre_hook(lambda module, args, name=name: seen.__setitem__(name, args[0]))
+            for name, module in self._tracked
         ]
-        was_training = self.network.training
+        was_training = self.network.training  # in a training loop it is: no walk over the modules to set it twice
         try:
             with _untouched(self.network):
-                self.network.train()
+                if not was_training:
+                    self.network.train()
                 self.network(self.inputs)
         finally:
             for handle in handles:
                 handle.remove()
-            self.network.train(was_training)
+            if not was_training:
+                self.network.eval()
         return {"step": step, "layers": {name: summarise(seen[name]) for name in self.layers}}
 
 
