@@ -22,6 +22,7 @@ import pytest
 from bncore.structured_logs import LOG_CONTEXT, JsonFormatter, TextFormatter, _entry, json_text, utc_time
 from service.observability.access_lines import AccessLines, log_line
 from tests.conftest import RunningService
+from tests.support.processes import written_lines
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -32,7 +33,7 @@ def log_files(service: RunningService) -> list[Path]:
 
 
 def entries(path: Path) -> list[dict[str, Any]]:
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in written_lines(path) if line.strip()]
     parsed = []
     for number, line in enumerate(lines, 1):
         try:

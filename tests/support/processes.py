@@ -71,12 +71,18 @@ def own_service(data_dir: Path, env: dict[str, str], api_keys: list[dict] | None
         stop(process)
 
 
+def written_lines(log_path: Path) -> list[str]:
+    """The log's whole lines: a line being written may be read in part (Linux copies a write a page at a time)."""
+    text = log_path.read_text()
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
 def pids_of_requests(log_path: Path, request_ids: set[str], timeout: float = 10) -> dict[str, int]:
     """The pid of the API process that answered each request, from its access log line (by `X-Request-ID`)."""
     deadline = time.monotonic() + timeout
     while True:
         found = {}
-        for line in log_path.read_text().splitlines():
+        for line in written_lines(log_path):
             if line.startswith("{") and '"service.access"' in line:
                 entry = json.loads(line)
                 if entry.get("request_id") in request_ids:
