@@ -98,6 +98,11 @@ def own_backends(folder: Path) -> Iterator[dict[str, str]]:
     Distributed: a redis-server of its own and a fresh PostgreSQL database (when `TEST_POSTGRES_URL` names a
     server), as `REDIS_URL` and `DATABASE_URL`; the service migrates it at start. Embedded: nothing to add.
     """
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    if test not in _ON_THIS_MODES_BACKENDS:
+        raise RuntimeError(
+            f"{test} starts a service on the mode's backends: mark it own_backends or the distributed run skips it"
+        )
     if MODE != "distributed":
         yield {}
         return
@@ -123,7 +128,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "distributed" in item.keywords and MODE != "distributed":
             item.add_marker(pytest.mark.skip(reason="needs BN_TEST_MODE=distributed (Redis and separate workers)"))
         if "embedded_only" in item.keywords and MODE != "embedded":
-            item.add_marker(pytest.mark.skip(reason="starts an embedded service of its own: the embedded run covers it"))
+            item.add_marker(pytest.mark.skip(reason="needs the embedded run's service (one worker, in the API process)"))
+        if _on_this_modes_backends(item):
+            _ON_THIS_MODES_BACKENDS.add(item.nodeid)
+        elif MODE == "distributed":
+            item.add_marker(pytest.mark.skip(reason="reaches no backend of this mode: the embedded run covers it"))
+
+
+_ON_THIS_MODES_BACKENDS: set[str] = set()
+
+
+def _on_this_modes_backends(item: pytest.Item) -> bool:
+    """Whether the test runs on the mode's backends: through the session's service (or a module's own fixture of that
+    name), or marked as starting services of its own on them. Any other test runs alike in both modes."""
+    marked = any(name in item.keywords for name in ("distributed", "own_backends"))
+    return marked or "service" in getattr(item, "fixturenames", ())
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from tests.support.api_keys import keyed_service
 from tests.support.jobs import job_request, wait_for
 from tests.support.processes import ROOT, free_port
 
+pytestmark = pytest.mark.own_backends  # each keyed service runs on the mode's backends
+
 SUBMISSIONS_PER_MINUTE = 4
 
 

@@ -1,7 +1,6 @@
 """`python -m bench --quick` runs end to end and prints its table, and `python -m bench.gpu` without CUDA says so; the
 numbers themselves are not tested."""
 
-import os
 import subprocess
 import sys
 
@@ -11,13 +10,7 @@ import torch
 from bench import gpu, resnet
 from tests.support.processes import ROOT
 
-pytestmark = pytest.mark.embedded_only
 
-
-@pytest.mark.skipif(
-    os.environ.get("BN_TEST_MODE") == "distributed",
-    reason="the benchmark starts its own processes whatever the mode: once per CI run is enough",
-)
 def test_the_quick_benchmark_prints_a_row_for_each_measurement() -> None:
     run = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]

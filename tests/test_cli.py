@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import tomllib
 from sklearn.datasets import load_digits
 
@@ -298,7 +297,6 @@ def test_serve_starts_the_api_with_its_options(tmp_path: Path) -> None:
         stop(process)
 
 
-@pytest.mark.embedded_only
 def test_a_worker_started_by_bnjobs_trains_the_services_jobs(tmp_path: Path) -> None:
     """An API without workers, and one started with `bnjobs worker --hostname`, as docs/sdk-cli.md shows."""
     env = {"DATA_DIR": str(tmp_path)}

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -141,7 +140,6 @@ def test_a_worker_that_lost_its_job_cannot_finish_it(tmp_path: Path) -> None:
     assert jobs.get(job.id).model_id == "model_y"
 
 
-@pytest.mark.embedded_only
 def test_a_job_whose_message_a_killed_worker_took_is_sent_again(tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path), **FAST_RECOVERY}
     with own_service(tmp_path, {"EMBEDDED_WORKERS": "0", **env}) as url, httpx.Client(base_url=url, timeout=60) as client:
@@ -194,7 +192,6 @@ def test_the_same_idempotency_key_and_body_return_the_same_job(client: httpx.Cli
     assert wait_for(client, first.json()["id"])["attempts"] == 1
 
 
-@pytest.mark.embedded_only
 def test_an_embedded_worker_ends_with_its_api_process_however_that_died(tmp_path: Path) -> None:
     """`make run` starts the worker inside the API's process tree: an API killed outright (SIGKILL, OOM) must not
     leave behind a worker that goes on taking jobs from the data directory it shared."""

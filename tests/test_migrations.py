@@ -13,6 +13,8 @@ from bncore.storage.database import Base
 from bncore.storage.migrations import upgrade_database
 from tests.support.servers import fresh_postgres_database
 
+pytestmark = pytest.mark.own_backends  # PostgreSQL where the distributed run names one
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

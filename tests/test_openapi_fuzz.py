@@ -19,6 +19,8 @@ from tests.conftest import own_backends
 from tests.support.jobs import FINISHED, job_request, train
 from tests.support.processes import free_port, start, stop, wait_ready
 
+pytestmark = pytest.mark.own_backends
+
 # Counted in the test below: each request the generated cases sent (examples, coverage and fuzzing phases,
 # positive and negative data), Hypothesis's shrinking of a failure included.
 MIN_CASES = 1000

@@ -16,6 +16,8 @@ from tests.support.api_keys import as_caller, keyed_service
 from tests.support.jobs import submit, train, wait_for
 from tests.support.uploads import iris_csv, upload, uploaded
 
+pytestmark = pytest.mark.own_backends  # the keyed service runs on the mode's backends
+
 SMALL_MLP = {"architecture": "mlp", "num_classes": 3, "hidden_sizes": [16]}
 
 
